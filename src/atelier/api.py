@@ -1,0 +1,147 @@
+"""The public Python API; the CLI (and later the server) call these functions and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from atelier.config import RunConfig, apply_overrides, flatten, read_yaml, validate_config
+from atelier.errors import ConfigError, RunError
+from atelier.imageio import to_uint8_array
+from atelier.training.checkpoint import CheckpointManager
+from atelier.training.engine import resolve_device
+
+__all__ = ["Generator", "load", "prepare_run", "train"]
+
+# Keys that may change when a run is resumed (they do not change what has been trained so far).
+RESUMABLE_KEYS = ("train.steps", "train.device", "log.")
+
+
+class Generator:
+    """A trained generator loaded from a run folder, ready to sample."""
+
+    def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int, which: str) -> None:
+        self.network = network.eval()
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.step = step
+        self.which = which
+        self.z_dim = int(cfg.model["z_dim"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def latents(self, n: int | None = None, seed: int = 0, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """``n`` latents from one seed, or one latent per seed in ``seeds`` (the same z for a seed always)."""
+        if seeds is not None:
+            return torch.cat([torch.randn(1, self.z_dim, generator=torch.Generator().manual_seed(int(s)))
+                              for s in seeds])
+        if n is None or n < 1:
+            raise ValueError(f"n must be a positive number of images, got {n}")
+        return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Latents -> uint8 images ``(N, C, H, W)``."""
+        out = []
+        for chunk in z.split(batch_size):
+            x = self.network(chunk.to(self.device))
+            out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        return torch.cat(out)
+
+    def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,
+               pil: bool = False, batch_size: int = 256) -> torch.Tensor | list[Image.Image]:
+        images = self.generate(self.latents(n, seed, seeds), batch_size=batch_size)
+        if not pil:
+            return images
+        return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
+
+    def metadata(self, **fields: Any) -> dict[str, Any]:
+        return {"workflow": "sample", "run": self.run_dir.name, "model": self.cfg.model["name"],
+                "step": self.step, "generator": self.which, **fields}
+
+
+def _read_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not an atelier run folder (no config.yaml); train one with `atelier train`")
+    return validate_config(read_yaml(path), where=str(path))
+
+
+def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Generator:
+    """Load a run folder's latest generator (``which="ema"`` by default, or ``"raw"``)."""
+    from atelier.models import build
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder not found: {run_dir}")
+    cfg = _read_run_config(run_dir)
+    if which not in ("ema", "raw"):
+        raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
+    ckpt = CheckpointManager(run_dir / "checkpoints")
+    path = ckpt.latest_path()
+    if path is None:
+        raise RunError(f"{run_dir} has no checkpoint yet; train it first (`atelier train --run-dir {run_dir}`)")
+    key = "s.G_ema" if which == "ema" else "s.G"
+    state = ckpt.read(path, tensors_only=key)
+    step = int(CheckpointManager.read_step(path))
+    net = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)["G"]
+    net.load_state_dict(state)
+    return Generator(net.to(resolve_device(device)), cfg, run_dir, step, which)
+
+
+def _config_data(config: str | Path | dict | RunConfig | None) -> tuple[dict[str, Any] | None, str]:
+    if config is None:
+        return None, "config"
+    if isinstance(config, RunConfig):
+        return config.to_dict(), "config"
+    if isinstance(config, dict):
+        return config, "config"
+    return read_yaml(config), str(config)
+
+
+def prepare_run(config: str | Path | dict | RunConfig | None, run_dir: Path,
+                overrides: dict[str, Any]) -> tuple[RunConfig, bool]:
+    """Resolve the config of a new run, or of a run folder being resumed. Returns (config, resuming).
+
+    A run folder with a checkpoint is resumed from its own ``config.yaml``; only the keys in
+    ``RESUMABLE_KEYS`` (more steps, logging cadence, device) may differ from what it was trained with.
+    """
+    data, where = _config_data(config)
+    stored = run_dir / "config.yaml"
+    if stored.is_file() and CheckpointManager(run_dir / "checkpoints").latest_path() is not None:
+        base = flatten(read_yaml(stored))
+        changed = {}
+        if data is not None:
+            asked = flatten(validate_config(apply_overrides(data, overrides), where=where).to_dict())
+            changed = {k: v for k, v in asked.items() if base.get(k) != v}
+        changed.update({k: v for k, v in overrides.items() if base.get(k) != v})
+        bad = {k: v for k, v in changed.items() if not k.startswith(RESUMABLE_KEYS)}
+        if bad:
+            shown = ", ".join(f"{k}={v!r} (the run has {base.get(k)!r})" for k, v in list(bad.items())[:4])
+            raise ConfigError(f"{run_dir} was trained with a different config: {shown}. Resume with the same "
+                              f"settings, or start a new run with another --run-dir")
+        return validate_config(apply_overrides(read_yaml(stored), changed), where=str(stored)), True
+    return validate_config(apply_overrides(data or {}, overrides), where=where), False
+
+
+def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Path = "runs/atelier",
+          overrides: dict[str, Any] | None = None, progress: bool | None = None, callback=None):
+    """Train a run, or resume it when ``run_dir`` already holds a checkpoint.
+
+    Returns a :class:`~atelier.training.TrainResult` (step, images seen, paths of the grid, loss plot
+    and model card).
+    """
+    from atelier.training import GANTrainer
+
+    run_dir = Path(run_dir)
+    cfg, resuming = prepare_run(config, run_dir, overrides or {})
+    trainer = GANTrainer(cfg, run_dir, progress=progress)
+    if resuming:
+        trainer.resume()
+    return trainer.fit(callback=callback)

@@ -1,0 +1,210 @@
+"""Typed run configs: pydantic models, YAML load/save and dotted overrides.
+
+A run is described by one :class:`RunConfig`. Its defaults are the corrected DCGAN of the
+TensorFlow tutorial on MNIST (``configs/mnist-dcgan.yaml`` spells the same values out; a test keeps
+the two equal). Unknown keys are errors (``extra="forbid"``), so a typo never silently trains the
+wrong model. The model section is validated by the config class the model family registers.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from atelier.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "LogConfig",
+    "LossConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_set",
+    "save_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    # `mnist`, `mnist:test`, `fashion-mnist`, a folder, a .zip or an .npz (see atelier.data).
+    source: str = "mnist"
+    resolution: int = Field(28, ge=8, le=1024)
+    channels: Literal[1, 3] = 1
+    # Train on the first N images only (None: all of them).
+    limit: int | None = Field(None, ge=1)
+    hflip: bool = False
+
+
+class LossConfig(_Strict):
+    name: Literal["nonsaturating"] = "nonsaturating"
+
+
+class OptimConfig(_Strict):
+    # Adam at 2e-4 with beta1 = 0.5: Radford et al. 2016 (DCGAN), as the source document uses.
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(2000, ge=1)
+    # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU.
+    batch_size: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast: 1.6x the images/s of fp32 for the MNIST DCGAN on a 2-core AVX512-BF16 CPU
+    # (benchmarks/train_speed.py); weights and optimiser state stay fp32.
+    precision: Literal["fp32", "bf16"] = "bf16"
+    channels_last: bool = True
+    # EMA of G with a half-life counted in images (StyleGAN2's ema_kimg), ramped up early on so the
+    # average does not drag the random init along for the first thousands of images.
+    ema_half_life_kimg: float = Field(10.0, ge=0)
+    ema_rampup: float | None = Field(0.05, ge=0)
+
+
+class LogConfig(_Strict):
+    every: int = Field(50, ge=1)
+    sample_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    # The fixed latent batch of the progress grids is grid x grid images.
+    grid: int = Field(8, ge=1, le=32)
+    tensorboard: bool = True
+
+
+class RunConfig(_Strict):
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "dcgan"})
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _resolve_model(self) -> RunConfig:
+        from atelier.models import model_config_class
+
+        params = dict(self.model)
+        name = params.pop("name", "dcgan")
+        cls = model_config_class(name)
+        try:
+            resolved = cls.model_validate(params)
+        except ValidationError as exc:
+            raise ValueError(_format_validation(exc, prefix="model.")) from None
+        object.__setattr__(self, "model", {"name": name, **resolved.model_dump()})
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = prefix + ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/mnist-dcgan.yaml for every key)"
+        elif "input" in err and err["type"] != "missing":
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def validate_config(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Build a :class:`RunConfig` from plain data, turning validation errors into ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_format_validation(exc)}") from None
+    except ValueError as exc:  # raised by our own validators
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    return {} if data is None else data
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data = read_yaml(path) if path is not None else {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data, where=str(path) if path else "config")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from atelier.utils import atomic_write_text
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    atomic_write_text(Path(path), text)
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Parse ``--set key.sub=value`` items; values are YAML scalars (``64``, ``true``, ``[1, 2]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set expects key=value with a dotted key (e.g. model.width=32), got {item!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted keys set (``{"train.steps": 10}``)."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[: i + 1])} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,166 @@
+"""Data sources and the training batch loader.
+
+A *source spec* is one string: ``mnist`` / ``mnist:test`` / ``fashion-mnist[:split]`` by name, or a
+path to an image folder (recursive), a ``.zip`` of images or an ``.npz`` with an ``images`` array.
+Every source is read once into memory as a uint8 tensor ``(N, C, H, W)``: MNIST-sized data fits
+easily, and batches are then a gather plus one conversion, with no worker processes to manage.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atelier.data.mnist import NAMED, load_named
+from atelier.errors import DataError
+
+__all__ = ["BatchLoader", "ImageDataset", "open_source", "parse_spec"]
+
+
+@dataclass
+class ImageDataset:
+    """Images in memory: uint8 ``(N, C, H, W)``, optional int64 labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+    classes: tuple[str, ...] = ()
+    license: str = "unknown (not stated by the source)"
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[2])
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"mnist:test"`` -> ``("mnist", "test")``; a path -> ``(path, None)``."""
+    name, _, split = spec.partition(":")
+    if name.lower() in NAMED:
+        return name.lower(), (split or "train")
+    return spec, None
+
+
+def _skipped_warning(name: str, skipped: list[str]) -> None:
+    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    warnings.warn(f"{name}: skipped {len(skipped)} unreadable file(s): {shown}", UserWarning, stacklevel=3)
+
+
+def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int | None = None) -> ImageDataset:
+    """Read a data source into memory at the given channel count and square resolution."""
+    from atelier.data import files
+
+    name, split = parse_spec(spec)
+    if split is not None:
+        ds = NAMED[name]
+        if channels != 1:
+            raise DataError(f"{name} is grayscale (1 channel); the config asks for {channels}. "
+                            "Set data.channels: 1")
+        images, labels = load_named(name, split)
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        images = images[..., None]
+        if resolution != images.shape[1]:
+            images = _resize_all(images, resolution)
+        return ImageDataset(
+            images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+            labels=torch.from_numpy(labels), name=f"{name}:{split}", classes=ds.classes, license=ds.license,
+        )
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        known = ", ".join(NAMED)
+        raise DataError(f"data source not found: {spec} (give a folder, a .zip, an .npz, or one of: {known})")
+    if path.is_dir():
+        images, labels, classes, skipped = files.load_folder(path, channels, resolution, limit)
+    elif path.suffix.lower() == ".zip":
+        images, labels, classes, skipped = files.load_zip(path, channels, resolution, limit)
+    elif path.suffix.lower() == ".npz":
+        images, labels, classes, skipped = files.load_npz(path, channels, resolution, limit)
+    else:
+        raise DataError(f"{spec} is a file atelier cannot read as a dataset; give a folder, a .zip or an .npz")
+    if len(images) == 0:
+        detail = f" ({len(skipped)} unreadable file(s), e.g. {skipped[0]})" if skipped else ""
+        raise DataError(f"{spec} holds no readable images{detail}")
+    if channels == 3 and _all_gray(images):
+        raise DataError(f"{spec} holds only grayscale images; the config asks for 3 channels. "
+                        "Set data.channels: 1 (--set data.channels=1)")
+    if skipped:
+        _skipped_warning(spec, skipped)
+    return ImageDataset(
+        images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+        labels=torch.from_numpy(labels) if labels is not None else None,
+        name=str(path), classes=classes, skipped=skipped,
+    )
+
+
+def _all_gray(images: np.ndarray) -> bool:
+    return bool(images.shape[-1] == 3 and (images[..., 0] == images[..., 1]).all()
+                and (images[..., 1] == images[..., 2]).all())
+
+
+def _resize_all(images: np.ndarray, resolution: int) -> np.ndarray:
+    from PIL import Image
+
+    from atelier.imageio import fit_to_square
+
+    return np.stack([np.asarray(fit_to_square(Image.fromarray(a[..., 0]), resolution))[..., None] for a in images])
+
+
+class BatchLoader:
+    """Endless seeded batches with an exactly restorable position.
+
+    Epoch ``e`` visits the images in ``randperm(N)`` drawn from a generator seeded with
+    ``(seed, e)``, so the data order depends only on the seed and the position ``(epoch, index)``:
+    saving those two integers is enough to resume the stream bit for bit. A trailing partial batch is
+    dropped (every batch has the same size, as BatchNorm statistics prefer).
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, hflip: bool = False) -> None:
+        if batch_size > len(dataset):
+            raise DataError(f"batch size {batch_size} is larger than the dataset ({len(dataset)} images); "
+                            f"lower --batch-size")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.hflip = hflip
+        self.epoch = 0
+        self.index = 0
+        self._perm: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(len(self.dataset), generator=g)
+        return self._perm
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next batch: float ``(B, C, H, W)`` in [-1, 1] and labels (or None)."""
+        if self.index + self.batch_size > len(self.dataset):
+            self.epoch, self.index, self._perm = self.epoch + 1, 0, None
+        idx = self._permutation()[self.index : self.index + self.batch_size]
+        self.index += self.batch_size
+        x = self.dataset.images[idx].float().div_(127.5).sub_(1.0)
+        if self.hflip:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.index)
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x[flip] = x[flip].flip(-1)
+        labels = self.dataset.labels[idx] if self.dataset.labels is not None else None
+        return x, labels
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index, self._perm = int(state["epoch"]), int(state["index"]), None

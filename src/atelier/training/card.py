@@ -1,0 +1,68 @@
+"""The model card: what was trained, on what data (and its licence), for how long, how it looks."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from atelier.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    from atelier.training.gan import GANTrainer, TrainResult
+
+
+def _params(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()):,}"
+
+
+def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
+    from atelier import __version__
+
+    cfg, ds = trainer.cfg, trainer.dataset
+    model = dict(cfg.model)
+    name = model.pop("name")
+    rate = result.images_seen / result.seconds if result.seconds else 0.0
+    grid = result.grid.relative_to(trainer.run_dir).as_posix() if result.grid else None
+    lines = [
+        f"# Model card: {trainer.run_dir.name}",
+        "",
+        "Images from this model are AI-generated. Every image atelier writes carries metadata saying so "
+        "(IPTC digital source type `trainedAlgorithmicMedia`).",
+        "",
+        "## Model",
+        f"- Architecture: `{name}` ({', '.join(f'{k}={v}' for k, v in model.items())}), "
+        f"{cfg.data.resolution}x{cfg.data.resolution}x{cfg.data.channels}",
+        f"- Parameters: G {_params(trainer.G)}, D {_params(trainer.D)}; sampling uses the EMA generator "
+        f"(half-life {cfg.train.ema_half_life_kimg} kimg)",
+        f"- Loss: {cfg.loss.name}; Adam lr G {cfg.optim.lr_g:g}, D {cfg.optim.lr_d:g}, betas {list(cfg.optim.betas)}",
+        "",
+        "## Training data",
+        f"- Source: `{ds.name}` ({len(ds):,} images{', ' + str(len(ds.classes)) + ' classes' if ds.classes else ''})",
+        f"- Licence: {ds.license}",
+        "",
+        "## Training",
+        f"- Steps: {result.step:,} of {cfg.train.steps:,} at batch {cfg.train.batch_size} "
+        f"({result.images_seen / 1000:,.1f} kimg seen){' — interrupted, resumable' if result.interrupted else ''}",
+        f"- Training time: {result.seconds / 60:.1f} min ({rate:,.0f} images/s), device `{trainer.device}`, "
+        f"precision {cfg.train.precision}, {torch.get_num_threads()} threads",
+        f"- Final losses: D {result.metrics.get('loss_d', float('nan')):.4f}, "
+        f"G {result.metrics.get('loss_g', float('nan')):.4f}",
+        f"- Seed {cfg.seed}; resolved config in `config.yaml`; per-step metrics in `metrics.jsonl`",
+        f"- Software: atelier {__version__}, PyTorch {torch.__version__}, Python {platform.python_version()}",
+        f"- Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}",
+        "",
+        "## Quality",
+        "- No FID/KID measured for this run yet.",
+        "",
+    ]
+    if grid:
+        lines += ["## Samples (EMA generator, fixed latents)", "", f"![samples]({grid})", ""]
+    if (trainer.run_dir / "loss.png").is_file():
+        lines += ["![losses](loss.png)", ""]
+    path = trainer.run_dir / "model_card.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,258 @@
+"""The GAN trainer: a plain loop with explicit D and G phases, EMA, checkpoints and logs.
+
+One step (images counted as the real images D sees):
+
+    phase D   fake = G(z); logits = D([real, fake.detach()]); step D's optimiser on d_loss
+    phase G   D frozen (requires_grad_ False); step G's optimiser on g_loss(D(fake))
+    EMA       G_ema <- lerp(G_ema, G, 1 - beta)
+
+G runs forward once per step and its output feeds both phases, as in pytorch/examples' DCGAN; the
+G phase sees the freshly updated D ("alternate D and G steps"). Everything random draws from the
+global torch generator, whose state is checkpointed with the data loader's position, so a resumed
+run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from atelier.config import RunConfig, save_config
+from atelier.data import BatchLoader, ImageDataset, open_source
+from atelier.imageio import make_grid, save_image
+from atelier.losses import get_loss
+from atelier.models import build
+from atelier.training.checkpoint import CheckpointManager
+from atelier.training.ema import EMA
+from atelier.training.engine import autocast, resolve_device
+from atelier.training.logging import RunLogger, plot_losses
+
+__all__ = ["GANTrainer", "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    images_seen: int
+    seconds: float
+    interrupted: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    grid: Path | None = None
+    loss_plot: Path | None = None
+    model_card: Path | None = None
+
+
+def _grid_scale(resolution: int) -> int:
+    return 3 if resolution <= 32 else (2 if resolution <= 64 else 1)
+
+
+class GANTrainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, dataset: ImageDataset | None = None,
+                 progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.train.device)
+        self.precision = cfg.train.precision
+        self.dataset = dataset if dataset is not None else open_source(
+            cfg.data.source, channels=cfg.data.channels, resolution=cfg.data.resolution, limit=cfg.data.limit)
+        self.loader = BatchLoader(self.dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip)
+
+        torch.manual_seed(cfg.seed)  # weight init is part of the seeded run
+        nets = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)
+        self.G, self.D = nets["G"].to(self.device), nets["D"].to(self.device)
+        if cfg.train.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.G, cfg.train.ema_half_life_kimg, cfg.train.ema_rampup)
+        betas = tuple(cfg.optim.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
+        self.loss = get_loss(cfg.loss.name)
+        self.z_dim = int(cfg.model["z_dim"])
+        # The progress grids always show the same latents, so changes over time are the model's.
+        g = torch.Generator().manual_seed(cfg.seed + 2_718_281)
+        self.fixed_z = torch.randn(cfg.log.grid**2, self.z_dim, generator=g).to(self.device)
+        self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep=cfg.log.keep_checkpoints)
+        self.step = 0
+        self.images_seen = 0
+        self.train_seconds = 0.0
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "loader": self.loader.state_dict(), "step": self.step, "images_seen": self.images_seen,
+            "train_seconds": self.train_seconds, "rng": {"cpu": torch.get_rng_state()},
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.ema.model.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the run folder, if any. True when resumed."""
+        found = self.ckpt.load_latest()
+        if found is None:
+            return False
+        self.load_state_dict(found[1])
+        return True
+
+    def save_checkpoint(self) -> Path:
+        return self.ckpt.save(self.step, self.state_dict())
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        B = real.shape[0]
+        real = real.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        z = torch.randn(B, self.z_dim, device=self.device)
+
+        # ---- phase D: push D(real) -> 1 and D(G(z)) -> 0 --------------------------------------
+        self.D.requires_grad_(True)
+        with autocast(self.device, self.precision):
+            fake = self.G(z)                                          # (B, C, H, W)
+            # One D forward over real and fake together: D has no batch statistics, so this is the
+            # same maths as two calls, in one larger (faster) convolution.
+            logits = self.D(torch.cat([real, fake.detach()]))         # (2B, 1)
+        d_terms = self.loss.d_loss(logits[:B], logits[B:])
+        self.opt_d.zero_grad(set_to_none=True)
+        d_terms["loss"].backward()
+        self.opt_d.step()
+
+        # ---- phase G: push the updated D(G(z)) -> 1, D frozen ------------------------------------
+        self.D.requires_grad_(False)
+        with autocast(self.device, self.precision):
+            fake_logits = self.D(fake)
+        g_terms = self.loss.g_loss(fake_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_terms["loss"].backward()
+        self.opt_g.step()
+
+        self.step += 1
+        self.images_seen += B
+        self.ema.update(self.G, B, self.images_seen)
+        out = {"loss_d": d_terms["loss"].item(), "loss_g": g_terms["loss"].item()}
+        out.update({k: float(v) for k, v in d_terms.items() if k != "loss"})
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def write_grid(self, logger: RunLogger | None = None) -> Path:
+        images = self.ema.model(self.fixed_z)
+        grid = make_grid(images, nrow=self.cfg.log.grid, scale=_grid_scale(self.cfg.data.resolution))
+        path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
+                                "generator": "ema"})
+        if logger is not None:
+            logger.add_image("samples", grid, self.step)
+        return path
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Finish the current step, write a checkpoint and return (what Ctrl-C and SIGTERM do)."""
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays valid)
+        self._stop_signal = signum
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, callback=None) -> TrainResult:
+        cfg, log = self.cfg, self.cfg.log
+        total = cfg.train.steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        logger = RunLogger(self.run_dir, self.step, tensorboard=log.tensorboard)
+        tty = sys.stderr.isatty() if self.progress is None else self.progress
+        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, disable=not tty,
+                   desc=self.run_dir.name)
+        handlers = self._install_signal_handlers()
+        last: dict[str, float] = {}
+        window_t, window_imgs = 0.0, 0
+        grid = None
+        try:
+            while self.step < total and self._stop_signal is None:
+                real, _ = self.loader.next()
+                t0 = time.perf_counter()
+                last = self.train_step(real)
+                dt = time.perf_counter() - t0
+                self.train_seconds += dt
+                window_t += dt
+                window_imgs += real.shape[0]
+                bar.update(1)
+                if self.step % log.every == 0 or self.step == total:
+                    rate = window_imgs / max(window_t, 1e-9)
+                    row = {"kimg": round(self.images_seen / 1000, 3), **{k: round(v, 5) for k, v in last.items()},
+                           "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"],
+                           "img_per_s": round(rate, 1), "train_seconds": round(self.train_seconds, 2)}
+                    logger.log(self.step, row)
+                    bar.set_postfix(d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}", img_s=f"{rate:.0f}")
+                    if not tty:
+                        print(f"step {self.step}/{total}  kimg {self.images_seen / 1000:.1f}  "
+                              f"loss_d {last['loss_d']:.4f}  loss_g {last['loss_g']:.4f}  img/s {rate:.0f}",
+                              flush=True)
+                    window_t, window_imgs = 0.0, 0
+                if self.step % log.sample_every == 0 or self.step == total:
+                    grid = self.write_grid(logger)
+                if self.step % log.checkpoint_every == 0 or self.step == total or self._stop_signal is not None:
+                    self.save_checkpoint()
+                if callback is not None:
+                    callback(self)
+            if self._stop_signal is not None and (not self.ckpt.latest_path()
+                                                  or self.ckpt.latest_path() != self.ckpt.path_for(self.step)):
+                self.save_checkpoint()
+        finally:
+            bar.close()
+            logger.close()
+            self._restore_signal_handlers(handlers)
+        result = TrainResult(self.run_dir, self.step, self.images_seen, self.train_seconds,
+                             interrupted=self._stop_signal is not None, metrics=last)
+        if self.step > 0:
+            result.grid = grid or self._latest_grid()
+            result.loss_plot = plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+            from atelier.training.card import write_model_card
+
+            result.model_card = write_model_card(self, result)
+        return result
+
+    def _latest_grid(self) -> Path | None:
+        grids = sorted((self.run_dir / "samples").glob("grid-*.png"))
+        return grids[-1] if grids else None
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda signum, frame: self.request_stop(signum))
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,130 @@
+"""Smoke-run every CLI command (``--dry-run`` where it trains) and check user errors are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from atelier.cli import cli
+from atelier.provenance import read_metadata
+from conftest import REPO, mnist_available
+
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _one_line_error(result, pattern: str) -> None:
+    import re
+
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_every_command():
+    out = run("--help").output
+    for cmd in ("demo", "train", "sample", "data"):
+        assert cmd in out
+    assert "--dry-run" in run("train", "--help").output
+
+
+@needs_mnist
+def test_train_dry_run_writes_nothing_in_the_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("train", "--config", str(REPO / "configs" / "mnist-dcgan.yaml"), "--dry-run",
+                 "--set", "model.width=8")
+    assert "dry run ok" in result.output and "finished step 2" in result.output
+    assert "grid-0000002.png" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_mnist
+def test_demo_dry_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "dry run ok" in run("demo", "--dry-run").output
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_mnist
+def test_train_then_sample_grid_and_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    out = run("train", "--run-dir", str(run_dir), "--steps", "4", "--batch-size", "8", "--sample-every", "2",
+              "--set", "model.width=8", "--set", "data.limit=32", "--set", "log.tensorboard=false").output
+    assert "finished step 4" in out and "model card:" in out
+    run("sample", str(run_dir), "--n", "9", "--seed", "1", "--out", str(tmp_path / "g.png"))
+    with Image.open(tmp_path / "g.png") as grid:
+        size = grid.size
+    assert size == ((3 * 30 + 2) * 3, (3 * 30 + 2) * 3)
+    meta = read_metadata(str(tmp_path / "g.png"))
+    assert meta["atelier:run"] == "run" and meta["atelier:seed"] == "1" and meta["atelier:generator"] == "ema"
+    run("sample", str(run_dir), "--seeds", "3,5-6", "--out-dir", str(tmp_path / "s"))
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["seed000003.png", "seed000005.png",
+                                                                  "seed000006.png"]
+    # Same seed, same image, whether sampled alone or in a batch.
+    run("sample", str(run_dir), "--seeds", "5", "--out-dir", str(tmp_path / "s2"))
+    with Image.open(tmp_path / "s2" / "seed000005.png") as a, Image.open(tmp_path / "s" / "seed000005.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@needs_mnist
+def test_data_info_and_grid(tmp_path):
+    out = run("data", "info", "mnist:test", "--grid", str(tmp_path / "g.png")).output
+    assert "images:     10,000" in out and "classes:    10" in out and "licence:" in out
+    assert "@" in out or "#" in out  # the ASCII preview shows ink
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.size[0] > 100
+    assert "composite" in read_metadata(str(tmp_path / "g.png"))["DigitalSourceType"]
+
+
+def test_data_fetch_offline_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_DATA", str(tmp_path))
+    _one_line_error(run("data", "fetch", "mnist", ok=False), "ATELIER_OFFLINE")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["train", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+    (["train", "--data", "/no/such/folder", "--dry-run"], "data source not found: /no/such/folder"),
+    (["train", "--set", "model.bogus=1", "--dry-run"], r"model\.bogus: unknown key"),
+    (["train", "--set", "oops", "--dry-run"], "--set expects key=value"),
+    (["sample", "/no/run", "--out", "x.png"], "run folder not found"),
+    (["data", "info", "/no/such/thing"], "data source not found"),
+])
+def test_user_errors_are_one_line_without_traceback(args, pattern, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(run(*args, ok=False), pattern)
+
+
+@needs_mnist
+def test_three_channels_from_mnist_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(run("train", "--set", "data.channels=3", "--dry-run", ok=False), "grayscale")
+
+
+def test_folder_with_bad_files_trains_with_one_warning(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    (folder / "00-zero.png").write_bytes(b"")  # sorts first, so the 8-image dry run meets it
+    result = run("train", "--data", str(folder), "--set", "data.channels=3", "--set", "data.resolution=32",
+                 "--set", "model.width=4", "--dry-run")
+    warnings = [ln for ln in result.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "zero.png" in warnings[0]
+    assert "dry run ok" in result.output
+
+
+def test_sample_needs_an_output(tmp_path):
+    result = run("sample", str(tmp_path), ok=False)
+    assert result.exit_code == 2 and "--out" in result.output

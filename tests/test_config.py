@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atelier.config import RunConfig, apply_overrides, load_config, parse_set, save_config
+from atelier.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_equals_builtin_defaults():
+    # configs/mnist-dcgan.yaml spells out the defaults; if one changes, the other must too.
+    shipped = load_config(REPO / "configs" / "mnist-dcgan.yaml").to_dict()
+    assert shipped == RunConfig().to_dict()
+
+
+def test_default_model_is_the_tensorflow_tutorial_dcgan():
+    cfg = RunConfig()
+    assert cfg.model == {"name": "dcgan", "z_dim": 100, "width": 64, "dropout": 0.3, "negative_slope": 0.2}
+    assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.betas) == (2e-4, 2e-4, (0.5, 0.999))
+    assert cfg.train.batch_size == 256
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"train\.stepz: unknown key"):
+        load_config(p)
+
+
+def test_unknown_model_key_names_the_model_section():
+    with pytest.raises(ConfigError, match=r"model\.widht: unknown key"):
+        load_config(None, {"model.widht": 3})
+
+
+def test_bad_values_quote_the_offending_input():
+    with pytest.raises(ConfigError, match=r"train\.batch_size.*-3"):
+        load_config(None, {"train.batch_size": -3})
+    with pytest.raises(ConfigError, match="unknown model 'stylegan9'"):
+        load_config(None, {"model.name": "stylegan9"})
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    p.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(p)
+
+
+def test_set_parsing_and_overrides():
+    sets = parse_set(["model.width=32", "train.precision=fp32", "optim.betas=[0.0, 0.99]", "data.limit=null"])
+    assert sets == {"model.width": 32, "train.precision": "fp32", "optim.betas": [0.0, 0.99], "data.limit": None}
+    cfg = load_config(None, sets)
+    assert cfg.model["width"] == 32 and cfg.optim.betas == (0.0, 0.99) and cfg.train.precision == "fp32"
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["model.width"])
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"seed": 1}, {"seed.x": 2})
+
+
+def test_save_then_load_round_trip(tmp_path):
+    cfg = load_config(None, {"model.width": 16, "seed": 7})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["width"] == 16
+    assert load_config(tmp_path / "config.yaml") == cfg

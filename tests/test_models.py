@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atelier.models import build, load_pretrained, registered, save_pretrained
+from atelier.models.dcgan import Discriminator, Generator
+
+
+def _tf_param_count(module: torch.nn.Module) -> int:
+    # Keras' summary counts BatchNorm's moving mean/variance as (non-trainable) parameters.
+    buffers = sum(b.numel() for n, b in module.named_buffers() if not n.endswith("num_batches_tracked"))
+    return sum(p.numel() for p in module.parameters()) + buffers
+
+
+def test_registry_has_dcgan():
+    assert "dcgan" in registered()
+
+
+def test_architecture_matches_the_tensorflow_tutorial_exactly():
+    # model.summary() of the TensorFlow DCGAN tutorial: generator 2,330,944 and discriminator 212,865
+    # total parameters. A Dense(256) bug, a missing BN or a biased conv would change these counts.
+    assert _tf_param_count(Generator()) == 2_330_944
+    assert _tf_param_count(Discriminator()) == 212_865
+    g = Generator()
+    assert g.fc.out_features == 7 * 7 * 256 and g.fc.bias is None
+    convs = [m for m in g.net if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [(256, 128, 1), (128, 64, 2), (64, 1, 2)]
+    assert isinstance(g.net[-1], torch.nn.Tanh)
+    d = Discriminator()
+    assert [m.p for m in d.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+    assert d.fc.out_features == 1  # a logit: no sigmoid inside
+
+
+@pytest.mark.parametrize("resolution,channels", [(28, 1), (32, 3), (64, 3), (64, 1)])
+def test_shapes_for_every_resolution(resolution, channels):
+    nets = build({"name": "dcgan", "z_dim": 12, "width": 4, "dropout": 0.3, "negative_slope": 0.2},
+                 resolution, channels)
+    x = nets["G"](torch.randn(3, 12))
+    assert x.shape == (3, channels, resolution, resolution)
+    assert x.min() >= -1 and x.max() <= 1
+    assert nets["D"](x).shape == (3, 1)
+
+
+def test_unsupported_resolution_and_bad_latent_are_clear():
+    with pytest.raises(ValueError, match="supports resolutions"):
+        Generator(resolution=48)
+    with pytest.raises(ValueError, match=r"expected z of shape \(B, 100\)"):
+        Generator()(torch.randn(2, 7))
+
+
+def test_save_load_round_trip_without_pickle(tmp_path):
+    torch.manual_seed(0)
+    g = Generator(width=8, z_dim=10).eval()
+    save_pretrained(g, tmp_path / "g")
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["config.json", "model.safetensors"]
+    g2 = load_pretrained(tmp_path / "g").eval()
+    z = torch.randn(4, 10)
+    assert torch.equal(g(z), g2(z))
