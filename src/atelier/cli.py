@@ -330,6 +330,109 @@ def data_fetch(name: str, mirror: str | None) -> None:
         click.echo(f"ok  {path}")
 
 
+# ---- studio ----
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--seeds", required=True, help="Two seeds (or more: a path through each), e.g. 3,17 or 3,17,42.")
+@click.option("--frames", type=click.IntRange(2, 1024), default=16, show_default=True,
+              help="Frames between each pair of seeds, both ends included.")
+@click.option("--mode", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True,
+              help="Spherical (keeps the latents' norm; sharper middle frames) or linear interpolation.")
+@click.option("--truncation", "psi", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="Truncation psi: pull latents toward the mean (1 = off, 0.7 = more typical images).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A .png/.jpg strip (one row per pair of seeds) or an animated .gif.")
+@click.option("--duration-ms", type=click.IntRange(10, 10_000), default=80, show_default=True,
+              help="Time per frame of a .gif.")
+@click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
+def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: Path, duration_ms: int,
+                raw: bool) -> None:
+    """Walk the latent space between seeds: a strip of frames or an animated GIF.
+
+    \b
+    Examples:
+      atelier interpolate runs/mnist-dcgan --seeds 3,17 --frames 16 --out strip.png
+      atelier interpolate runs/mnist-dcgan --seeds 3,17,42,3 --frames 24 --out loop.gif
+      atelier interpolate runs/mnist-dcgan --seeds 3,17 --mode lerp --truncation 0.7 --out lerp.png
+    """
+    import atelier
+    from atelier.imageio import encode_animation, make_grid, save_image
+    from atelier.latent import interpolate_path, truncate
+    from atelier.utils import atomic_write_bytes
+
+    seed_list = _parse_seeds(seeds)
+    if len(seed_list) < 2:
+        raise click.BadParameter("give at least two seeds, e.g. 3,17", param_hint="--seeds")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".gif"):
+        raise click.BadParameter("use a .png, .jpg, .webp or .gif file name", param_hint="--out")
+    g = atelier.load(run, which="raw" if raw else "ema")
+    z = truncate(interpolate_path(g.latents(seeds=seed_list), frames, mode), psi)
+    images = g.generate(z)
+    meta = g.metadata(workflow="interpolate", seeds=",".join(map(str, seed_list)), frames=frames, mode=mode,
+                      truncation=psi)
+    scale = 3 if g.cfg.data.resolution <= 32 else 1
+    if out.suffix.lower() == ".gif":
+        big = [im.resize((im.width * scale, im.height * scale), 0) for im in
+               (make_grid(img[None], pad=0) for img in images)]
+        atomic_write_bytes(out, encode_animation(big, meta, duration_ms=duration_ms))
+        click.echo(f"wrote a {len(images)}-frame animation to {out}")
+    else:
+        save_image(make_grid(images, nrow=frames, scale=scale), out, meta)
+        click.echo(f"wrote {len(seed_list) - 1} strip(s) of {frames} frames to {out}")
+
+
+@cli.command("export", context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the model (default: RUN/export/model.onnx).")
+@click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime vs PyTorch parity check.")
+def export_cmd(run: Path, fmt: str, out: Path | None, no_check: bool) -> None:
+    """Export a run's network (generator, style or pix2pix) to ONNX with a dynamic batch axis.
+
+    The exported model is run in ONNX Runtime and compared with PyTorch (max abs difference <= 1e-4).
+
+    \b
+    Examples:
+      atelier export runs/mnist-dcgan --format onnx
+      atelier export runs/mnist-dcgan --out mnist-dcgan.onnx
+    """
+    from atelier.export import export_run
+
+    result = export_run(run, fmt=fmt, out=out, check=not no_check)
+    shapes = ", ".join(f"{k} {tuple(v)}" for k, v in result.inputs.items())
+    click.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB; inputs: {shapes}) in {result.seconds:.1f} s")
+    if result.max_abs_diff is not None:
+        click.echo(f"parity with PyTorch: max abs difference {result.max_abs_diff:.2e} (limit 1e-4)")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="A folder of run folders (or one run folder) to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; the default is reachable from this machine only.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Run generators in eager PyTorch or in ONNX Runtime (needs atelier[export]).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def serve(runs: Path, host: str, port: int, backend: str, device: str) -> None:
+    """Start the studio: the web page and HTTP API over every trained run in --runs.
+
+    \b
+    Examples:
+      atelier serve --runs runs/                 # then open http://127.0.0.1:7860
+      atelier serve --runs runs/ --backend onnx --port 8000
+    API documentation: http://127.0.0.1:7860/docs
+    """
+    from atelier.serve import serve as run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host} makes the studio reachable from other machines; it has no login",
+                   err=True)
+    click.echo(f"atelier studio on http://{host}:{port} (backend {backend}); Ctrl-C to stop")
+    run_server(runs, host=host, port=port, backend=backend, device=device)
+
+
 def main() -> None:
     cli(prog_name="atelier")
 

@@ -7,7 +7,7 @@ The CLI prints that message on one line and exits non-zero; programming errors a
 
 from __future__ import annotations
 
-__all__ = ["AtelierError", "ConfigError", "DataError", "RunError", "DownloadError", "ImageError"]
+__all__ = ["AtelierError", "ConfigError", "DataError", "RunError", "DownloadError", "ImageError", "MissingExtraError"]
 
 
 class AtelierError(Exception):
@@ -34,3 +34,7 @@ class RunError(AtelierError):
 
 class DownloadError(AtelierError):
     """A download failed or its checksum did not match."""
+
+
+class MissingExtraError(AtelierError):
+    """An optional feature was used without its extra installed (``pip install 'atelier[serve]'``)."""

@@ -24,6 +24,8 @@ from atelier.utils import atomic_write_bytes
 __all__ = [
     "MAX_PIXELS",
     "IMAGE_SUFFIXES",
+    "encode_animation",
+    "encode_image",
     "fit_to_square",
     "load_image",
     "make_grid",
@@ -145,22 +147,35 @@ def _format_for(path: Path) -> str:
     return formats[suffix]
 
 
-def save_image(
-    image: Image.Image | np.ndarray | torch.Tensor,
-    path: str | Path,
-    metadata: Mapping[str, str] | None = None,
-    quality: int = 95,
-) -> Path:
-    """Write one image atomically, with atelier's metadata (PNG text chunks; XMP for JPEG/WebP)."""
-    from atelier.provenance import build_metadata, xmp_packet
+_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 
-    path = Path(path)
-    fmt = _format_for(path)
+
+def _to_pil(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
     if isinstance(image, torch.Tensor):
         image = to_uint8_array(image[None] if image.ndim == 3 else image)[0]
     if isinstance(image, np.ndarray):
         arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         image = Image.fromarray(arr.astype(np.uint8))
+    return image
+
+
+def encode_image(
+    image: Image.Image | np.ndarray | torch.Tensor,
+    fmt: str = "png",
+    metadata: Mapping[str, str] | None = None,
+    quality: int = 95,
+) -> bytes:
+    """Encode one image in memory with atelier's metadata (PNG text chunks; XMP for JPEG/WebP).
+
+    :func:`save_image` writes these bytes to disk and the server returns them, so every image leaves
+    atelier through the same provenance code.
+    """
+    from atelier.provenance import build_metadata, xmp_packet
+
+    if fmt.lower() not in _FORMATS:
+        raise ImageError(f"cannot encode as {fmt!r}: use png, jpeg or webp")
+    fmt = _FORMATS[fmt.lower()]
+    image = _to_pil(image)
     meta = build_metadata(metadata or {})
     buf = io.BytesIO()
     if fmt == "PNG":
@@ -172,7 +187,38 @@ def save_image(
     else:
         rgb = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         rgb.save(buf, format=fmt, quality=quality, xmp=xmp_packet(meta).encode("utf-8"))
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def encode_animation(
+    frames: Sequence[Image.Image | np.ndarray] | torch.Tensor,
+    metadata: Mapping[str, str] | None = None,
+    duration_ms: int = 80,
+    loop: bool = True,
+) -> bytes:
+    """Encode frames as an animated GIF carrying atelier's XMP packet in its comment block."""
+    from atelier.provenance import build_metadata, xmp_packet
+
+    if isinstance(frames, torch.Tensor):
+        frames = list(to_uint8_array(frames))
+    pils = [_to_pil(f) for f in frames]
+    if not pils:
+        raise ValueError("an animation needs at least one frame")
+    buf = io.BytesIO()
+    pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms,
+                 loop=0 if loop else 1, comment=xmp_packet(build_metadata(metadata or {})).encode("utf-8"))
+    return buf.getvalue()
+
+
+def save_image(
+    image: Image.Image | np.ndarray | torch.Tensor,
+    path: str | Path,
+    metadata: Mapping[str, str] | None = None,
+    quality: int = 95,
+) -> Path:
+    """Write one image atomically, with atelier's metadata (see :func:`encode_image`)."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_image(image, _format_for(path), metadata, quality))
     return path
 
 

@@ -7,9 +7,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "require_extra", "sha256_file"]
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -46,3 +46,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def require_extra(module: str, extra: str, feature: str) -> Any:
+    """Import an optional dependency, or raise one clear line saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from atelier.errors import MissingExtraError
+
+        raise MissingExtraError(f"{feature} needs the optional package {module.split('.')[0]!r}; "
+                                f"install it with: pip install 'atelier[{extra}]'") from None

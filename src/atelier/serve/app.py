@@ -1,0 +1,311 @@
+"""The studio's HTTP API (FastAPI) and the static web page it serves.
+
+Endpoints are plain ``def`` functions, so FastAPI runs them in its worker thread pool and a forward pass
+never blocks the event loop; a :class:`Gate` bounds how many run at once and how many may wait, and
+answers 429 beyond that. Every image leaves through :func:`atelier.imageio.encode_image`, the code
+``save_image`` uses, so a downloaded image carries the same provenance as one written by the CLI.
+Errors a client can cause are 4xx with a one-line ``detail``; a 5xx is a bug.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from atelier import latent
+from atelier.errors import AtelierError
+from atelier.imageio import encode_image, load_image, make_grid, to_uint8_array
+from atelier.serve.registry import ModelStore, ServedModel
+
+__all__ = ["Limits", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+MAX_SEED = 2**31 - 1  # fits a JavaScript integer and a URL without surprises
+# Hard caps written into the OpenAPI schema; Limits may lower them per server.
+MAX_BATCH = 64
+MAX_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; beyond these the server answers a 4xx that names the limit."""
+
+    max_batch: int = MAX_BATCH  # images per generate / variations request
+    max_frames: int = MAX_FRAMES  # frames per interpolation
+    max_upload_bytes: int = 16 * 1024 * 1024  # whole request body (multipart overhead included)
+    max_upload_pixels: int = 4096 * 4096  # decoded size of an uploaded image (decompression bombs)
+    max_concurrent: int = 2  # forward passes at once (this CPU has 2 cores)
+    max_waiting: int = 128  # requests queued for a slot before the server says 429
+    wait_seconds: float = 30.0  # how long a queued request waits for a slot before 429
+
+
+class Gate:
+    """A bounded queue in front of the models: ``max_concurrent`` at work, ``max_waiting`` in line."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_concurrent)
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._waiting >= self.limits.max_waiting:
+                raise _busy(f"{self._waiting} requests are already waiting")
+            self._waiting += 1
+        try:
+            got = self._slots.acquire(timeout=self.limits.wait_seconds)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        if not got:
+            raise _busy(f"no slot freed within {self.limits.wait_seconds:g} s")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def _busy(why: str) -> HTTPException:
+    return HTTPException(429, f"the server is busy ({why}); retry in a moment", headers={"Retry-After": "1"})
+
+
+# ------------------------------------------------------------------------------------------ requests
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Psi = Annotated[float, Field(ge=0.0, le=2.0, description="Truncation ψ: 1 = none, toward 0 = the mean image.")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str = Field(min_length=1, max_length=200, description="A model name from GET /api/models.")
+    truncation: Psi = 1.0
+    label: int | None = Field(None, ge=0, le=100_000, description="Class index, for models with classes.")
+    format: Literal["png", "json"] = Field(
+        "png", description="png: one PNG (a grid when several images); json: one base64 PNG per image.")
+
+
+class GenerateRequest(_Request):
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=MAX_BATCH,
+                                     description="One image per seed; or give n and seed.")
+    n: int | None = Field(None, ge=1, le=MAX_BATCH, description="How many images, seeds seed..seed+n-1.")
+    seed: Seed = 0
+
+
+class VariationsRequest(_Request):
+    seed: Seed = Field(description="The seed whose image is varied.")
+    n: int = Field(8, ge=1, le=MAX_BATCH)
+    strength: float = Field(0.3, ge=0.0, le=2.0, description="0: the seed's image; 1: about a fresh sample.")
+    variation_seed: Seed = 0
+
+
+class InterpolateRequest(_Request):
+    seed_a: Seed
+    seed_b: Seed
+    frames: int = Field(8, ge=2, le=MAX_FRAMES)
+    mode: Literal["slerp", "lerp"] = "slerp"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _image_response(model: ServedModel, images: torch.Tensor, items: Sequence[dict[str, Any]], fmt: str,
+                    workflow: str, nrow: int | None = None, **fields: Any) -> Response:
+    """PNG (one image, or a grid) or JSON with one PNG per image; each PNG carries its provenance."""
+    if fmt == "json":
+        out = []
+        for img, item in zip(to_uint8_array(images), items, strict=True):
+            meta = model.metadata(workflow=workflow, **fields, **item)
+            out.append({**item, "image": _data_url(encode_image(img, "png", meta))})
+        return JSONResponse({"model": model.name, "workflow": workflow, **fields, "images": out})
+    meta = model.metadata(workflow=workflow, n=len(items), **fields,
+                          **{k: ",".join(str(it[k]) for it in items) for k in items[0]})
+    picture = images[0] if len(images) == 1 else make_grid(images, nrow=nrow)
+    headers = {f"X-Atelier-{k.capitalize()}": ",".join(str(it[k]) for it in items) for k in items[0]}
+    return Response(encode_image(picture, "png", meta), media_type="image/png", headers=headers)
+
+
+def _label(model: ServedModel, label: int | None, n: int) -> torch.Tensor | None:
+    classes = model.info().get("classes")
+    if label is None:
+        return None
+    if not classes:
+        raise HTTPException(400, f"model {model.name!r} has no classes; leave out 'label'")
+    if label >= len(classes):
+        raise HTTPException(400, f"label {label} is out of range: model {model.name!r} has {len(classes)} classes")
+    return torch.full((n,), label, dtype=torch.long)
+
+
+def _generator(store: ModelStore, name: str) -> ServedModel:
+    model = _model(store, name)
+    if "generate" not in model.capabilities:
+        raise HTTPException(400, f"model {name!r} is a {model.kind} model; it does not generate from seeds")
+    return model
+
+
+def _model(store: ModelStore, name: str) -> ServedModel:
+    try:
+        return store.get(name)
+    except KeyError as exc:
+        raise HTTPException(404, str(exc.args[0])) from None
+
+
+def _check_batch(n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise HTTPException(400, f"{n} {what} asked for; this server allows at most {limit} per request")
+
+
+def _read_upload(upload: UploadFile, limits: Limits, channels: int) -> Any:
+    data = upload.file.read(limits.max_upload_bytes + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise HTTPException(413, f"the upload is over {limits.max_upload_bytes:,} bytes")
+    if not data:
+        raise HTTPException(400, "the upload is empty; attach an image file")
+    return load_image(data, channels=channels, name=upload.filename or "the upload",
+                      max_pixels=limits.max_upload_pixels)
+
+
+def _verifier() -> Any:
+    from atelier import provenance
+
+    return getattr(provenance, "verify", None)
+
+
+# ----------------------------------------------------------------------------------------------- app
+def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
+               limits: Limits | None = None, device: str = "cpu") -> FastAPI:
+    """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
+    from atelier import __version__
+
+    limits = limits or Limits()
+    store = runs if isinstance(runs, ModelStore) else ModelStore(runs, backend=backend, device=device)
+    gate = Gate(limits)
+    app = FastAPI(title="atelier studio", version=__version__, max_body_size=limits.max_upload_bytes,
+                  description="Generate, vary and interpolate images from atelier's trained models. "
+                              "Every image returned carries atelier's provenance metadata.")
+    app.state.store, app.state.limits = store, limits
+
+    @app.exception_handler(AtelierError)
+    def _user_error(request: Request, exc: AtelierError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "version": __version__, "models": len(store.names())}
+
+    @app.get("/api/models")
+    def models() -> dict[str, Any]:
+        """Every servable model with its capabilities and model card, and this server's limits."""
+        return {"models": [store.get(n).info() for n in store.names()],
+                "verify": _verifier() is not None,
+                "limits": {k: v for k, v in asdict(limits).items() if k.startswith("max_")}}
+
+    @app.get("/api/models/{name}")
+    def model_info(name: str) -> dict[str, Any]:
+        return _model(store, name).info()
+
+    @app.post("/api/generate", responses={200: {"content": {"image/png": {}}}})
+    def generate(req: GenerateRequest) -> Response:
+        """Images from seeds (``seeds``, or ``n`` consecutive seeds from ``seed``), with truncation ψ."""
+        model = _generator(store, req.model)
+        seeds = req.seeds
+        if seeds is None:
+            seeds = list(range(req.seed, min(req.seed + (req.n or 1), MAX_SEED + 1)))
+        _check_batch(len(seeds), limits.max_batch, "images")
+        labels = _label(model, req.label, len(seeds))
+        with gate():
+            z = latent.truncate(model.latents(seeds), req.truncation)
+            images = model.generate(z, labels)
+        fields = {"truncation": req.truncation, **({"label": req.label} if req.label is not None else {})}
+        return _image_response(model, images, [{"seed": s} for s in seeds], req.format, "studio-generate", **fields)
+
+    @app.post("/api/variations", responses={200: {"content": {"image/png": {}}}})
+    def variations(req: VariationsRequest) -> Response:
+        """Small latent perturbations around one seed's image."""
+        model = _generator(store, req.model)
+        _check_batch(req.n, limits.max_batch, "variations")
+        labels = _label(model, req.label, req.n)
+        with gate():
+            z = latent.variations(model.latents([req.seed]), req.n, req.strength, req.variation_seed)
+            images = model.generate(latent.truncate(z, req.truncation), labels)
+        fields = {"seed": req.seed, "strength": req.strength, "variation_seed": req.variation_seed,
+                  "truncation": req.truncation}
+        return _image_response(model, images, [{"variation": i} for i in range(req.n)], req.format,
+                               "studio-variations", **fields)
+
+    @app.post("/api/interpolate", responses={200: {"content": {"image/png": {}}}})
+    def interpolate(req: InterpolateRequest) -> Response:
+        """A strip of frames from ``seed_a`` to ``seed_b``, spherical (slerp) or linear."""
+        model = _generator(store, req.model)
+        _check_batch(req.frames, limits.max_frames, "frames")
+        labels = _label(model, req.label, req.frames)
+        with gate():
+            ends = model.latents([req.seed_a, req.seed_b])
+            z = latent.interpolate(ends[0], ends[1], req.frames, req.mode)
+            images = model.generate(latent.truncate(z, req.truncation), labels)
+        fields = {"seed_a": req.seed_a, "seed_b": req.seed_b, "mode": req.mode, "truncation": req.truncation}
+        return _image_response(model, images, [{"frame": i} for i in range(req.frames)], req.format,
+                               "studio-interpolate", nrow=req.frames, **fields)
+
+    def _image_to_image(capability: str, model_name: str, file: UploadFile, what: str) -> Response:
+        available = store.with_capability(capability)
+        if not available:
+            raise HTTPException(404, f"no model of this kind is loaded: {capability} needs {what} in the runs folder")
+        if model_name not in available:
+            raise HTTPException(404, f"no {capability} model named {model_name!r}; available: {', '.join(available)}")
+        model = store.get(model_name)
+        image = _read_upload(file, limits, channels=int(model.info().get("channels", 3)))
+        with gate():
+            out = getattr(model, capability)(image)
+        meta = model.metadata(workflow=f"studio-{capability}", source=file.filename or "upload")
+        return Response(encode_image(out, "png", meta), media_type="image/png")
+
+    @app.post("/api/stylize", responses={200: {"content": {"image/png": {}}}})
+    def stylize(model: Annotated[str, Form(max_length=200)], file: Annotated[UploadFile, File()]) -> Response:
+        """Restyle an uploaded image with a trained fast style network."""
+        return _image_to_image("stylize", model, file, "a fast style network run (`atelier train-style`)")
+
+    @app.post("/api/translate", responses={200: {"content": {"image/png": {}}}})
+    def translate(model: Annotated[str, Form(max_length=200)], file: Annotated[UploadFile, File()]) -> Response:
+        """Translate an uploaded image (e.g. facade labels -> photo) with a trained pix2pix generator."""
+        return _image_to_image("translate", model, file, "an image-to-image (pix2pix) run")
+
+    @app.post("/api/verify")
+    def verify(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        """Provenance report of an uploaded image: metadata, watermark, C2PA."""
+        check = _verifier()
+        if check is None:
+            raise HTTPException(404, "provenance verification is not available in this build")
+        data = file.file.read(limits.max_upload_bytes + 1)
+        if not data or len(data) > limits.max_upload_bytes:
+            raise HTTPException(400 if not data else 413, "attach an image file within the upload limit")
+        suffix = Path(file.filename or "upload.png").suffix[:8] or ".png"
+        with tempfile.TemporaryDirectory(prefix="atelier-verify-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            report = check(path)
+        return asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
+
+    return app
+
