@@ -49,6 +49,7 @@ class Limits:
     max_concurrent: int = 2  # forward passes at once (this CPU has 2 cores)
     max_waiting: int = 128  # requests queued for a slot before the server says 429
     wait_seconds: float = 30.0  # how long a queued request waits for a slot before 429
+    max_output_pixels: int = 16_000_000  # pixels of all images in one response, after ``scale``
 
 
 class Gate:
@@ -96,6 +97,7 @@ class _Request(BaseModel):
     label: int | None = Field(None, ge=0, le=100_000, description="Class index, for models with classes.")
     format: Literal["png", "json"] = Field(
         "png", description="png: one PNG (a grid when several images); json: one base64 PNG per image.")
+    scale: int = Field(1, ge=1, le=16, description="Enlarge each image (nearest neighbour), e.g. for download.")
 
 
 class GenerateRequest(_Request):
@@ -124,9 +126,23 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _image_response(model: ServedModel, images: torch.Tensor, items: Sequence[dict[str, Any]], fmt: str,
+def _check_output(n: int, model: ServedModel, scale: int, limits: Limits) -> None:
+    info = model.info()
+    pixels = n * int(info.get("resolution", 1)) ** 2 * scale**2
+    if pixels > limits.max_output_pixels:
+        raise HTTPException(400, f"{n} images at scale {scale} would be {pixels:,} pixels; this server returns at most "
+                                 f"{limits.max_output_pixels:,} per request (ask for fewer images or a smaller scale)")
+
+
+def _image_response(model: ServedModel, images: torch.Tensor, items: Sequence[dict[str, Any]], req: _Request,
                     workflow: str, nrow: int | None = None, **fields: Any) -> Response:
     """PNG (one image, or a grid) or JSON with one PNG per image; each PNG carries its provenance."""
+    fmt = req.format
+    fields = {**fields, "truncation": req.truncation, **({"label": req.label} if req.label is not None else {})}
+    if req.scale > 1:
+        # Nearest neighbour: a 28 px digit enlarged for a layout keeps its pixels, not a blur.
+        images = images.repeat_interleave(req.scale, dim=2).repeat_interleave(req.scale, dim=3)
+        fields["scale"] = req.scale
     if fmt == "json":
         out = []
         for img, item in zip(to_uint8_array(images), items, strict=True):
@@ -233,40 +249,39 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         if seeds is None:
             seeds = list(range(req.seed, min(req.seed + (req.n or 1), MAX_SEED + 1)))
         _check_batch(len(seeds), limits.max_batch, "images")
+        _check_output(len(seeds), model, req.scale, limits)
         labels = _label(model, req.label, len(seeds))
         with gate():
             z = latent.truncate(model.latents(seeds), req.truncation)
             images = model.generate(z, labels)
-        fields = {"truncation": req.truncation, **({"label": req.label} if req.label is not None else {})}
-        return _image_response(model, images, [{"seed": s} for s in seeds], req.format, "studio-generate", **fields)
+        return _image_response(model, images, [{"seed": s} for s in seeds], req, "studio-generate")
 
     @app.post("/api/variations", responses={200: {"content": {"image/png": {}}}})
     def variations(req: VariationsRequest) -> Response:
         """Small latent perturbations around one seed's image."""
         model = _generator(store, req.model)
         _check_batch(req.n, limits.max_batch, "variations")
+        _check_output(req.n, model, req.scale, limits)
         labels = _label(model, req.label, req.n)
         with gate():
             z = latent.variations(model.latents([req.seed]), req.n, req.strength, req.variation_seed)
             images = model.generate(latent.truncate(z, req.truncation), labels)
-        fields = {"seed": req.seed, "strength": req.strength, "variation_seed": req.variation_seed,
-                  "truncation": req.truncation}
-        return _image_response(model, images, [{"variation": i} for i in range(req.n)], req.format,
-                               "studio-variations", **fields)
+        return _image_response(model, images, [{"variation": i} for i in range(req.n)], req, "studio-variations",
+                               seed=req.seed, strength=req.strength, variation_seed=req.variation_seed)
 
     @app.post("/api/interpolate", responses={200: {"content": {"image/png": {}}}})
     def interpolate(req: InterpolateRequest) -> Response:
         """A strip of frames from ``seed_a`` to ``seed_b``, spherical (slerp) or linear."""
         model = _generator(store, req.model)
         _check_batch(req.frames, limits.max_frames, "frames")
+        _check_output(req.frames, model, req.scale, limits)
         labels = _label(model, req.label, req.frames)
         with gate():
             ends = model.latents([req.seed_a, req.seed_b])
             z = latent.interpolate(ends[0], ends[1], req.frames, req.mode)
             images = model.generate(latent.truncate(z, req.truncation), labels)
-        fields = {"seed_a": req.seed_a, "seed_b": req.seed_b, "mode": req.mode, "truncation": req.truncation}
-        return _image_response(model, images, [{"frame": i} for i in range(req.frames)], req.format,
-                               "studio-interpolate", nrow=req.frames, **fields)
+        return _image_response(model, images, [{"frame": i} for i in range(req.frames)], req, "studio-interpolate",
+                               nrow=req.frames, seed_a=req.seed_a, seed_b=req.seed_b, mode=req.mode)
 
     def _image_to_image(capability: str, model_name: str, file: UploadFile, what: str) -> Response:
         available = store.with_capability(capability)
