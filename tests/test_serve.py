@@ -1,0 +1,386 @@
+"""The studio's HTTP API: every endpoint and error path, limits, concurrency, a schema fuzz pass, the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from atelier.serve import create_app  # noqa: E402
+from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
+from atelier.serve.registry import ModelKind, ModelStore, ServedModel  # noqa: E402
+from conftest import live_server  # noqa: E402
+
+MODEL = "tiny-dcgan"
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run):
+    with TestClient(create_app(tiny_run.parent)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_run):
+    import atelier
+
+    return atelier.load(tiny_run)
+
+
+def _png(resp) -> tuple[np.ndarray, dict[str, str]]:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "image/png"
+    return _decode(resp.content)
+
+
+def _decode(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img), dict(img.text)
+
+
+def _data_url(url: str) -> tuple[np.ndarray, dict[str, str]]:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return _decode(base64.b64decode(url[len(prefix):]))
+
+
+def _detail(resp, status: int) -> str:
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    detail = resp.json()["detail"]
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+# ----------------------------------------------------------------------------------------- listing
+def test_models_lists_capabilities_card_and_limits(client):
+    data = client.get("/api/models").json()
+    (m,) = data["models"]
+    assert m["name"] == MODEL and m["kind"] == "unconditional" and m["capabilities"] == ["generate"]
+    assert m["resolution"] == 28 and m["channels"] == 1 and m["z_dim"] == 16 and m["step"] == 6
+    assert m["classes"] is None and "# Model card" in m["card"]
+    assert data["limits"]["max_batch"] == 64 and data["verify"] is False
+    assert client.get(f"/api/models/{MODEL}").json()["name"] == MODEL
+    assert "available: tiny-dcgan" in _detail(client.get("/api/models/nope"), 404)
+    assert client.get("/api/health").json()["models"] == 1
+
+
+# -------------------------------------------------------------------------------------- generation
+def test_generate_png_grid_carries_provenance_and_seeds(client):
+    resp = client.post("/api/generate", json={"model": MODEL, "seeds": [3, 17, 42, 5]})
+    pixels, meta = _png(resp)
+    assert pixels.shape == (2 + 2 * 30, 2 + 2 * 30)  # a 2x2 grid of 28 px images, padded by 2
+    assert resp.headers["x-atelier-seed"] == "3,17,42,5"
+    assert meta["DigitalSourceType"].endswith("trainedAlgorithmicMedia")
+    assert meta["atelier:workflow"] == "studio-generate" and meta["atelier:seed"] == "3,17,42,5"
+    assert meta["atelier:run"] == MODEL and meta["atelier:truncation"] == "1.0"
+    assert "trainedAlgorithmicMedia" in meta["XML:com.adobe.xmp"]
+
+
+def test_generate_json_matches_the_python_api(client, generator):
+    data = client.post("/api/generate", json={"model": MODEL, "n": 3, "seed": 10, "format": "json"}).json()
+    assert [im["seed"] for im in data["images"]] == [10, 11, 12]
+    expected = generator.sample(seeds=[10, 11, 12])
+    for im, ref in zip(data["images"], expected, strict=True):
+        pixels, meta = _data_url(im["image"])
+        assert np.array_equal(pixels, ref[0].numpy())  # the same seed is the same picture everywhere
+        assert meta["atelier:seed"] == str(im["seed"])
+    single, _ = _png(client.post("/api/generate", json={"model": MODEL, "seeds": [11], "scale": 4}))
+    assert single.shape == (112, 112) and np.array_equal(single[::4, ::4], expected[1][0].numpy())
+
+
+def test_truncation_zero_gives_the_mean_image_for_every_seed(client):
+    data = client.post("/api/generate", json={"model": MODEL, "n": 4, "truncation": 0.0, "format": "json"}).json()
+    first = _data_url(data["images"][0]["image"])[0]
+    assert all(np.array_equal(_data_url(im["image"])[0], first) for im in data["images"][1:])
+    varied = client.post("/api/generate", json={"model": MODEL, "n": 4, "format": "json"}).json()
+    assert not np.array_equal(_data_url(varied["images"][0]["image"])[0], _data_url(varied["images"][1]["image"])[0])
+
+
+def test_variations_and_interpolation(client, generator):
+    base = generator.sample(seeds=[7])[0, 0].numpy()
+    data = client.post("/api/variations", json={"model": MODEL, "seed": 7, "n": 3, "strength": 0.0,
+                                                "format": "json"}).json()
+    assert [im["variation"] for im in data["images"]] == [0, 1, 2]
+    assert all(np.array_equal(_data_url(im["image"])[0], base) for im in data["images"])
+    pixels, meta = _png(client.post("/api/variations", json={"model": MODEL, "seed": 7, "n": 4, "strength": 0.5}))
+    assert meta["atelier:workflow"] == "studio-variations" and meta["atelier:strength"] == "0.5"
+
+    ends = generator.sample(seeds=[3, 17])
+    data = client.post("/api/interpolate", json={"model": MODEL, "seed_a": 3, "seed_b": 17, "frames": 5,
+                                                 "mode": "lerp", "format": "json"}).json()
+    frames = [_data_url(im["image"])[0] for im in data["images"]]
+    assert len(frames) == 5 and np.array_equal(frames[0], ends[0, 0].numpy())
+    assert np.array_equal(frames[-1], ends[1, 0].numpy())
+    strip, meta = _png(client.post("/api/interpolate", json={"model": MODEL, "seed_a": 3, "seed_b": 17, "frames": 6}))
+    assert strip.shape == (32, 2 + 6 * 30) and meta["atelier:mode"] == "slerp"
+
+
+# ------------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("body, status, pattern", [
+    ({"model": "nope", "n": 2}, 404, "no model named 'nope'"),
+    ({"model": MODEL, "n": 65}, 422, "less than or equal to 64"),
+    ({"model": MODEL, "seeds": list(range(65))}, 422, "at most 64"),
+    ({"model": MODEL, "seeds": []}, 422, "at least 1"),
+    ({"model": MODEL, "seeds": [-1]}, 422, "greater than or equal to 0"),
+    ({"model": MODEL, "seeds": [2**31]}, 422, "less than or equal"),
+    ({"model": MODEL, "truncation": 3}, 422, "truncation"),
+    ({"model": MODEL, "truncation": "NaN"}, 422, "finite number"),
+    ({"model": MODEL, "label": 1}, 400, "has no classes"),
+    ({"model": MODEL, "colour": "red"}, 422, "Extra inputs are not permitted"),
+    ({"model": MODEL, "format": "tiff"}, 422, "format"),
+    ({"model": MODEL, "scale": 17}, 422, "scale"),
+    ({"n": 2}, 422, "model"),
+    ([1, 2], 422, "valid dictionary"),
+])
+def test_generate_rejects_bad_requests_with_4xx(client, body, status, pattern):
+    assert re.search(pattern, _detail(client.post("/api/generate", json=body), status))
+
+
+def test_malformed_bodies_and_other_endpoints_errors(client):
+    bad_json = client.post("/api/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 422
+    assert client.post("/api/generate", content=b"model=x", headers={"content-type": "text/plain"}).status_code == 422
+    assert "seed_b" in _detail(client.post("/api/interpolate", json={"model": MODEL, "seed_a": 1}), 422)
+    assert "frames" in _detail(client.post("/api/interpolate", json={"model": MODEL, "seed_a": 1, "seed_b": 2,
+                                                                      "frames": 1}), 422)
+    assert "mode" in _detail(client.post("/api/interpolate", json={"model": MODEL, "seed_a": 1, "seed_b": 2,
+                                                                    "mode": "cubic"}), 422)
+    assert "strength" in _detail(client.post("/api/variations", json={"model": MODEL, "seed": 1, "strength": -1}), 422)
+    assert client.get("/api/generate").status_code == 405
+    assert client.get("/api/nothing-here").status_code == 404
+
+
+def test_server_limits_are_enforced(tiny_run):
+    limits = Limits(max_batch=4, max_frames=3, max_upload_bytes=4096, max_output_pixels=100_000)
+    with TestClient(create_app(tiny_run.parent, limits=limits)) as c:
+        assert "at most 4 per request" in _detail(c.post("/api/generate", json={"model": MODEL, "n": 5}), 400)
+        assert "at most 4 per request" in _detail(c.post("/api/variations", json={"model": MODEL, "seed": 1,
+                                                                                   "n": 8}), 400)
+        assert "at most 3 per request" in _detail(c.post("/api/interpolate", json={"model": MODEL, "seed_a": 1,
+                                                                                    "seed_b": 2, "frames": 4}), 400)
+        big = c.post("/api/generate", content=b" " * 5000, headers={"content-type": "application/json"})
+        assert big.status_code == 413
+        assert c.post("/api/generate", json={"model": MODEL, "n": 4}).status_code == 200
+        assert "this server returns at most 100,000" in _detail(c.post("/api/generate", json={
+            "model": MODEL, "n": 4, "scale": 6}), 400)
+
+
+def test_image_tools_and_verify_say_when_they_are_not_available(client):
+    png = _png_bytes(np.zeros((8, 8), np.uint8))
+    for endpoint in ("stylize", "translate"):
+        resp = client.post(f"/api/{endpoint}", data={"model": MODEL}, files={"file": ("a.png", png, "image/png")})
+        assert f"no model of this kind is loaded: {endpoint}" in _detail(resp, 404)
+        assert client.post(f"/api/{endpoint}", data={"model": MODEL}).status_code == 422  # no file
+    resp = client.post("/api/verify", files={"file": ("a.png", png, "image/png")})
+    assert "provenance verification is not available in this build" in _detail(resp, 404)
+
+
+def test_gate_answers_429_when_the_queue_is_full():
+    gate = Gate(Limits(max_concurrent=1, max_waiting=0, wait_seconds=0.05))
+    with pytest.raises(Exception) as exc:
+        with gate():
+            pass
+    assert exc.value.status_code == 429 and "busy" in exc.value.detail
+    gate = Gate(Limits(max_concurrent=1, max_waiting=4, wait_seconds=0.05))
+    with gate(), pytest.raises(Exception) as exc:
+        with gate():
+            pass
+    assert exc.value.status_code == 429 and exc.value.headers["Retry-After"] == "1"
+
+
+# -------------------------------------------------------------------- a registered image-to-image kind
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A tiny PNG file whose header claims a huge image (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class _Invert(ServedModel):
+    """Stands in for a fast style network: adding a kind to the studio is one ModelKind entry."""
+
+    kind, capabilities = "style", ("stylize",)
+
+    def info(self) -> dict:
+        return {**super().info(), "channels": 3}
+
+    def stylize(self, image: np.ndarray) -> np.ndarray:
+        return 255 - image
+
+
+def test_a_registered_kind_gets_the_upload_endpoints(tiny_run, tmp_path):
+    store = ModelStore(tiny_run.parent)
+    kind = ModelKind("style", _Invert.capabilities, lambda cfg: False, lambda name, run_dir, **kw: _Invert(name, run_dir))
+    store.runs["wave"] = (tmp_path, kind)
+    store._locks["wave"] = __import__("threading").Lock()
+    with TestClient(create_app(store, limits=Limits(max_upload_bytes=200_000, max_upload_pixels=512 * 512))) as c:
+        listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
+        assert listed["wave"]["capabilities"] == ["stylize"]
+        img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+        pixels, meta = _png(c.post("/api/stylize", data={"model": "wave"},
+                                   files={"file": ("photo.png", _png_bytes(img), "image/png")}))
+        assert np.array_equal(pixels, 255 - img)
+        assert meta["atelier:workflow"] == "studio-stylize" and meta["atelier:source"] == "photo.png"
+        assert meta["DigitalSourceType"].endswith("trainedAlgorithmicMedia")
+
+        def upload(data: bytes, model: str = "wave"):
+            return c.post("/api/stylize", data={"model": model}, files={"file": ("x.png", data, "image/png")})
+
+        assert "not a readable image" in _detail(upload(b"this is not an image"), 400)
+        assert "decompression bomb" in _detail(upload(_bomb_png()), 400)
+        assert "1000x1000 = 1,000,000 pixels; the limit is 262,144" in _detail(upload(_bomb_png(1000, 1000)), 400)
+        assert "the upload is empty" in _detail(upload(b""), 400)
+        assert upload(b"\0" * 300_000).status_code == 413
+        assert "no stylize model named 'tiny-dcgan'" in _detail(upload(_png_bytes(img), MODEL), 404)
+        assert "does not generate" in _detail(c.post("/api/generate", json={"model": "wave", "n": 1}), 400)
+        assert "no model of this kind is loaded: translate" in _detail(
+            c.post("/api/translate", data={"model": "wave"}, files={"file": ("x.png", _png_bytes(img))}), 404)
+
+
+def test_verify_uses_the_provenance_verifier_when_one_exists(client, monkeypatch):
+    from atelier import provenance
+
+    seen = {}
+
+    def fake_verify(path):
+        seen["bytes"] = Path(path).read_bytes()
+        return {"recognised": True, "metadata": provenance.read_metadata(str(path))}
+
+    monkeypatch.setattr(provenance, "verify", fake_verify, raising=False)
+    image = client.post("/api/generate", json={"model": MODEL, "seeds": [1]}).content
+    report = client.post("/api/verify", files={"file": ("seed1.png", image, "image/png")}).json()
+    assert seen["bytes"] == image and report["recognised"] is True
+    assert report["metadata"]["atelier:seed"] == "1"
+    assert client.get("/api/models").json()["verify"] is True
+
+
+# ---------------------------------------------------------------------------------- ONNX backend
+def test_onnx_backend_generates_the_same_images(tiny_run, client):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    body = {"model": MODEL, "seeds": [0, 1, 2, 3], "format": "json"}
+    with TestClient(create_app(tiny_run.parent, backend="onnx")) as c:
+        assert c.get(f"/api/models/{MODEL}").json()["backend"] == "onnx"
+        got = c.post("/api/generate", json=body).json()["images"]
+    ref = client.post("/api/generate", json=body).json()["images"]
+    for a, b in zip(got, ref, strict=True):
+        pa, meta = _data_url(a["image"])
+        assert np.abs(pa.astype(int) - _data_url(b["image"])[0].astype(int)).max() <= 1
+        assert meta["atelier:backend"] == "onnx"
+
+
+# ------------------------------------------------------------------------------ loopback, real server
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    with live_server(create_app(tiny_run.parent)) as url:
+        yield url
+
+
+def test_fifty_concurrent_generate_requests_all_succeed(server):
+    import httpx
+
+    def one(i: int) -> tuple[int, bytes]:
+        with httpx.Client(timeout=60) as http:
+            r = http.post(f"{server}/api/generate", json={"model": MODEL, "n": 4, "seed": i})
+            return r.status_code, r.content
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(50)))
+    assert [status for status, _ in results] == [200] * 50
+    assert len({body for _, body in results}) > 1  # different seeds, different grids
+    with Image.open(io.BytesIO(results[0][1])) as img:
+        assert img.text["atelier:seed"] == "0,1,2,3"
+
+
+def _fuzz(op, mode, server: str, budget: float, failures: list[str]) -> int:
+    """Send up to 12 generated requests for one operation; record every 5xx. Returns how many were sent."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation import GenerationMode
+
+    sent = 0
+
+    @settings(max_examples=12, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy(generation_mode=mode))
+    def check(case):
+        nonlocal sent
+        if time.monotonic() > budget:
+            return
+        if mode == GenerationMode.POSITIVE and isinstance(case.body, dict) and "model" in case.body:
+            case.body["model"] = MODEL  # reach the generation code, not only the 404
+        resp = case.call(base_url=server, timeout=30)
+        sent += 1
+        if resp.status_code >= 500:
+            failures.append(f"{op.method.upper()} {op.path} {case.body!r:.200} -> {resp.status_code}")
+
+    try:
+        check()
+    except Unsatisfiable:  # no invalid request exists for an operation without parameters (GET /api/models)
+        pass
+    return sent
+
+
+def test_schema_fuzz_never_yields_a_5xx(server):
+    schemathesis = pytest.importorskip("schemathesis")
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server}/openapi.json")
+    budget = time.monotonic() + 40  # bounded in time as well as in count
+    failures: list[str] = []
+    sent = 0
+    for result in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            sent += _fuzz(result.ok(), mode, server, budget, failures)
+    print(f"schema fuzz: {sent} requests")
+    assert sent >= 40, sent
+    assert not failures, failures
+
+
+# ------------------------------------------------------------------------------------------ the page
+def test_page_and_static_files_work_offline(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="/static/studio.js">' in page.text
+    for name in ("studio.js", "studio.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    for path in STATIC.iterdir():
+        text = path.read_text(encoding="utf-8")
+        # No CDN, no web fonts: the only URL is the SVG namespace of the inline favicon.
+        urls = set(re.findall(r"https?://[^\s\"')]+", text)) - {"http://www.w3.org/2000/svg"}
+        assert not urls, (path.name, urls)
+        assert "@import" not in text and "fonts.googleapis" not in text
+    assert client.get("/docs").status_code == 200
+    assert "/api/generate" in client.get("/openapi.json").json()["paths"]
+
+
+def test_cli_serve_help_defaults_to_loopback():
+    from click.testing import CliRunner
+
+    from atelier.cli import cli
+
+    out = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "127.0.0.1" in out and "7860" in out and "--backend" in out
+
