@@ -97,5 +97,6 @@ def test_cli_interpolate_strip_and_gif(tiny_run, tmp_path):
 
     res = runner.invoke(cli, ["interpolate", str(tiny_run), "--seeds", "3", "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and "at least two seeds" in res.output
-    res = runner.invoke(cli, ["interpolate", str(tmp_path / "nope"), "--seeds", "1,2", "--out", str(tmp_path / "x.png")])
+    res = runner.invoke(cli, ["interpolate", str(tmp_path / "nope"), "--seeds", "1,2",
+                              "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and res.output.startswith("error: run folder not found")

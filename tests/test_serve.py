@@ -232,9 +232,8 @@ class _Invert(ServedModel):
 
 def test_a_registered_kind_gets_the_upload_endpoints(tiny_run, tmp_path):
     store = ModelStore(tiny_run.parent)
-    kind = ModelKind("style", _Invert.capabilities, lambda cfg: False, lambda name, run_dir, **kw: _Invert(name, run_dir))
-    store.runs["wave"] = (tmp_path, kind)
-    store._locks["wave"] = __import__("threading").Lock()
+    store.add("wave", tmp_path, ModelKind("style", _Invert.capabilities, lambda cfg: False,
+                                          lambda name, run_dir, **kw: _Invert(name, run_dir)))
     with TestClient(create_app(store, limits=Limits(max_upload_bytes=200_000, max_upload_pixels=512 * 512))) as c:
         listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
         assert listed["wave"]["capabilities"] == ["stylize"]

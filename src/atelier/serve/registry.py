@@ -184,6 +184,11 @@ class ModelStore:
                     found[run_dir.name] = (run_dir, kind)
         return found
 
+    def add(self, name: str, run_dir: Path, kind: ModelKind) -> None:
+        """Serve one more run folder under ``name`` (e.g. one outside the runs folder)."""
+        self.runs[name] = (Path(run_dir), kind)
+        self._locks[name] = threading.Lock()
+
     def names(self) -> list[str]:
         return list(self.runs)
 
