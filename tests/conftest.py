@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -46,29 +44,6 @@ def tiny_run(tmp_path_factory) -> Path:
         run = tmp_path_factory.mktemp("runs") / "tiny-dcgan"
         atelier.train(None, run, dict(TINY), progress=False)
     return run
-
-
-@contextlib.contextmanager
-def live_server(app, host: str = "127.0.0.1"):
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
-    import threading
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def mnist_available() -> bool:

@@ -10,13 +10,15 @@ Errors a client can cause are 4xx with a one-line ``detail``; a 5xx is a bug.
 from __future__ import annotations
 
 import base64
-import contextlib
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -31,6 +33,7 @@ from atelier.serve.registry import ModelStore, ServedModel
 
 __all__ = ["Limits", "create_app"]
 
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 MAX_SEED = 2**31 - 1  # fits a JavaScript integer and a URL without surprises
 # Hard caps written into the OpenAPI schema; Limits may lower them per server.
@@ -53,31 +56,35 @@ class Limits:
 
 
 class Gate:
-    """A bounded queue in front of the models: ``max_concurrent`` at work, ``max_waiting`` in line."""
+    """A bounded queue in front of the models: ``max_concurrent`` forward passes at work, ``max_waiting`` in line.
+
+    Forward passes run on a small fixed pool of threads rather than on whichever of FastAPI's ~40 worker
+    threads took the request: PyTorch's per-thread intra-op state stays warm on a reused thread (a fresh
+    thread's first passes measured 2-3x slower), and at most ``max_concurrent`` compete for the cores.
+    """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_concurrent)
+        self._pool = ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="atelier-model")
         self._waiting = 0
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def run(self, fn: Callable[[], T]) -> T:
         with self._lock:
             if self._waiting >= self.limits.max_waiting:
-                raise _busy(f"{self._waiting} requests are already waiting")
+                raise _busy(f"{self._waiting} requests are already in line")
             self._waiting += 1
         try:
-            got = self._slots.acquire(timeout=self.limits.wait_seconds)
+            future = self._pool.submit(fn)
+            try:
+                return future.result(timeout=self.limits.wait_seconds)
+            except FuturesTimeout:
+                if future.cancel():  # still queued: give up on it
+                    raise _busy(f"no model was free within {self.limits.wait_seconds:g} s") from None
+                return future.result()  # already running: let it finish
         finally:
             with self._lock:
                 self._waiting -= 1
-        if not got:
-            raise _busy(f"no slot freed within {self.limits.wait_seconds:g} s")
-        try:
-            yield
-        finally:
-            self._slots.release()
 
 
 def _busy(why: str) -> HTTPException:
@@ -202,6 +209,28 @@ def _verifier() -> Any:
     return getattr(provenance, "verify", None)
 
 
+class ServerTiming:
+    """Adds ``Server-Timing: app;dur=<ms>`` to every response: the time from request to response headers,
+    so clients (the page, benchmarks/serve_speed.py) can tell server time from network time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - started) * 1000
+                message["headers"] = [*message.get("headers", []), (b"server-timing", f"app;dur={ms:.2f}".encode())]
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 # ----------------------------------------------------------------------------------------------- app
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
                limits: Limits | None = None, device: str = "cpu") -> FastAPI:
@@ -215,6 +244,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
                   description="Generate, vary and interpolate images from atelier's trained models. "
                               "Every image returned carries atelier's provenance metadata.")
     app.state.store, app.state.limits = store, limits
+    app.add_middleware(ServerTiming)
 
     @app.exception_handler(AtelierError)
     def _user_error(request: Request, exc: AtelierError) -> JSONResponse:
@@ -251,9 +281,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         _check_batch(len(seeds), limits.max_batch, "images")
         _check_output(len(seeds), model, req.scale, limits)
         labels = _label(model, req.label, len(seeds))
-        with gate():
-            z = latent.truncate(model.latents(seeds), req.truncation)
-            images = model.generate(z, labels)
+        images = gate.run(lambda: model.generate(latent.truncate(model.latents(seeds), req.truncation), labels))
         return _image_response(model, images, [{"seed": s} for s in seeds], req, "studio-generate")
 
     @app.post("/api/variations", responses={200: {"content": {"image/png": {}}}})
@@ -263,9 +291,8 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         _check_batch(req.n, limits.max_batch, "variations")
         _check_output(req.n, model, req.scale, limits)
         labels = _label(model, req.label, req.n)
-        with gate():
-            z = latent.variations(model.latents([req.seed]), req.n, req.strength, req.variation_seed)
-            images = model.generate(latent.truncate(z, req.truncation), labels)
+        z = latent.variations(model.latents([req.seed]), req.n, req.strength, req.variation_seed)
+        images = gate.run(lambda: model.generate(latent.truncate(z, req.truncation), labels))
         return _image_response(model, images, [{"variation": i} for i in range(req.n)], req, "studio-variations",
                                seed=req.seed, strength=req.strength, variation_seed=req.variation_seed)
 
@@ -276,10 +303,9 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         _check_batch(req.frames, limits.max_frames, "frames")
         _check_output(req.frames, model, req.scale, limits)
         labels = _label(model, req.label, req.frames)
-        with gate():
-            ends = model.latents([req.seed_a, req.seed_b])
-            z = latent.interpolate(ends[0], ends[1], req.frames, req.mode)
-            images = model.generate(latent.truncate(z, req.truncation), labels)
+        ends = model.latents([req.seed_a, req.seed_b])
+        z = latent.interpolate(ends[0], ends[1], req.frames, req.mode)
+        images = gate.run(lambda: model.generate(latent.truncate(z, req.truncation), labels))
         return _image_response(model, images, [{"frame": i} for i in range(req.frames)], req, "studio-interpolate",
                                nrow=req.frames, seed_a=req.seed_a, seed_b=req.seed_b, mode=req.mode)
 
@@ -291,8 +317,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
             raise HTTPException(404, f"no {capability} model named {model_name!r}; available: {', '.join(available)}")
         model = store.get(model_name)
         image = _read_upload(file, limits, channels=int(model.info().get("channels", 3)))
-        with gate():
-            out = getattr(model, capability)(image)
+        out = gate.run(lambda: getattr(model, capability)(image))
         meta = model.metadata(workflow=f"studio-{capability}", source=file.filename or "upload")
         return Response(encode_image(out, "png", meta), media_type="image/png")
 
