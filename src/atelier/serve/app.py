@@ -271,41 +271,38 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     def model_info(name: str) -> dict[str, Any]:
         return _model(store, name).info()
 
+    def _from_latents(req: _Request, n: int, limit: int, what: str,
+                      make_z: Callable[[ServedModel], torch.Tensor]) -> tuple[ServedModel, torch.Tensor]:
+        """Check a latent-space request against the limits, then run the generator on the model threads."""
+        model = _generator(store, req.model)
+        _check_batch(n, limit, what)
+        _check_output(n, model, req.scale, limits)
+        labels = _label(model, req.label, n)
+        z = latent.truncate(make_z(model), req.truncation)
+        return model, gate.run(lambda: model.generate(z, labels))
+
     @app.post("/api/generate", responses={200: {"content": {"image/png": {}}}})
     def generate(req: GenerateRequest) -> Response:
         """Images from seeds (``seeds``, or ``n`` consecutive seeds from ``seed``), with truncation ψ."""
-        model = _generator(store, req.model)
         seeds = req.seeds
         if seeds is None:
             seeds = list(range(req.seed, min(req.seed + (req.n or 1), MAX_SEED + 1)))
-        _check_batch(len(seeds), limits.max_batch, "images")
-        _check_output(len(seeds), model, req.scale, limits)
-        labels = _label(model, req.label, len(seeds))
-        images = gate.run(lambda: model.generate(latent.truncate(model.latents(seeds), req.truncation), labels))
+        model, images = _from_latents(req, len(seeds), limits.max_batch, "images", lambda m: m.latents(seeds))
         return _image_response(model, images, [{"seed": s} for s in seeds], req, "studio-generate")
 
     @app.post("/api/variations", responses={200: {"content": {"image/png": {}}}})
     def variations(req: VariationsRequest) -> Response:
         """Small latent perturbations around one seed's image."""
-        model = _generator(store, req.model)
-        _check_batch(req.n, limits.max_batch, "variations")
-        _check_output(req.n, model, req.scale, limits)
-        labels = _label(model, req.label, req.n)
-        z = latent.variations(model.latents([req.seed]), req.n, req.strength, req.variation_seed)
-        images = gate.run(lambda: model.generate(latent.truncate(z, req.truncation), labels))
+        model, images = _from_latents(req, req.n, limits.max_batch, "variations", lambda m: latent.variations(
+            m.latents([req.seed]), req.n, req.strength, req.variation_seed))
         return _image_response(model, images, [{"variation": i} for i in range(req.n)], req, "studio-variations",
                                seed=req.seed, strength=req.strength, variation_seed=req.variation_seed)
 
     @app.post("/api/interpolate", responses={200: {"content": {"image/png": {}}}})
     def interpolate(req: InterpolateRequest) -> Response:
         """A strip of frames from ``seed_a`` to ``seed_b``, spherical (slerp) or linear."""
-        model = _generator(store, req.model)
-        _check_batch(req.frames, limits.max_frames, "frames")
-        _check_output(req.frames, model, req.scale, limits)
-        labels = _label(model, req.label, req.frames)
-        ends = model.latents([req.seed_a, req.seed_b])
-        z = latent.interpolate(ends[0], ends[1], req.frames, req.mode)
-        images = gate.run(lambda: model.generate(latent.truncate(z, req.truncation), labels))
+        model, images = _from_latents(req, req.frames, limits.max_frames, "frames", lambda m: latent.interpolate_path(
+            m.latents([req.seed_a, req.seed_b]), req.frames, req.mode))
         return _image_response(model, images, [{"frame": i} for i in range(req.frames)], req, "studio-interpolate",
                                nrow=req.frames, seed_a=req.seed_a, seed_b=req.seed_b, mode=req.mode)
 
