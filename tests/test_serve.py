@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from atelier.serve import background, create_app  # noqa: E402
 from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
-from atelier.serve.registry import ModelKind, ModelStore, ServedModel  # noqa: E402
+from atelier.serve.registry import GeneratorModel, ModelKind, ModelStore, ServedModel  # noqa: E402
 
 MODEL = "tiny-dcgan"
 
@@ -264,6 +264,31 @@ def test_a_registered_kind_gets_the_upload_endpoints(tiny_run, tmp_path):
         assert "does not generate" in _detail(c.post("/api/generate", json={"model": "wave", "n": 1}), 400)
         assert "no model of this kind is loaded: translate" in _detail(
             c.post("/api/translate", data={"model": "wave"}, files={"file": ("x.png", _png_bytes(img))}), 404)
+
+
+class _Conditional(GeneratorModel):
+    """Stands in for a class-conditional GAN: the label reaches generate(), and the page gets the class list."""
+
+    kind = "conditional"
+    seen: list = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.classes = ["zero", "one", "two"]
+
+    def generate(self, z, labels=None):
+        self.seen.append(None if labels is None else labels.tolist())
+        return super().generate(z)
+
+
+def test_a_conditional_kind_takes_labels(tiny_run):
+    store = ModelStore(tiny_run.parent)
+    store.add("cond", tiny_run, ModelKind("conditional", ("generate",), lambda cfg: False, _Conditional))
+    with TestClient(create_app(store)) as c:
+        assert c.get("/api/models/cond").json()["classes"] == ["zero", "one", "two"]
+        _, meta = _png(c.post("/api/generate", json={"model": "cond", "n": 2, "label": 2}))
+        assert _Conditional.seen[-1] == [2, 2] and meta["atelier:label"] == "2"
+        assert "out of range" in _detail(c.post("/api/generate", json={"model": "cond", "n": 2, "label": 3}), 400)
 
 
 def test_verify_uses_the_provenance_verifier_when_one_exists(client, monkeypatch):

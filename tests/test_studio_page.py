@@ -110,13 +110,20 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     ctx.close()
 
 
-def test_bad_server_answers_show_a_message(browser, page_url):
+def test_server_errors_are_shown_and_seeds_stay_in_range(browser, page_url):
     page = browser.new_page()
     page.goto(page_url)
     page.wait_for_selector("#grid .tile img")
     page.fill("#seed", "2147483647")
     page.dispatch_event("#seed", "change")
-    # The page clamps the seed so the whole grid stays in range, rather than asking for an invalid one.
+    # The page clamps the first seed so the whole grid stays in range, rather than asking for an invalid one.
     page.wait_for_function("document.querySelector('#stage-sub').textContent.startsWith('Seeds 2147483631')")
     assert page.locator("#error").is_hidden()
+    # A 4xx from the server is shown as its one-line message.
+    page.route("**/api/generate", lambda route: route.fulfill(
+        status=429, content_type="application/json",
+        body='{"detail": "the server is busy (128 requests are already in line); retry in a moment"}'))
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "the server is busy" in page.locator("#error").inner_text()
     page.close()
