@@ -190,6 +190,7 @@ async function generate() {
     const { res, ms } = await api("/api/generate", body);
     const data = await res.json();
     grid.innerHTML = "";
+    grid.dataset.count = data.images.length;
     for (const im of data.images) {
       const item = {
         url: im.image, tag: `#${im.seed}`, title: `seed ${im.seed}`, seed: im.seed, model: state.model.name,
