@@ -409,11 +409,36 @@ def test_page_and_static_files_work_offline(client):
     assert "/api/generate" in client.get("/openapi.json").json()["paths"]
 
 
-def test_cli_serve_help_defaults_to_loopback():
+def test_cli_serve_help_defaults_to_loopback_and_errors(tmp_path):
     from click.testing import CliRunner
 
     from atelier.cli import cli
 
     out = CliRunner().invoke(cli, ["serve", "--help"]).output
     assert "127.0.0.1" in out and "7860" in out and "--backend" in out
+    res = CliRunner().invoke(cli, ["serve", "--runs", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "error: runs folder not found" in res.output
+
+
+def test_missing_extra_is_one_clear_line():
+    from atelier.errors import MissingExtraError
+    from atelier.utils import require_extra
+
+    with pytest.raises(MissingExtraError, match=r"install it with: pip install 'atelier\[serve\]'"):
+        require_extra("atelier_no_such_module", "serve", "the studio")
+
+
+def test_a_run_that_cannot_load_is_listed_with_its_error(tiny_run, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "good")
+    shutil.copytree(tiny_run, runs / "broken")
+    for ckpt in (runs / "broken" / "checkpoints").glob("step-*"):
+        ckpt.write_bytes(b"truncated")
+    with TestClient(create_app(runs)) as c:
+        listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
+        assert listed["good"]["capabilities"] == ["generate"]
+        assert listed["broken"]["capabilities"] == [] and listed["broken"]["error"]
+        assert c.post("/api/generate", json={"model": "broken", "n": 1}).status_code == 400
 

@@ -355,6 +355,8 @@ def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: 
       atelier interpolate runs/mnist-dcgan --seeds 3,17,42,3 --frames 24 --out loop.gif
       atelier interpolate runs/mnist-dcgan --seeds 3,17 --mode lerp --truncation 0.7 --out lerp.png
     """
+    from PIL import Image
+
     import atelier
     from atelier.imageio import encode_animation, make_grid, save_image
     from atelier.latent import interpolate_path, truncate
@@ -372,7 +374,7 @@ def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: 
                       truncation=psi)
     scale = 3 if g.cfg.data.resolution <= 32 else 1
     if out.suffix.lower() == ".gif":
-        big = [im.resize((im.width * scale, im.height * scale), 0) for im in
+        big = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in
                (make_grid(img[None], pad=0) for img in images)]
         atomic_write_bytes(out, encode_animation(big, meta, duration_ms=duration_ms))
         click.echo(f"wrote a {len(images)}-frame animation to {out}")

@@ -203,6 +203,15 @@ def _read_upload(upload: UploadFile, limits: Limits, channels: int) -> Any:
                       max_pixels=limits.max_upload_pixels)
 
 
+def _info_or_error(store: ModelStore, name: str) -> dict[str, Any]:
+    # One run that cannot be loaded (a half-copied checkpoint) must not hide the others from the page.
+    try:
+        return store.get(name).info()
+    except AtelierError as exc:
+        run_dir, kind = store.runs[name]
+        return {"name": name, "kind": kind.name, "capabilities": [], "card": None, "error": str(exc)}
+
+
 def _verifier() -> Any:
     from atelier import provenance
 
@@ -263,7 +272,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     @app.get("/api/models")
     def models() -> dict[str, Any]:
         """Every servable model with its capabilities and model card, and this server's limits."""
-        return {"models": [store.get(n).info() for n in store.names()],
+        return {"models": [_info_or_error(store, n) for n in store.names()],
                 "verify": _verifier() is not None,
                 "limits": {k: v for k, v in asdict(limits).items() if k.startswith("max_")}}
 

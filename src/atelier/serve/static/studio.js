@@ -83,7 +83,9 @@ function renderModels() {
     b.className = "model" + (state.model && state.model.name === m.name ? " on" : "");
     b.setAttribute("role", "option");
     b.dataset.name = m.name;
-    const detail = m.resolution ? `${m.model} · ${m.resolution}px · step ${m.step.toLocaleString()}` : m.kind;
+    const detail = m.error ? `cannot load: ${m.error}`
+      : m.resolution ? `${m.model} · ${m.resolution}px · step ${m.step.toLocaleString()}` : m.kind;
+    if (m.error) { b.disabled = true; b.title = m.error; }
     b.innerHTML = `<img alt=""><div><b></b><small></small><div class="caps"></div></div>`;
     b.querySelector("b").textContent = m.name;
     b.querySelector("small").textContent = detail;
