@@ -59,8 +59,10 @@ K = 7
 GENERATORS = (0o133, 0o171, 0o165)
 # Default strength: RMS of the added luminance pattern in 8-bit levels (PSNR = 20 log10(255 / rms)).
 STRENGTH = 2.8
-# Smallest side the watermark is written on; smaller images get metadata only (measured: see README).
-MIN_SIZE = 64
+# Smallest side the watermark is written on; smaller images get metadata only. Measured with
+# benchmarks/watermark_robustness.py: from 192 px every attack of the issue decodes with >= 95% bit
+# accuracy; at 128 px the mean stays >= 92% but single textured images fail; at 64 px it is chance.
+MIN_SIZE = 128
 KEY = b"atelier-watermark-v1"
 WHITEN_RADIUS = 2
 # Detector: pixels are weighted by 1 / (local energy of the high-passed picture + this floor), so busy
