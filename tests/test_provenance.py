@@ -131,6 +131,21 @@ def test_sample_no_metadata_is_logged(tmp_path, tiny):
     assert read_metadata(tmp_path / "g.png") == {}
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["event"] == "no-metadata" and rows[-1]["images"] == 4
+    assert invoke("sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "m.png")).exit_code == 0
+    meta = read_metadata(tmp_path / "m.png")
+    assert len(meta["atelier:weights_sha256"]) == 64 and meta["atelier:run"] == "run"
+    assert "invisible watermark" in (run_dir / "model_card.md").read_text()
+
+
+def test_folder_sources_state_their_licence(tmp_path):
+    from atelier.data import open_source
+
+    for folder in ("facades", "mine"):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.fromarray(_picture(16, seed=i)).save(tmp_path / folder / f"{i}.png")
+    assert "CMP Facade Database" in open_source(str(tmp_path / "facades"), channels=3, resolution=16).license
+    assert open_source(str(tmp_path / "mine"), channels=3, resolution=16).license.startswith("unknown")
 
 
 # ------------------------------------------------------------------------------------------------ C2PA
