@@ -4,29 +4,38 @@ Why this method
 ---------------
 The issue asks for a payload that survives JPEG q75, a 0.5x resize and back, a 10% crop from any edge,
 grayscale conversion and +-10% brightness on images from 64x64 to 2048x2048, decoded blind. The usual
-DWT-DCT watermark (``invisible-watermark``) embeds per 8x8 block at fixed positions: a crop moves the block
-grid and the payload is gone, it refuses images under 256 px and it needs OpenCV. So atelier uses a
+DWT-DCT watermark (``invisible-watermark`` 0.2.0, which pulls OpenCV) embeds per block at fixed positions;
+measured on the benchmark photos it refuses images under 256 px, reaches only 34.7 dB (256 px) / 37.0 dB
+(512 px), and any 10% crop, JPEG q75 or grayscale conversion leaves its 48 bits at chance (~50%). So atelier uses a
 *periodic spread-spectrum* watermark, after Kutter's self-referencing watermark (Kutter 1998) and the
 tiled-template idea of Pereira & Pun (2000):
 
 * **One 64x64 tile, repeated over the whole image.** Its 2D spectrum has energy only on DFT bins in a
-  mid-frequency band (0.05-0.19 cycles/pixel): below a 0.5x downscale's cutoff and inside the DCT
+  mid-frequency band (0.04-0.22 cycles/pixel): below a 0.5x downscale's cutoff and inside the DCT
   coefficients JPEG q75 keeps, and away from the lowest frequencies where a photo's own energy lies.
 * **Synchronisation for free.** Folding the image modulo 64 (summing all tile copies) adds the copies of
   the watermark coherently and the picture incoherently; a crop only shifts the tile cyclically, which is a
   phase ramp on its spectrum. A known pseudo-random *sync* part of the spectrum is correlated against all
-  64x64 cyclic shifts at once with one FFT; the peak gives the shift, and its z-score is the confidence.
+  64x64 cyclic shifts at once with one FFT; the peak gives the shift, and its z-score (against the
+  picture's own spectrum, estimated from a fold with period 65 where the watermark does not add up) is
+  the reported confidence.
 * **Payload**: 48 bits = a 32-bit hash of the model/run id + CRC-16, coded with the standard rate-1/3,
   constraint-length-7 convolutional code (generators 133/171/165 octal) and decoded with soft-decision
   Viterbi; each coded bit is spread over several spectrum coefficients. A watermark is *detected* only
   when the CRC matches, which bounds the false-positive rate at a few in 10^5 per image in theory
   (measured in ``benchmarks/watermark_robustness.py``).
 * **Luminance only**, the same offset on R, G and B, so grayscale conversion keeps it and a brightness
-  change only scales it; the detector is invariant to scale. A local-activity mask puts more of the
-  energy in textured regions and less in flat ones at a fixed global PSNR (~39 dB).
+  change only scales it; the detector is invariant to scale. The strength is uniform (RMS 2.8 levels,
+  PSNR ~39 dB): a local-activity mask that moves energy into textures was measured and made small
+  images fail more often, because the detector down-weights textured regions, where the picture itself
+  drowns the pattern (it weights pixels by 1 / local energy of the high-passed picture).
+* **Size limit, measured**: from 192 px a side every attack decodes with >= 95% bit accuracy on the
+  benchmark images; at 128 px about 70% of the images decode exactly; at 64 px the picture's own
+  mid-frequency energy swamps a 39 dB pattern (about 50%, chance), so images under :data:`MIN_SIZE`
+  (128) carry metadata only.
 
-Embedding is deterministic (same pixels + same payload -> same output), and costs a tile lookup, one box
-filter and an add: a few milliseconds per megapixel.
+Embedding is deterministic (same pixels + same payload -> same output): a cached tile, one ``np.tile``
+and an add, about 0.3 ms at 224x224 and 20 ms at 1024x1024 on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -218,15 +227,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH) -> np.ndarray:
+def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH, *, min_size: int = MIN_SIZE) -> np.ndarray:
     """Return a watermarked copy of a uint8 ``(H, W)`` or ``(H, W, C)`` image carrying ``id32``.
 
-    Images with a side under :data:`MIN_SIZE` are returned unchanged (they get metadata only).
+    Images with a side under ``min_size`` are returned unchanged (they get metadata only); the benchmark
+    lowers it to measure what the watermark would do on smaller images.
     """
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {arr.dtype}")
     h, w = arr.shape[:2]
-    if min(h, w) < MIN_SIZE:
+    if min(h, w) < min_size:
         return arr
     tile = _tile(id32 & 0xFFFFFFFF)
     pattern = np.tile(tile, (-(-h // TILE), -(-w // TILE)))[:h, :w]
