@@ -15,46 +15,18 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 from atelier import watermark as W
 from atelier.imageio import load_image, save_image
 
-
-def _jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    with Image.open(io.BytesIO(buf.getvalue())) as out:
-        return out.convert(img.mode)
-
-
-def _crop(img: Image.Image, edge: str) -> Image.Image:
-    w, h = img.size
-    cx, cy = round(0.1 * w), round(0.1 * h)
-    return img.crop({"left": (cx, 0, w, h), "top": (0, cy, w, h), "right": (0, 0, w - cx, h),
-                     "bottom": (0, 0, w, h - cy)}[edge])
-
-
-ATTACKS = {
-    "none": lambda im: im,
-    "jpeg q75": _jpeg,
-    "resize 0.5x + back": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC)
-    .resize(im.size, Image.Resampling.BICUBIC),
-    "crop 10% left": lambda im: _crop(im, "left"),
-    "crop 10% top": lambda im: _crop(im, "top"),
-    "crop 10% right": lambda im: _crop(im, "right"),
-    "crop 10% bottom": lambda im: _crop(im, "bottom"),
-    "grayscale": lambda im: im.convert("L"),
-    "brightness +10%": lambda im: ImageEnhance.Brightness(im).enhance(1.1),
-    "brightness -10%": lambda im: ImageEnhance.Brightness(im).enhance(0.9),
-}
+ATTACKS = W.ATTACKS
 
 
 def _sources(data: Path, samples: str) -> list[tuple[str, Image.Image]]:

@@ -47,6 +47,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "ATTACKS",
     "MIN_SIZE",
     "Detection",
     "detect",
@@ -338,3 +339,51 @@ def detect(arr: np.ndarray, candidates: int = 3) -> Detection:
         best = best or found
     assert best is not None
     return best
+
+
+# ------------------------------------------------------------------------------ the attacks of issue 7
+# Shared by tests/test_watermark.py and benchmarks/watermark_robustness.py, so both measure the same thing.
+def _jpeg(img, quality: int = 75):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    with Image.open(io.BytesIO(buf.getvalue())) as out:
+        return out.convert(img.mode)
+
+
+def _crop(img, edge: str):
+    w, h = img.size
+    cx, cy = round(0.1 * w), round(0.1 * h)
+    return img.crop({"left": (cx, 0, w, h), "top": (0, cy, w, h), "right": (0, 0, w - cx, h),
+                     "bottom": (0, 0, w, h - cy)}[edge])
+
+
+def _resize_back(img):
+    from PIL import Image
+
+    half = img.resize((img.width // 2, img.height // 2), Image.Resampling.BICUBIC)
+    return half.resize(img.size, Image.Resampling.BICUBIC)
+
+
+def _brightness(img, factor: float):
+    from PIL import ImageEnhance
+
+    return ImageEnhance.Brightness(img).enhance(factor)
+
+
+# name -> function of a PIL image returning the attacked PIL image
+ATTACKS = {
+    "none": lambda im: im,
+    "jpeg q75": _jpeg,
+    "resize 0.5x + back": _resize_back,
+    "crop 10% left": lambda im: _crop(im, "left"),
+    "crop 10% top": lambda im: _crop(im, "top"),
+    "crop 10% right": lambda im: _crop(im, "right"),
+    "crop 10% bottom": lambda im: _crop(im, "bottom"),
+    "grayscale": lambda im: im.convert("L"),
+    "brightness +10%": lambda im: _brightness(im, 1.1),
+    "brightness -10%": lambda im: _brightness(im, 0.9),
+}
