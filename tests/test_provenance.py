@@ -215,6 +215,8 @@ def test_c2pa_sign_and_verify_round_trip(tmp_path, monkeypatch):
     assert read_c2pa(tmp_path / "tampered.png")["status"] == "invalid"
     jpg = save_image(_picture(), tmp_path / "signed.jpg", {"run": "r"})
     assert read_c2pa(jpg)["status"] == "valid"
+    Image.fromarray(_picture()).save(tmp_path / "plain.bmp")
+    assert read_c2pa(tmp_path / "plain.bmp")["status"] == "absent"  # a format C2PA does not cover
 
 
 def test_c2pa_missing_package_is_a_friendly_error(tmp_path, monkeypatch):

@@ -191,6 +191,8 @@ def read_c2pa(path: str | Path, trust_anchors: str | Path | None = None) -> dict
         with reader:
             state = (reader.get_validation_state() or "").lower()
             report = json.loads(reader.json())
+    except c2pa.C2paError.NotSupported:
+        return {"status": "absent", "detail": f"C2PA does not support {Path(path).suffix or 'this'} files"}
     except c2pa.C2paError as exc:
         return {"status": "invalid", "detail": str(exc)}
     active = report.get("manifests", {}).get(report.get("active_manifest", ""), {})
