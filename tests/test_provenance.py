@@ -146,6 +146,10 @@ def test_folder_sources_state_their_licence(tmp_path):
             Image.fromarray(_picture(16, seed=i)).save(tmp_path / folder / f"{i}.png")
     assert "CMP Facade Database" in open_source(str(tmp_path / "facades"), channels=3, resolution=16).license
     assert open_source(str(tmp_path / "mine"), channels=3, resolution=16).license.startswith("unknown")
+    from atelier.data.paired import load_paired
+
+    Image.fromarray(_picture(32)[:16]).save(tmp_path / "facades" / "0.png")  # a 32x16 A|B pair
+    assert "CMP Facade Database" in load_paired(str(tmp_path / "facades"), "side_by_side", "BtoA", 3, 16).license
 
 
 # ------------------------------------------------------------------------------------------------ C2PA
