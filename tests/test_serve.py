@@ -10,7 +10,6 @@ import struct
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from atelier.serve import background, create_app  # noqa: E402
 from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
 from atelier.serve.registry import GeneratorModel, ModelKind, ModelStore, ServedModel  # noqa: E402
+from test_pix2pix import tiny_p2p  # noqa: E402, F401  (the tiny pix2pix config fixture)
 
 MODEL = "tiny-dcgan"
 
@@ -71,7 +71,7 @@ def test_models_lists_capabilities_card_and_limits(client):
     assert m["name"] == MODEL and m["kind"] == "unconditional" and m["capabilities"] == ["generate"]
     assert m["resolution"] == 28 and m["channels"] == 1 and m["z_dim"] == 16 and m["step"] == 6
     assert m["classes"] is None and "# Model card" in m["card"]
-    assert data["limits"]["max_batch"] == 64 and data["verify"] is False
+    assert data["limits"]["max_batch"] == 64 and data["verify"] is True
     assert client.get(f"/api/models/{MODEL}").json()["name"] == MODEL
     assert "available: tiny-dcgan" in _detail(client.get("/api/models/nope"), 404)
     assert client.get("/api/health").json()["models"] == 1
@@ -178,7 +178,10 @@ def test_server_limits_are_enforced(tiny_run):
             "model": MODEL, "n": 4, "scale": 6}), 400)
 
 
-def test_image_tools_and_verify_say_when_they_are_not_available(client):
+def test_image_tools_and_verify_say_when_they_are_not_available(client, monkeypatch):
+    from atelier import provenance
+
+    monkeypatch.delattr(provenance, "verify_image")
     png = _png_bytes(np.zeros((8, 8), np.uint8))
     for endpoint in ("stylize", "translate"):
         resp = client.post(f"/api/{endpoint}", data={"model": MODEL}, files={"file": ("a.png", png, "image/png")})
@@ -291,21 +294,44 @@ def test_a_conditional_kind_takes_labels(tiny_run):
         assert "out of range" in _detail(c.post("/api/generate", json={"model": "cond", "n": 2, "label": 3}), 400)
 
 
-def test_verify_uses_the_provenance_verifier_when_one_exists(client, monkeypatch):
-    from atelier import provenance
+def test_verify_reports_metadata_and_watermark_of_a_served_image(client):
+    from atelier.watermark import MIN_SIZE
 
-    seen = {}
-
-    def fake_verify(path):
-        seen["bytes"] = Path(path).read_bytes()
-        return {"recognised": True, "metadata": provenance.read_metadata(str(path))}
-
-    monkeypatch.setattr(provenance, "verify", fake_verify, raising=False)
-    image = client.post("/api/generate", json={"model": MODEL, "seeds": [1]}).content
+    scale = -(-MIN_SIZE // 28)  # large enough to carry the invisible watermark
+    image = client.post("/api/generate", json={"model": MODEL, "seeds": [1], "scale": scale}).content
+    with Image.open(io.BytesIO(image)) as img:
+        claimed = img.text["atelier:watermark"]
     report = client.post("/api/verify", files={"file": ("seed1.png", image, "image/png")}).json()
-    assert seen["bytes"] == image and report["recognised"] is True
+    assert report["recognised"] is True and report["image"] == "seed1.png"
     assert report["metadata"]["atelier:seed"] == "1"
-    assert client.get("/api/models").json()["verify"] is True
+    assert report["watermark"]["detected"] is True and report["watermark"]["matches_metadata"] is True
+    assert report["watermark"]["run"] == MODEL and claimed != "none"
+    small = client.post("/api/generate", json={"model": MODEL, "seeds": [1]}).content  # 28 px: metadata only
+    with Image.open(io.BytesIO(small)) as img:
+        assert img.text["atelier:watermark"].startswith("none")
+    assert "not a readable image" in _detail(client.post("/api/verify", files={"file": ("x.png", b"junk")}), 400)
+    assert client.post("/api/verify", files={"file": ("../../x\0.png", b"junk")}).status_code == 400
+
+
+def test_translate_endpoint_with_a_pix2pix_run(tmp_path, tiny_p2p):  # noqa: F811
+    import atelier
+
+    atelier.train(None, tmp_path / "runs" / "p2p", tiny_p2p, progress=False)
+    photo = np.asarray(Image.open(tmp_path / "test" / "0.png").convert("RGB"))[:, :32]
+    with TestClient(create_app(tmp_path / "runs")) as c:
+        (m,) = c.get("/api/models").json()["models"]
+        assert m["kind"] == "translate" and m["capabilities"] == ["translate"]
+        pixels, meta = _png(c.post("/api/translate", data={"model": "p2p"},
+                                   files={"file": ("facade.png", _png_bytes(photo), "image/png")}))
+        assert pixels.shape == photo.shape  # the upload's size
+        expected = np.asarray(atelier.load(tmp_path / "runs" / "p2p")(photo))
+        assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= 1
+        assert meta["atelier:workflow"] == "studio-translate" and meta["atelier:source"] == "facade.png"
+        assert "does not generate" in _detail(c.post("/api/generate", json={"model": "p2p", "n": 1}), 400)
+    out = tmp_path / "p2p.onnx"
+    from atelier.export import export_run
+
+    assert export_run(tmp_path / "runs" / "p2p", out=out).max_abs_diff <= 1e-4
 
 
 # ---------------------------------------------------------------------------------- ONNX backend

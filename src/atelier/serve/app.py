@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atelier import latent
 from atelier.errors import AtelierError
-from atelier.imageio import encode_image, load_image, make_grid, to_uint8_array
+from atelier.imageio import IMAGE_SUFFIXES, encode_image, load_image, make_grid, to_uint8_array
 from atelier.serve.registry import ModelStore, ServedModel
 
 __all__ = ["Limits", "create_app"]
@@ -215,7 +215,7 @@ def _info_or_error(store: ModelStore, name: str) -> dict[str, Any]:
 def _verifier() -> Any:
     from atelier import provenance
 
-    return getattr(provenance, "verify", None)
+    return getattr(provenance, "verify_image", None)
 
 
 class ServerTiming:
@@ -346,12 +346,18 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         data = file.file.read(limits.max_upload_bytes + 1)
         if not data or len(data) > limits.max_upload_bytes:
             raise HTTPException(400 if not data else 413, "attach an image file within the upload limit")
-        suffix = Path(file.filename or "upload.png").suffix[:8] or ".png"
+        suffix = Path(file.filename or "").suffix.lower()
+        suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"  # never a client-chosen path component
         with tempfile.TemporaryDirectory(prefix="atelier-verify-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
-            report = check(path)
-        return asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
+            # Watermarks are matched against the runs this server serves.
+            report = dict(check(path, runs_dir=store.roots[0]))
+        # Names, not this server's paths: the temporary file, and the matched run folder.
+        report["image"] = file.filename or "upload"
+        if isinstance(report.get("watermark"), dict) and report["watermark"].get("run"):
+            report["watermark"]["run"] = Path(report["watermark"]["run"]).name
+        return report
 
     return app
 

@@ -20,7 +20,8 @@ import torch
 
 from atelier.errors import RunError
 
-__all__ = ["BACKENDS", "GeneratorModel", "ModelKind", "ModelStore", "ServedModel", "detect_kind", "register_kind"]
+__all__ = ["BACKENDS", "GeneratorModel", "ModelKind", "ModelStore", "ServedModel", "TranslatorModel", "detect_kind",
+           "register_kind"]
 
 BACKENDS = ("torch", "onnx")
 CAPABILITIES = ("generate", "stylize", "translate")
@@ -125,14 +126,50 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-def _is_unconditional_gan(cfg: dict[str, Any]) -> bool:
-    from atelier.models import registered
+class TranslatorModel(ServedModel):
+    """An image-to-image generator (pix2pix): an uploaded image in, its translation out, at the upload's size."""
+
+    kind = "translate"
+    capabilities = ("translate",)
+
+    def __init__(self, name: str, run_dir: Path, backend: str = "torch", device: str = "cpu") -> None:
+        import atelier
+
+        super().__init__(name, run_dir)
+        self.t = atelier.load(run_dir, device=device)  # ONNX Runtime serves generators only, for now
+        self.backend = "torch"
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.t.cfg
+        return {**super().info(), "model": cfg.model["name"], "step": self.t.step, "resolution": self.t.resolution,
+                "channels": self.t.channels, "data": cfg.data.source, "classes": None, "backend": self.backend}
+
+    def metadata(self, **fields: Any) -> dict[str, Any]:
+        return self.t.metadata(**fields)
+
+    def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        return self.t.network, {"x": torch.zeros(2, self.t.channels, self.t.resolution, self.t.resolution)}
+
+    def translate(self, image: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.t(image))
+
+
+def _model_kind(cfg: dict[str, Any]) -> str | None:
+    """The registry's kind of a config's model ("gan", "translation"), None when it is not a known model."""
+    from atelier.models import get, registered
 
     model = cfg.get("model") or {}
-    return isinstance(model, dict) and model.get("name") in registered() and not model.get("num_classes")
+    if not isinstance(model, dict) or model.get("name") not in registered():
+        return None
+    return get(model["name"]).kind
 
 
-register_kind(ModelKind("unconditional", GeneratorModel.capabilities, _is_unconditional_gan, GeneratorModel))
+register_kind(ModelKind("unconditional", GeneratorModel.capabilities,
+                        lambda cfg: _model_kind(cfg) == "gan" and not (cfg.get("model") or {}).get("num_classes"),
+                        GeneratorModel))
+register_kind(ModelKind("translate", TranslatorModel.capabilities,
+                        lambda cfg: _model_kind(cfg) == "translation", TranslatorModel))
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
@@ -166,7 +203,8 @@ class ModelStore:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend, self.device = backend, device
-        self.runs = self._scan([Path(p) for p in ([runs] if isinstance(runs, (str, Path)) else runs)])
+        self.roots = [Path(p) for p in ([runs] if isinstance(runs, (str, Path)) else runs)]
+        self.runs = self._scan(self.roots)
         self._loaded: dict[str, ServedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.runs}
 
