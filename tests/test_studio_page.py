@@ -22,6 +22,14 @@ else:
     sync_api = pytest.importorskip("playwright.sync_api")
 
 
+def _pixels(data_url: str) -> bytes:
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split("base64,", 1)[1]))) as img:
+        return img.tobytes()
+
+
 @pytest.fixture(scope="module")
 def page_url(tiny_run):
     from atelier.serve import background, create_app
@@ -63,7 +71,7 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     page.wait_for_function("document.querySelector('#grid .tile .seed').textContent === '#16'")
     page.click("#prev")
     page.wait_for_function("document.querySelector('#grid .tile .seed').textContent === '#0'")
-    assert tiles.nth(3).locator("img").get_attribute("src") == first
+    assert _pixels(tiles.nth(3).locator("img").get_attribute("src")) == _pixels(first)  # same pixels, new timestamp
 
     # Pick a candidate: inspector + variations around it.
     tiles.nth(3).click()
@@ -99,12 +107,13 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     assert meta["DigitalSourceType"] == "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
     assert meta["atelier:run"] == "tiny-dcgan" and meta["atelier:seed"] == "5"
     assert meta["atelier:workflow"] == "studio-generate" and meta["atelier:scale"] == "8"
+    assert len(meta["atelier:watermark"]) == 8  # 224 px: large enough for the invisible watermark too
 
     # The truncation slider regenerates the grid with the new ψ.
     before = tiles.nth(0).locator("img").get_attribute("src")
     page.locator("#psi").fill("0.5")
     page.wait_for_function("document.querySelector('#stage-sub').textContent.includes('ψ 0.50')")
-    assert tiles.nth(0).locator("img").get_attribute("src") != before
+    assert _pixels(tiles.nth(0).locator("img").get_attribute("src")) != _pixels(before)
     assert not errors, errors
     assert not outside, outside
     ctx.close()
