@@ -109,6 +109,11 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     assert meta["atelier:workflow"] == "studio-generate" and meta["atelier:scale"] == "8"
     assert len(meta["atelier:watermark"]) == 8  # 224 px: large enough for the invisible watermark too
 
+    # The page's own provenance check recognises the download (watermark matched to the served run).
+    page.locator(".upload input").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#sel-extra').textContent.includes('made by atelier')")
+    assert "run tiny-dcgan" in page.locator("#sel-extra").inner_text()
+
     # The truncation slider regenerates the grid with the new ψ.
     before = tiles.nth(0).locator("img").get_attribute("src")
     page.locator("#psi").fill("0.5")

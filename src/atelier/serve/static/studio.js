@@ -382,8 +382,16 @@ function renderTools() {
       const form = new FormData();
       form.append("file", file);
       return api("/api/verify", form).then(async ({ res }) => {
-        const report = await res.json();
-        selectItem({ url: URL.createObjectURL(file), title: file.name, tag: "verify", extra: JSON.stringify(report) });
+        const r = await res.json();
+        const wm = r.watermark || {};
+        const parts = [
+          r.recognised ? "✓ made by atelier" : "✗ not recognised as atelier's",
+          wm.detected ? `watermark ${wm.payload || ""}${wm.run ? ` (run ${wm.run})` : ""}` : "no watermark",
+          `${Object.keys(r.metadata || {}).length} metadata fields`,
+          `C2PA ${(r.c2pa && r.c2pa.status) || "absent"}`,
+        ];
+        selectItem({ url: URL.createObjectURL(file), title: file.name, tag: "verify", model: "verified",
+                     extra: parts.join(" · ") });
       });
     }));
   }
