@@ -12,6 +12,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 if not os.environ.get("ATELIER_DATA") and SHARED_DATA.is_dir():
     os.environ["ATELIER_DATA"] = str(SHARED_DATA)
 os.environ["ATELIER_OFFLINE"] = "1"
+# Tests use tiny models that gain nothing from a second thread, and OpenMP threads spin badly when the
+# cores are shared (20x slower steps measured on a loaded 2-core machine). Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,17 @@ def test_resume_refuses_a_changed_config_but_allows_more_steps(tmp_path, tiny):
     assert result.step == 9
 
 
+def test_resume_a_run_written_before_new_config_keys_existed(tmp_path, tiny):
+    import yaml
+
+    atelier.train(None, tmp_path / "r", tiny, progress=False)
+    stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    del stored["data"]["direction"]  # as if written by an older atelier
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(stored))
+    cfg, resuming = prepare_run(None, tmp_path / "r", {**tiny, "train.steps": 8})
+    assert resuming and cfg.train.steps == 8
+
+
 def test_crash_during_checkpoint_write_keeps_latest_valid(tmp_path, tiny, monkeypatch):
     atelier.train(None, tmp_path / "r", {**tiny, "train.steps": 3}, progress=False)
     ckpt = CheckpointManager(tmp_path / "r" / "checkpoints")

@@ -10,9 +10,9 @@ The public Python API (the CLI and the server are thin shells over it)::
 
 from __future__ import annotations
 
-from atelier.api import Generator, load, train
+from atelier.api import Generator, Translator, load, train
 from atelier.errors import AtelierError
 
 __version__ = "0.1.0"
 
-__all__ = ["AtelierError", "Generator", "__version__", "load", "train"]
+__all__ = ["AtelierError", "Generator", "Translator", "__version__", "load", "train"]

@@ -14,8 +14,9 @@ from atelier.errors import ConfigError, RunError
 from atelier.imageio import to_uint8_array
 from atelier.training.checkpoint import CheckpointManager
 from atelier.training.engine import resolve_device
+from atelier.translation import Translator
 
-__all__ = ["Generator", "load", "prepare_run", "train"]
+__all__ = ["Generator", "Translator", "load", "prepare_run", "train"]
 
 # Keys that may change when a run is resumed (they do not change what has been trained so far;
 # evaluations draw from their own seeded generators, so they do not change training either).
@@ -74,9 +75,13 @@ def _read_run_config(run_dir: Path) -> RunConfig:
     return validate_config(read_yaml(path), where=str(path))
 
 
-def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Generator:
-    """Load a run folder's latest generator (``which="ema"`` by default, or ``"raw"``)."""
-    from atelier.models import build
+def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Generator | Translator:
+    """Load a run folder's latest model, ready to use.
+
+    A GAN run gives a :class:`Generator` (the EMA generator by default, ``which="raw"`` for G);
+    a translation run (pix2pix) gives a :class:`~atelier.translation.Translator`, called on an image.
+    """
+    from atelier.models import build, get
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -88,12 +93,16 @@ def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Genera
     path = ckpt.latest_path()
     if path is None:
         raise RunError(f"{run_dir} has no checkpoint yet; train it first (`atelier train --run-dir {run_dir}`)")
-    key = "s.G_ema" if which == "ema" else "s.G"
+    kind = get(cfg.model["name"]).kind
+    key = "s.G_ema" if which == "ema" and kind == "gan" else "s.G"
     state = ckpt.read(path, tensors_only=key)
     step = int(CheckpointManager.read_step(path))
     net = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)["G"]
     net.load_state_dict(state)
-    return Generator(net.to(resolve_device(device)), cfg, run_dir, step, which)
+    net = net.to(resolve_device(device))
+    if kind == "translation":
+        return Translator(net, cfg, run_dir, step)
+    return Generator(net, cfg, run_dir, step, which)
 
 
 def _config_data(config: str | Path | dict | RunConfig | None) -> tuple[dict[str, Any] | None, str]:
@@ -116,7 +125,9 @@ def prepare_run(config: str | Path | dict | RunConfig | None, run_dir: Path,
     data, where = _config_data(config)
     stored = run_dir / "config.yaml"
     if stored.is_file() and CheckpointManager(run_dir / "checkpoints").latest_path() is not None:
-        base = flatten(read_yaml(stored))
+        # Validate the stored config first, so keys added to atelier since the run started take their
+        # defaults instead of looking like changes.
+        base = flatten(validate_config(read_yaml(stored), where=str(stored)).to_dict())
         changed = {}
         if data is not None:
             asked = flatten(validate_config(apply_overrides(data, overrides), where=where).to_dict())
@@ -138,11 +149,14 @@ def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Pa
     Returns a :class:`~atelier.training.TrainResult` (step, images seen, paths of the grid, loss plot
     and model card).
     """
+    from atelier.models import get
     from atelier.training import GANTrainer
+    from atelier.training.pix2pix import Pix2PixTrainer
 
     run_dir = Path(run_dir)
     cfg, resuming = prepare_run(config, run_dir, overrides or {})
-    trainer = GANTrainer(cfg, run_dir, progress=progress)
+    trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer}[get(cfg.model["name"]).kind]
+    trainer = trainer_cls(cfg, run_dir, progress=progress)
     if resuming:
         trainer.resume()
     return trainer.fit(callback=callback)

@@ -329,6 +329,36 @@ def data_fetch(name: str, mirror: str | None) -> None:
     for path in fetch(name, mirror=mirror):
         click.echo(f"ok  {path}")
 
+# ------------------------------------------------------------------------------------------ translate
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--input", "input_", required=True, type=click.Path(path_type=Path),
+              help="An image, or a folder of images.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output image (.png/.jpg) for one input, or a folder for a folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def translate(run: Path, input_: Path, out: Path, device: str) -> None:
+    """Translate images with a trained pix2pix run (e.g. facade label maps -> photos).
+
+    The input is resized to the model's resolution, translated, and resized back to its own size.
+
+    \b
+    Examples:
+      atelier translate runs/facades --input labels.png --out photo.png
+      atelier translate runs/facades --input labels/ --out photos/
+    """
+    import atelier
+    from atelier.errors import RunError
+    from atelier.translation import Translator
+
+    model = atelier.load(run, device=device)
+    if not isinstance(model, Translator):
+        raise RunError(f"{run} is a {model.cfg.model['name']} run, not an image-to-image translation run")
+    if input_.is_dir() and out.suffix:
+        raise click.BadParameter("a folder input needs a folder --out (no file extension)", param_hint="--out")
+    paths = model.translate_path(input_, out)
+    click.echo(f"wrote {len(paths)} image(s) to {out}")
+
 
 # ---- evaluate ----
 @cli.command(context_settings=CONTEXT)

@@ -44,6 +44,19 @@ class DataConfig(_Strict):
     # Train on the first N images only (None: all of them).
     limit: int | None = Field(None, ge=1)
     hflip: bool = False
+    # Paired data (image-to-image translation): layout, which half is the input, and pix2pix's
+    # "random jitter" (resize to load_size, random-crop back to resolution).
+    paired: Literal["side_by_side", "folders"] | None = None
+    direction: Literal["AtoB", "BtoA"] = "AtoB"
+    load_size: int | None = Field(None, ge=8, le=4096)
+    # Held-out data for the fixed progress grid and `atelier evaluate` (e.g. the test split).
+    eval_source: str | None = None
+
+    @model_validator(mode="after")
+    def _load_size_fits(self) -> DataConfig:
+        if self.load_size is not None and self.load_size < self.resolution:
+            raise ValueError(f"data.load_size ({self.load_size}) must be >= data.resolution ({self.resolution})")
+        return self
 
 
 class LossConfig(_Strict):

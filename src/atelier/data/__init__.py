@@ -8,6 +8,7 @@ easily, and batches are then a gather plus one conversion, with no worker proces
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class ImageDataset:
     classes: tuple[str, ...] = ()
     license: str = "unknown (not stated by the source)"
     skipped: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -42,6 +44,15 @@ class ImageDataset:
     @property
     def resolution(self) -> int:
         return int(self.images.shape[2])
+
+
+def expand_source(spec: str) -> str:
+    """Expand ``$VAR`` / ``${VAR}`` and ``~`` in a source spec; an unset variable is a clear error."""
+    out = os.path.expanduser(os.path.expandvars(spec))
+    if "$" in out:
+        raise DataError(f"data source {spec!r} uses an environment variable that is not set "
+                        "(e.g. export ATELIER_DATA=/path/to/data)")
+    return out
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -61,7 +72,7 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
     """Read a data source into memory at the given channel count and square resolution."""
     from atelier.data import files
 
-    name, split = parse_spec(spec)
+    name, split = parse_spec(expand_source(spec))
     if split is not None:
         ds = NAMED[name]
         if channels != 1:
@@ -78,7 +89,7 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
             labels=torch.from_numpy(labels), name=f"{name}:{split}", classes=ds.classes, license=ds.license,
         )
 
-    path = Path(spec).expanduser()
+    path = Path(name).expanduser()
     if not path.exists():
         known = ", ".join(NAMED)
         raise DataError(f"data source not found: {spec} (give a folder, a .zip, an .npz, or one of: {known})")
@@ -125,9 +136,14 @@ class BatchLoader:
     ``(seed, e)``, so the data order depends only on the seed and the position ``(epoch, index)``:
     saving those two integers is enough to resume the stream bit for bit. A trailing partial batch is
     dropped (every batch has the same size, as BatchNorm statistics prefer).
+
+    Augmentation (random ``crop`` to a square size, horizontal flips) draws from a generator seeded by
+    the same position, and applies to all channels of an image at once: for paired data, stored as
+    input and target stacked on the channel axis, both halves get the same crop and flip.
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, hflip: bool = False) -> None:
+    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, hflip: bool = False,
+                 crop: int | None = None) -> None:
         if batch_size > len(dataset):
             raise DataError(f"batch size {batch_size} is larger than the dataset ({len(dataset)} images); "
                             f"lower --batch-size")
@@ -135,6 +151,9 @@ class BatchLoader:
         self.batch_size = batch_size
         self.seed = seed
         self.hflip = hflip
+        if crop is not None and crop > dataset.resolution:
+            raise DataError(f"crop {crop} is larger than the images ({dataset.resolution} px)")
+        self.crop = crop if crop != dataset.resolution else None
         self.epoch = 0
         self.index = 0
         self._perm: torch.Tensor | None = None
@@ -151,11 +170,18 @@ class BatchLoader:
             self.epoch, self.index, self._perm = self.epoch + 1, 0, None
         idx = self._permutation()[self.index : self.index + self.batch_size]
         self.index += self.batch_size
-        x = self.dataset.images[idx].float().div_(127.5).sub_(1.0)
-        if self.hflip:
+        x = self.dataset.images[idx]
+        if self.crop is not None or self.hflip:
             g = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.index)
-            flip = torch.rand(len(idx), generator=g) < 0.5
-            x[flip] = x[flip].flip(-1)
+            if self.crop is not None:
+                span = self.dataset.resolution - self.crop + 1
+                offsets = torch.randint(0, span, (len(idx), 2), generator=g).tolist()
+                x = torch.stack([img[:, y : y + self.crop, x0 : x0 + self.crop] for img, (y, x0) in zip(x, offsets,
+                                                                                                        strict=True)])
+            if self.hflip:
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x[flip] = x[flip].flip(-1)
+        x = x.float().div_(127.5).sub_(1.0)
         labels = self.dataset.labels[idx] if self.dataset.labels is not None else None
         return x, labels
 

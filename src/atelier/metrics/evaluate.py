@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from atelier.errors import ConfigError, DataError
+from atelier.errors import ConfigError, DataError, RunError
 from atelier.metrics import maths
 from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
 from atelier.metrics.reference import read_images, reference_features
@@ -119,6 +119,9 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
 
     run_dir = Path(run_dir)
     g = atelier.load(run_dir, which=which, device=device)
+    if not isinstance(g, atelier.Generator):
+        raise RunError(f"{run_dir} is a {g.cfg.model['name']} (image-to-image) run: FID/KID/IS/PR score "
+                       "unconditional generators; score it with atelier.translation.evaluate_run (L1/PSNR/SSIM)")
     ref = ref or default_ref(g.cfg.data.source)
     ev = _resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.

@@ -29,6 +29,11 @@ __all__ = ["TrainingEval"]
 
 class TrainingEval:
     def __init__(self, cfg: RunConfig, run_dir: Path, device: Any = "cpu") -> None:
+        from atelier.models import get
+
+        if get(cfg.model["name"]).kind != "gan":
+            raise ConfigError(f"eval.every measures FID of an unconditional generator; {cfg.model['name']} is not "
+                              "one (set eval.every: 0; translation runs are scored by atelier.translation)")
         self.cfg = cfg
         self.every, self.n = cfg.eval.every, cfg.eval.n
         try:

@@ -29,6 +29,8 @@ class ModelSpec:
     # build(resolution=, channels=, **config) -> {"G": generator, "D": discriminator, ...}
     build: Callable[..., dict[str, torch.nn.Module]]
     networks: dict[str, type[torch.nn.Module]]
+    # "gan": noise -> image (sampled with atelier.load(run).sample); "translation": image -> image.
+    kind: str = "gan"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -46,7 +48,7 @@ def registered() -> list[str]:
 
 def _ensure_loaded() -> None:
     # Import the model files so that their register() calls run.
-    from atelier.models import dcgan  # noqa: F401
+    from atelier.models import dcgan, pix2pix  # noqa: F401
 
 
 def get(name: str) -> ModelSpec:

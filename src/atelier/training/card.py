@@ -36,8 +36,9 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         "## Model",
         f"- Architecture: `{name}` ({', '.join(f'{k}={v}' for k, v in model.items())}), "
         f"{cfg.data.resolution}x{cfg.data.resolution}x{cfg.data.channels}",
-        f"- Parameters: G {_params(trainer.G)}, D {_params(trainer.D)}; sampling uses the EMA generator "
-        f"(half-life {cfg.train.ema_half_life_kimg} kimg)",
+        f"- Parameters: G {_params(trainer.G)}, D {_params(trainer.D)}; "
+        + (f"sampling uses the EMA generator (half-life {cfg.train.ema_half_life_kimg} kimg)"
+           if trainer.ema is not None else "inference uses G"),
         f"- Loss: {cfg.loss.name}; Adam lr G {cfg.optim.lr_g:g}, D {cfg.optim.lr_d:g}, betas {list(cfg.optim.betas)}",
         "",
         "## Training data",
@@ -60,7 +61,9 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         "",
     ]
     if grid:
-        lines += ["## Samples (EMA generator, fixed latents)", "", f"![samples]({grid})", ""]
+        title = "Samples (EMA generator, fixed latents)" if trainer.ema is not None else \
+            "Held-out examples: input | output | target"
+        lines += [f"## {title}", "", f"![samples]({grid})", ""]
     if (trainer.run_dir / "loss.png").is_file():
         lines += ["![losses](loss.png)", ""]
     path = trainer.run_dir / "model_card.md"

@@ -62,9 +62,9 @@ class GANTrainer:
         self.progress = progress
         self.device = resolve_device(cfg.train.device)
         self.precision = cfg.train.precision
-        self.dataset = dataset if dataset is not None else open_source(
-            cfg.data.source, channels=cfg.data.channels, resolution=cfg.data.resolution, limit=cfg.data.limit)
-        self.loader = BatchLoader(self.dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip)
+        self.dataset = dataset if dataset is not None else self._open_data()
+        self.loader = BatchLoader(self.dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip,
+                                  crop=self._crop_size())
 
         torch.manual_seed(cfg.seed)  # weight init is part of the seeded run
         nets = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)
@@ -72,15 +72,12 @@ class GANTrainer:
         if cfg.train.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.G, cfg.train.ema_half_life_kimg, cfg.train.ema_rampup)
+        self.ema = EMA(self.G, cfg.train.ema_half_life_kimg, cfg.train.ema_rampup) if self.uses_ema else None
         betas = tuple(cfg.optim.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
         self.loss = get_loss(cfg.loss.name)
-        self.z_dim = int(cfg.model["z_dim"])
-        # The progress grids always show the same latents, so changes over time are the model's.
-        g = torch.Generator().manual_seed(cfg.seed + 2_718_281)
-        self.fixed_z = torch.randn(cfg.log.grid**2, self.z_dim, generator=g).to(self.device)
+        self._setup_samples()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep=cfg.log.keep_checkpoints)
         self.evals = None  # FID every eval.every steps and checkpoints/best.safetensors (atelier.metrics)
         if cfg.eval.every:
@@ -92,14 +89,32 @@ class GANTrainer:
         self.train_seconds = 0.0
         self._stop_signal: int | None = None
 
+    # Hooks that other trainers (pix2pix) override; the loop, checkpoints and logs are shared.
+    uses_ema = True
+
+    def _open_data(self) -> ImageDataset:
+        d = self.cfg.data
+        return open_source(d.source, channels=d.channels, resolution=d.resolution, limit=d.limit)
+
+    def _crop_size(self) -> int | None:
+        return None
+
+    def _setup_samples(self) -> None:
+        self.z_dim = int(self.cfg.model["z_dim"])
+        # The progress grids always show the same latents, so changes over time are the model's.
+        g = torch.Generator().manual_seed(self.cfg.seed + 2_718_281)
+        self.fixed_z = torch.randn(self.cfg.log.grid**2, self.z_dim, generator=g).to(self.device)
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.model.state_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "loader": self.loader.state_dict(), "step": self.step, "images_seen": self.images_seen,
             "train_seconds": self.train_seconds, "rng": {"cpu": torch.get_rng_state()},
         }
+        if self.ema is not None:
+            state["G_ema"] = self.ema.model.state_dict()
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -107,7 +122,8 @@ class GANTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
-        self.ema.model.load_state_dict(state["G_ema"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.loader.load_state_dict(state["loader"])

@@ -84,9 +84,9 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     ax1.set_title("losses")
     ax1.legend(frameon=False)
     ax1.grid(alpha=0.3)
-    if "d_real" in rows[0]:
-        ax2.plot(steps, [r["d_real"] for r in rows], label="D(x) real", color="#1e8449")
-        ax2.plot(steps, [r["d_fake"] for r in rows], label="D(G(z)) fake", color="#7d3c98")
+    if "d_real" in rows[-1]:
+        ax2.plot(steps, [r.get("d_real") for r in rows], label="D(x) real", color="#1e8449")
+        ax2.plot(steps, [r.get("d_fake") for r in rows], label="D(G(z)) fake", color="#7d3c98")
         ax2.axhline(0.5, color="gray", lw=0.8, ls="--")
         ax2.set_ylim(0, 1)
         ax2.set_title("discriminator outputs (mean sigmoid)")

@@ -1,0 +1,101 @@
+"""Paired images for image-to-image translation (pix2pix).
+
+Two layouts:
+- ``side_by_side``: one folder of images, each holding A on the left half and B on the right half
+  (the pix2pix datasets' format; the CMP facades have the photo as A and the label map as B);
+- ``folders``: ``A/`` and ``B/`` sub-folders whose files are matched by name (stem).
+
+A pair is stored as one uint8 image with input and target stacked on the channel axis
+``(2C, L, L)``, so every augmentation the loader applies (random crop, flip) hits both halves alike.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atelier.data import ImageDataset, expand_source
+from atelier.errors import DataError, ImageError
+from atelier.imageio import IMAGE_SUFFIXES, load_image
+
+__all__ = ["load_paired", "split_pair"]
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    out = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def split_pair(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, 2W, C) side-by-side image -> left (A) and right (B) halves."""
+    w = arr.shape[1]
+    if w % 2:
+        raise ImageError(f"a side-by-side pair needs an even width, got {w}")
+    return arr[:, : w // 2], arr[:, w // 2 :]
+
+
+def load_paired(source: str, layout: str, direction: str, channels: int, size: int,
+                limit: int | None = None) -> ImageDataset:
+    """Read pairs as ``(N, 2C, size, size)`` uint8: channels [0, C) the input, [C, 2C) the target."""
+    root = Path(expand_source(source))
+    if not root.is_dir():
+        raise DataError(f"paired data not found: {source} (give a folder of side-by-side A|B images, "
+                        "or a folder with A/ and B/ sub-folders)")
+    if direction not in ("AtoB", "BtoA"):
+        raise DataError(f"direction must be AtoB or BtoA, got {direction!r}")
+    if layout == "side_by_side":
+        files = _images_in(root)
+        if not files:
+            raise DataError(f"{root} holds no images; expected side-by-side A|B pairs")
+        items = [(p.name, p, None) for p in files]
+    elif layout == "folders":
+        a_dir, b_dir = root / "A", root / "B"
+        if not a_dir.is_dir() or not b_dir.is_dir():
+            raise DataError(f"{root} needs sub-folders A/ and B/ for data.paired: folders")
+        a = {p.stem: p for p in _images_in(a_dir)}
+        b = {p.stem: p for p in _images_in(b_dir)}
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        if only_a or only_b:
+            parts = []
+            if only_a:
+                parts.append(f"in A/ only: {', '.join(only_a[:5])}{' ...' if len(only_a) > 5 else ''}")
+            if only_b:
+                parts.append(f"in B/ only: {', '.join(only_b[:5])}{' ...' if len(only_b) > 5 else ''}")
+            raise DataError(f"{root}: unmatched pairs ({'; '.join(parts)}); every file needs a partner of the "
+                            "same name")
+        items = [(stem, a[stem], b[stem]) for stem in sorted(a)]
+    else:
+        raise DataError(f"data.paired must be side_by_side or folders, got {layout!r}")
+
+    pairs, names, skipped = [], [], []
+    for name, p_a, p_b in items:
+        if limit is not None and len(pairs) >= limit:
+            break
+        try:
+            if p_b is None:
+                img_a, img_b = split_pair(load_image(p_a, channels=channels, name=name))
+            else:
+                img_a = load_image(p_a, channels=channels, name=f"A/{p_a.name}")
+                img_b = load_image(p_b, channels=channels, name=f"B/{p_b.name}")
+        except ImageError:
+            skipped.append(name)
+            continue
+        src, dst = (img_a, img_b) if direction == "AtoB" else (img_b, img_a)
+        pairs.append(np.concatenate([_resize(src, size), _resize(dst, size)], axis=-1))
+        names.append(name)
+    if not pairs:
+        raise DataError(f"{source} holds no readable pairs")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(f"{source}: skipped {len(skipped)} unreadable pair(s): {shown}", UserWarning, stacklevel=2)
+    images = torch.from_numpy(np.ascontiguousarray(np.stack(pairs).transpose(0, 3, 1, 2)))
+    return ImageDataset(images=images, labels=None, name=str(root), skipped=skipped, names=names)

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import atelier
+from atelier.cli import cli
+from atelier.data import BatchLoader
+from atelier.data.paired import load_paired
+from atelier.errors import DataError
+from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator, receptive_field
+from atelier.training.checkpoint import CheckpointManager
+from atelier.translation import Translator, evaluate_pairs
+
+
+def _pairs(folder, n=6, size=32, seed=0):
+    """Side-by-side pairs where B is a known function of A: B = 255 - A (colour inverse)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        a = np.zeros((size, size, 3), np.uint8)
+        y, x = rng.integers(2, size - 12, 2)
+        a[y : y + 10, x : x + 10] = rng.integers(60, 255, 3)        # a coloured square at a random place
+        a[:, : size // 4] = 200                                     # an asymmetric band (catches bad flips)
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny_p2p(tmp_path):
+    train, test = _pairs(tmp_path / "train"), _pairs(tmp_path / "test", n=3, seed=1)
+    return {
+        "data.source": str(train), "data.eval_source": str(test), "data.paired": "side_by_side",
+        "data.direction": "AtoB", "data.resolution": 32, "data.load_size": 36, "data.channels": 3,
+        "data.hflip": True, "model.name": "pix2pix", "model.ngf": 4, "model.ndf": 4,
+        "train.batch_size": 2, "train.steps": 6, "train.device": "cpu", "train.precision": "fp32",
+        "train.channels_last": False, "log.every": 2, "log.sample_every": 3, "log.checkpoint_every": 3,
+        "log.grid": 3, "log.tensorboard": False,
+    }
+
+
+@pytest.mark.parametrize("resolution,depth", [(256, None), (128, None), (64, 4), (32, 5)])
+def test_unet_output_shape(resolution, depth):
+    g = UNetGenerator(resolution=resolution, ngf=4, depth=depth)
+    assert g(torch.randn(2, 3, resolution, resolution)).shape == (2, 3, resolution, resolution)
+    with pytest.raises(ValueError, match="must be divisible"):
+        g(torch.randn(1, 3, resolution + 8, resolution))
+
+
+def test_unet_has_skips_and_paper_dropout():
+    g = UNetGenerator(resolution=256)
+    drops = [m.drop.p for m in g.up if isinstance(m.drop, torch.nn.Dropout)]
+    assert drops == [0.5, 0.5, 0.5]  # the three innermost decoder blocks
+    assert sum(p.numel() for p in g.parameters()) == 54_414_531  # the reference unet_256
+
+
+def test_patchgan_receptive_field_is_70():
+    assert receptive_field(3) == 70
+    # Measure it: the gradient of one output logit reaches exactly a 70x70 window of the input.
+    d = PatchDiscriminator(in_channels=1, ndf=4).eval()
+    x = torch.randn(1, 1, 128, 128, requires_grad=True)
+    out = d(x)
+    out[0, 0, 5, 5].backward()
+    ys, xs = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (70, 70)
+
+
+def test_paired_loader_keeps_halves_aligned_under_augmentation(tmp_path):
+    ds = load_paired(str(_pairs(tmp_path / "p", n=8)), "side_by_side", "AtoB", 3, 40)
+    loader = BatchLoader(ds, 4, seed=0, hflip=True, crop=32)
+    flipped_some = False
+    for _ in range(6):
+        x, _ = loader.next()
+        a, b = x[:, :3], x[:, 3:]
+        # B = 255 - A survives resize (bicubic is linear), crop and flip only if both halves move together.
+        assert torch.allclose(a, -b, atol=2 / 127.5)
+        flipped_some |= bool((a[:, :, :, -1] > 0.5).any())  # the left band ended up on the right
+    assert flipped_some
+
+
+def test_direction_swaps_input_and_target(tmp_path):
+    src = _pairs(tmp_path / "p", n=2)
+    ab = load_paired(str(src), "side_by_side", "AtoB", 3, 32)
+    ba = load_paired(str(src), "side_by_side", "BtoA", 3, 32)
+    assert torch.equal(ab.images[:, :3], ba.images[:, 3:])
+
+
+def test_folders_layout_and_mismatched_pairs(tmp_path):
+    for sub, names in (("A", ["1", "2", "3"]), ("B", ["1", "2", "4"])):
+        (tmp_path / sub).mkdir()
+        for n in names:
+            Image.new("RGB", (16, 16)).save(tmp_path / sub / f"{n}.png")
+    with pytest.raises(DataError, match=r"unmatched pairs \(in A/ only: 3; in B/ only: 4\)"):
+        load_paired(str(tmp_path), "folders", "AtoB", 3, 16)
+    (tmp_path / "A" / "3.png").unlink()
+    (tmp_path / "B" / "4.png").unlink()
+    assert len(load_paired(str(tmp_path), "folders", "AtoB", 3, 16)) == 2
+    with pytest.raises(DataError, match="needs sub-folders A/ and B/"):
+        load_paired(str(tmp_path / "A"), "folders", "AtoB", 3, 16)
+
+
+def test_train_resume_translate_and_evaluate(tmp_path, tiny_p2p):
+    straight = atelier.train(None, tmp_path / "straight", tiny_p2p, progress=False)
+    assert straight.step == 6 and (tmp_path / "straight" / "samples" / "grid-0000006.png").is_file()
+
+    def stop_at_4(trainer):
+        if trainer.step == 4:
+            trainer.request_stop()
+
+    atelier.train(None, tmp_path / "resumed", tiny_p2p, progress=False, callback=stop_at_4)
+    atelier.train(None, tmp_path / "resumed", tiny_p2p, progress=False)
+    a = CheckpointManager.read(CheckpointManager(tmp_path / "straight" / "checkpoints").latest_path())
+    b = CheckpointManager.read(CheckpointManager(tmp_path / "resumed" / "checkpoints").latest_path())
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and a["step"] == b["step"] == 6
+
+    model = atelier.load(tmp_path / "straight")
+    assert isinstance(model, Translator)
+    out = model(np.zeros((50, 70, 3), np.uint8))
+    assert out.size == (70, 50)  # any input size: back to its own size
+
+    cfg = model.cfg
+    ident = evaluate_pairs(None, tiny_p2p["data.eval_source"], cfg)
+    scored = evaluate_pairs(model, tiny_p2p["data.eval_source"], cfg)
+    assert ident["pairs"] == scored["pairs"] == 3
+    assert ident["l1"] > 0.5 and ident["psnr"] < 10  # B = 255 - A: the identity is far off
+    assert 0 <= scored["l1"] <= 1 and -1 <= scored["ssim"] <= 1
+
+
+def test_l1_only_ablation_trains_no_discriminator(tmp_path, tiny_p2p):
+    atelier.train(None, tmp_path / "l1", {**tiny_p2p, "model.gan_weight": 0.0}, progress=False)
+    state = CheckpointManager.read(CheckpointManager(tmp_path / "l1" / "checkpoints").latest_path())
+    assert "state" not in state["opt_d"] or not state["opt_d"]["state"]  # D's optimiser never stepped
+
+
+def test_translate_cli_file_and_folder(tmp_path, tiny_p2p):
+    atelier.train(None, tmp_path / "run", tiny_p2p, progress=False)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["translate", str(tmp_path / "run"), "--input", str(tmp_path / "test" / "0.png"),
+                              "--out", str(tmp_path / "o.png")])
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "o.png") as im:
+        assert im.size == (64, 32)
+    res = runner.invoke(cli, ["translate", str(tmp_path / "run"), "--input", str(tmp_path / "test"),
+                              "--out", str(tmp_path / "outs")])
+    assert res.exit_code == 0 and sorted(p.name for p in (tmp_path / "outs").iterdir()) == ["0.png", "1.png",
+                                                                                             "2.png"]
+    res = runner.invoke(cli, ["translate", str(tmp_path / "run"), "--input", str(tmp_path / "nope.png"),
+                              "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "input not found" in res.output
+
+
+def test_paired_config_without_layout_is_a_clear_error(tmp_path, tiny_p2p):
+    with pytest.raises(atelier.AtelierError, match="data.paired"):
+        atelier.train(None, tmp_path / "r", {**tiny_p2p, "data.paired": None}, progress=False)
