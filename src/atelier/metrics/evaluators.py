@@ -122,6 +122,8 @@ class Evaluator:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise TypeError(f"evaluators take uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         self.check(int(images.shape[1]), int(images.shape[2]), int(images.shape[3]), what)
+        if self.spec.resolution is None:
+            batch_size = min(batch_size, 64)  # 299x299 Inception activations: ~10 MB per image
         feats, logits = [], []
         for chunk in images.split(batch_size):
             f, lg = self.network.forward_features(chunk.to(self.device))

@@ -98,8 +98,8 @@ def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int
             ds = open_source(spec, channels=1, resolution=ev.resolution or 299)  # raises the data layer's error
         else:
             sizes = sorted({a.shape[:2] for a in probe})
-            colour = any(a.shape[2] == 3 and not (a[..., 0] == a[..., 1]).all() or
-                         a.shape[2] == 3 and not (a[..., 1] == a[..., 2]).all() for a in probe)
+            colour = any(a.shape[2] == 3 and not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+                         for a in probe)
             h, w = sizes[0]
             evaluator.check(3 if colour else 1, h, w, spec)
             if len(sizes) > 1 and ev.resolution is not None:
