@@ -64,7 +64,8 @@ def main() -> None:
         from atelier.imageio import save_image
 
         fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
-        for ax, kind, unit in ((axes[0], "noise", "Gaussian noise sigma (of 255)"), (axes[1], "blur", "blur sigma (px)")):
+        panels = ((axes[0], "noise", "Gaussian noise sigma (of 255)"), (axes[1], "blur", "blur sigma (px)"))
+        for ax, kind, unit in panels:
             xs = [lv for lv, _ in rows[kind]]
             ax.plot(xs, [m["fid"] for _, m in rows[kind]], "o-", color="#c0392b", label="FID")
             ax.set_xlabel(unit)
