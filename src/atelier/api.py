@@ -26,8 +26,10 @@ RESUMABLE_KEYS = ("train.steps", "train.device", "log.", "eval.")
 class Generator:
     """A trained generator loaded from a run folder, ready to sample."""
 
-    def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int, which: str) -> None:
+    def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int, which: str,
+                 weights_sha256: str | None = None) -> None:
         self.network = network.eval()
+        self.weights_sha256 = weights_sha256  # of the checkpoint file, recorded in every image's metadata
         self.cfg = cfg
         self.run_dir = run_dir
         self.step = step
@@ -64,8 +66,11 @@ class Generator:
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        return {"workflow": "sample", "run": self.run_dir.name, "model": self.cfg.model["name"],
-                "step": self.step, "generator": self.which, **fields}
+        meta = {"workflow": "sample", "run": self.run_dir.name, "model": self.cfg.model["name"],
+                "step": self.step, "generator": self.which}
+        if self.weights_sha256:
+            meta["weights_sha256"] = self.weights_sha256
+        return {**meta, **fields}
 
 
 def _read_run_config(run_dir: Path) -> RunConfig:
@@ -99,10 +104,12 @@ def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Genera
     step = int(CheckpointManager.read_step(path))
     net = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)["G"]
     net.load_state_dict(state)
+    from atelier.utils import sha256_file
+
     net = net.to(resolve_device(device))
     if kind == "translation":
         return Translator(net, cfg, run_dir, step)
-    return Generator(net, cfg, run_dir, step, which)
+    return Generator(net, cfg, run_dir, step, which, weights_sha256=sha256_file(path))
 
 
 def _config_data(config: str | Path | dict | RunConfig | None) -> tuple[dict[str, Any] | None, str]:

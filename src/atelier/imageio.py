@@ -3,7 +3,7 @@
 Reading converts any mode Pillow opens (L, LA, P, RGB, RGBA, CMYK, I;16, I, F) to the configured
 channel count, bounds the pixel count before decoding (decompression bombs) and turns every
 failure into an :class:`~atelier.errors.ImageError` naming the file. Writing is atomic and carries
-atelier's metadata, so provenance lives in one place.
+atelier's provenance (metadata, invisible watermark, optional C2PA signature), so it lives in one place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from atelier.errors import ImageError
 from atelier.utils import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from atelier.provenance import C2paCredentials
 
 __all__ = [
     "MAX_PIXELS",
@@ -145,14 +149,52 @@ def _format_for(path: Path) -> str:
     return formats[suffix]
 
 
+def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Image.Image, str]:
+    """The image with atelier's invisible watermark, and what to record about it in the metadata."""
+    from atelier.provenance import model_id
+    from atelier.watermark import MIN_SIZE, embed, model_id_hash
+
+    if min(image.size) < MIN_SIZE:
+        return image, f"none (smaller than {MIN_SIZE} px: metadata only)"
+    id32 = model_id_hash(model_id(fields))
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    arr = np.asarray(image)
+    if image.mode == "RGBA":  # the watermark goes into the colour, the alpha channel is kept as it is
+        marked = np.concatenate([embed(arr[:, :, :3], id32), arr[:, :, 3:]], axis=2)
+    else:
+        marked = embed(arr, id32)
+    return Image.fromarray(marked, mode=image.mode), f"{id32:08x}"
+
+
 def save_image(
     image: Image.Image | np.ndarray | torch.Tensor,
     path: str | Path,
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, object] | None = None,
     quality: int = 95,
+    *,
+    watermark: bool = True,
+    strip_metadata: bool = False,
+    c2pa: C2paCredentials | None | bool = None,
 ) -> Path:
-    """Write one image atomically, with atelier's metadata (PNG text chunks; XMP for JPEG/WebP)."""
-    from atelier.provenance import build_metadata, xmp_packet
+    """Write one image atomically with atelier's provenance.
+
+    * ``watermark``: embed the invisible watermark (payload: a hash of the ``model_id`` / ``run`` / ``model``
+      field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` pixels a
+      side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
+    * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
+      watermark stays).
+    * ``c2pa``: sign a C2PA manifest as the very last step; ``None`` signs when ``ATELIER_C2PA_CERT`` and
+      ``ATELIER_C2PA_KEY`` are set, ``False`` never signs, or pass :class:`~atelier.provenance.C2paCredentials`.
+    """
+    from atelier.provenance import (
+        COMPOSITE_SOURCE_TYPE,
+        build_metadata,
+        c2pa_credentials_from_env,
+        model_id,
+        sign_c2pa,
+        xmp_packet,
+    )
 
     path = Path(path)
     fmt = _format_for(path)
@@ -161,23 +203,34 @@ def save_image(
     if isinstance(image, np.ndarray):
         arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         image = Image.fromarray(arr.astype(np.uint8))
-    meta = build_metadata(metadata or {})
+    fields = dict(metadata or {})
+    if watermark and fields.get("DigitalSourceType") != COMPOSITE_SOURCE_TYPE:
+        image, fields["watermark"] = _watermarked(image, fields)
+        fields.setdefault("model_id", model_id(fields))
+    meta = build_metadata(fields)
     buf = io.BytesIO()
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
-        for key, value in meta.items():
-            info.add_itxt(key, value)
-        info.add_itxt("XML:com.adobe.xmp", xmp_packet(meta))
+        if not strip_metadata:
+            for key, value in meta.items():
+                info.add_itxt(key, value)
+            info.add_itxt("XML:com.adobe.xmp", xmp_packet(meta))
         image.save(buf, format="PNG", pnginfo=info, optimize=False)
     else:
         rgb = image.convert("RGB") if image.mode not in ("RGB", "L") else image
-        rgb.save(buf, format=fmt, quality=quality, xmp=xmp_packet(meta).encode("utf-8"))
-    atomic_write_bytes(path, buf.getvalue())
+        extra = {} if strip_metadata else {"xmp": xmp_packet(meta).encode("utf-8")}
+        rgb.save(buf, format=fmt, quality=quality, **extra)
+    data = buf.getvalue()
+    creds = c2pa_credentials_from_env() if c2pa is None else (c2pa or None)
+    if creds is not None and not strip_metadata:
+        data = sign_c2pa(data, fmt, meta, creds, title=path.name)
+    atomic_write_bytes(path, data)
     return path
 
 
 def save_images(images: Sequence[Image.Image] | torch.Tensor, out_dir: str | Path, stem: str = "image",
-                metadata: Mapping[str, str] | None = None, names: Sequence[str] | None = None) -> list[Path]:
+                metadata: Mapping[str, object] | None = None, names: Sequence[str] | None = None,
+                **options: object) -> list[Path]:
     """Write a batch as one PNG per image into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,5 +239,5 @@ def save_images(images: Sequence[Image.Image] | torch.Tensor, out_dir: str | Pat
     paths = []
     for i, img in enumerate(images):
         name = names[i] if names else f"{stem}-{i:05d}.png"
-        paths.append(save_image(img, out_dir / name, metadata))
+        paths.append(save_image(img, out_dir / name, metadata, **options))  # type: ignore[arg-type]
     return paths

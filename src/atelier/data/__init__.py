@@ -112,8 +112,19 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
     return ImageDataset(
         images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
         labels=torch.from_numpy(labels) if labels is not None else None,
-        name=str(path), classes=classes, skipped=skipped,
+        name=str(path), classes=classes, skipped=skipped, license=_folder_license(path),
     )
+
+
+# The CMP facades as shipped for pix2pix/CycleGAN carry no licence file; say what is known (../shared/data/SOURCES.md).
+FACADES_LICENSE = ("none stated by the source; CMP Facade Database (R. Tyleček, R. Šára, GCPR 2013), "
+                   "its own terms not checked")
+
+
+def _folder_license(path: Path) -> str:
+    if any(part.lower().startswith("facades") for part in path.resolve().parts[-3:]):
+        return FACADES_LICENSE
+    return ImageDataset.license
 
 
 def _all_gray(images: np.ndarray) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from atelier.data import ImageDataset, expand_source
+from atelier.data import ImageDataset, _folder_license, expand_source
 from atelier.errors import DataError, ImageError
 from atelier.imageio import IMAGE_SUFFIXES, load_image
 
@@ -98,4 +98,5 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(f"{source}: skipped {len(skipped)} unreadable pair(s): {shown}", UserWarning, stacklevel=2)
     images = torch.from_numpy(np.ascontiguousarray(np.stack(pairs).transpose(0, 3, 1, 2)))
-    return ImageDataset(images=images, labels=None, name=str(root), skipped=skipped, names=names)
+    return ImageDataset(images=images, labels=None, name=str(root), skipped=skipped, names=names,
+                        license=_folder_license(root))

@@ -31,7 +31,8 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         f"# Model card: {trainer.run_dir.name}",
         "",
         "Images from this model are AI-generated. Every image atelier writes carries metadata saying so "
-        "(IPTC digital source type `trainedAlgorithmicMedia`).",
+        "(IPTC digital source type `trainedAlgorithmicMedia`) and, from 128 px a side, an invisible watermark "
+        "naming this run (check with `atelier verify IMAGE`).",
         "",
         "## Model",
         f"- Architecture: `{name}` ({', '.join(f'{k}={v}' for k, v in model.items())}), "

@@ -1,0 +1,389 @@
+"""A blind, crop-tolerant invisible watermark for atelier's images (numpy only).
+
+Why this method
+---------------
+The issue asks for a payload that survives JPEG q75, a 0.5x resize and back, a 10% crop from any edge,
+grayscale conversion and +-10% brightness on images from 64x64 to 2048x2048, decoded blind. The usual
+DWT-DCT watermark (``invisible-watermark`` 0.2.0, which pulls OpenCV) embeds per block at fixed positions;
+measured on the benchmark photos it refuses images under 256 px, reaches only 34.7 dB (256 px) / 37.0 dB
+(512 px), and any 10% crop, JPEG q75 or grayscale conversion leaves its 48 bits at chance (~50%). So atelier uses a
+*periodic spread-spectrum* watermark, after Kutter's self-referencing watermark (Kutter 1998) and the
+tiled-template idea of Pereira & Pun (2000):
+
+* **One 64x64 tile, repeated over the whole image.** Its 2D spectrum has energy only on DFT bins in a
+  mid-frequency band (0.04-0.22 cycles/pixel): below a 0.5x downscale's cutoff and inside the DCT
+  coefficients JPEG q75 keeps, and away from the lowest frequencies where a photo's own energy lies.
+* **Synchronisation for free.** Folding the image modulo 64 (summing all tile copies) adds the copies of
+  the watermark coherently and the picture incoherently; a crop only shifts the tile cyclically, which is a
+  phase ramp on its spectrum. A known pseudo-random *sync* part of the spectrum is correlated against all
+  64x64 cyclic shifts at once with one FFT; the peak gives the shift, and its z-score (against the
+  picture's own spectrum, estimated from a fold with period 65 where the watermark does not add up) is
+  the reported confidence.
+* **Payload**: 48 bits = a 32-bit hash of the model/run id + CRC-16, coded with the standard rate-1/3,
+  constraint-length-7 convolutional code (generators 133/171/165 octal) and decoded with soft-decision
+  Viterbi; each coded bit is spread over several spectrum coefficients. A watermark is *detected* only
+  when the CRC matches, which bounds the false-positive rate at a few in 10^5 per image in theory
+  (measured in ``benchmarks/watermark_robustness.py``).
+* **Luminance only**, the same offset on R, G and B, so grayscale conversion keeps it and a brightness
+  change only scales it; the detector is invariant to scale. The strength is uniform (RMS 2.8 levels,
+  PSNR ~39 dB): a local-activity mask that moves energy into textures was measured and made small
+  images fail more often, because the detector down-weights textured regions, where the picture itself
+  drowns the pattern (it weights pixels by 1 / local energy of the high-passed picture).
+* **Size limit, measured**: from 192 px a side every attack decodes with >= 95% bit accuracy on the
+  benchmark images; at 128 px about 70% of the images decode exactly; at 64 px the picture's own
+  mid-frequency energy swamps a 39 dB pattern (about 50%, chance), so images under :data:`MIN_SIZE`
+  (128) carry metadata only.
+
+Embedding is deterministic (same pixels + same payload -> same output): a cached tile, one ``np.tile``
+and an add, about 0.3 ms at 224x224 and 20 ms at 1024x1024 on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "ATTACKS",
+    "MIN_SIZE",
+    "Detection",
+    "detect",
+    "embed",
+    "encode_payload",
+    "model_id_hash",
+    "psnr",
+]
+
+TILE = 64
+# Band of the watermark spectrum in cycles/pixel (see the module docstring).
+BAND = (0.04, 0.22)
+SYNC_BINS = 64  # complex bins given to the synchronisation pattern; the rest carry the coded payload
+ID_BITS = 32
+CRC_BITS = 16
+PAYLOAD_BITS = ID_BITS + CRC_BITS
+# Rate-1/3, K=7 convolutional code (the CCSDS/3GPP generators), terminated with K-1 zero bits.
+K = 7
+GENERATORS = (0o133, 0o171, 0o165)
+# Default strength: RMS of the added luminance pattern in 8-bit levels (PSNR = 20 log10(255 / rms)).
+STRENGTH = 2.8
+# Smallest side the watermark is written on; smaller images get metadata only. Measured with
+# benchmarks/watermark_robustness.py: from 192 px every attack of the issue decodes with >= 95% bit
+# accuracy; at 128 px the mean stays >= 92% but single textured images fail; at 64 px it is chance.
+MIN_SIZE = 128
+KEY = b"atelier-watermark-v1"
+WHITEN_RADIUS = 2
+# Detector: pixels are weighted by 1 / (local energy of the high-passed picture + this floor), so busy
+# textures, where the picture drowns the watermark, count less than smooth regions (measured best of 1-80).
+DETECT_FLOOR = 5.0
+
+
+# ---------------------------------------------------------------------------------------------- payload
+def model_id_hash(model_id: str) -> int:
+    """The 32-bit id carried in the watermark for a model/run id string."""
+    return int.from_bytes(hashlib.blake2b(model_id.encode("utf-8"), digest_size=4).digest(), "big")
+
+
+def _crc16(value: int, nbits: int = ID_BITS) -> int:
+    """CRC-16/CCITT-FALSE of an ``nbits`` integer (big-endian bits)."""
+    crc = 0xFFFF
+    for i in range(nbits - 1, -1, -1):
+        bit = (value >> i) & 1
+        top = (crc >> 15) & 1
+        crc = (crc << 1) & 0xFFFF
+        if top ^ bit:
+            crc ^= 0x1021
+    return crc
+
+
+def encode_payload(id32: int) -> np.ndarray:
+    """32-bit id -> 48 payload bits (id then CRC-16), as a uint8 array of 0/1."""
+    word = ((id32 & 0xFFFFFFFF) << CRC_BITS) | _crc16(id32 & 0xFFFFFFFF)
+    return np.array([(word >> i) & 1 for i in range(PAYLOAD_BITS - 1, -1, -1)], dtype=np.uint8)
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    return int("".join(str(int(b)) for b in bits), 2)
+
+
+def _check_payload(bits: np.ndarray) -> int | None:
+    word = _bits_to_int(bits)
+    id32, crc = word >> CRC_BITS, word & 0xFFFF
+    return id32 if _crc16(id32) == crc else None
+
+
+# ------------------------------------------------------------------------------------ convolutional code
+@lru_cache(maxsize=1)
+def _trellis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each next state: its two predecessor states, the input bit, and the 3 output symbols per branch."""
+    n_states = 1 << (K - 1)
+    ns = np.arange(n_states)
+    bit = ns >> (K - 2)
+    prev = np.stack([((ns & (n_states // 2 - 1)) << 1) | x for x in (0, 1)], axis=1)  # (S, 2)
+    reg = (bit[:, None] << (K - 1)) | prev  # (S, 2) 7-bit registers
+    outs = np.stack([np.vectorize(lambda r, g=g: bin(int(r) & g).count("1") & 1)(reg) for g in GENERATORS], -1)
+    return prev, bit, 1.0 - 2.0 * outs  # symbols +1 for bit 0, -1 for bit 1: (S, 2, 3)
+
+
+def conv_encode(bits: np.ndarray) -> np.ndarray:
+    state, out = 0, []
+    for b in list(bits) + [0] * (K - 1):
+        reg = (int(b) << (K - 1)) | state
+        out.extend(bin(reg & g).count("1") & 1 for g in GENERATORS)
+        state = reg >> 1
+    return np.array(out, dtype=np.uint8)
+
+
+def viterbi_decode(soft: np.ndarray, n_bits: int) -> np.ndarray:
+    """Soft-decision Viterbi: ``soft`` > 0 means coded bit 0; returns the ``n_bits`` decoded bits."""
+    prev, bit, sym = _trellis()
+    n_states = prev.shape[0]
+    steps = n_bits + K - 1
+    y = soft[: steps * 3].reshape(steps, 3)
+    metric = np.full(n_states, -np.inf)
+    metric[0] = 0.0
+    choice = np.zeros((steps, n_states), dtype=np.int8)
+    for t in range(steps):
+        cand = metric[prev] + sym @ y[t]  # (S, 2)
+        choice[t] = np.argmax(cand, axis=1)
+        metric = cand[np.arange(n_states), choice[t]]
+    state, out = 0, []  # terminated code: the path ends in state 0
+    for t in range(steps - 1, -1, -1):
+        out.append(bit[state])
+        state = prev[state, choice[t, state]]
+    return np.array(out[::-1][:n_bits], dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ layout
+@dataclass(frozen=True)
+class _Layout:
+    rows: np.ndarray  # (B,) DFT row index of each used complex bin (half plane)
+    cols: np.ndarray
+    sync: np.ndarray  # (Bs,) complex +-1+-1j values of the sync bins (the first Bs bins)
+    dof_bit: np.ndarray  # (2*(B-Bs),) which coded bit each real degree of freedom of a data bin carries
+    dof_sign: np.ndarray  # (2*(B-Bs),) +-1 scrambling
+
+
+@lru_cache(maxsize=1)
+def _layout() -> _Layout:
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(KEY).digest()[:8], "big"))
+    f = np.fft.fftfreq(TILE)
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    radius = np.hypot(fy, fx)
+    iy, ix = np.meshgrid(np.arange(TILE), np.arange(TILE), indexing="ij")
+    # One bin of each conjugate pair (fx > 0, or fx == 0 and fy > 0); skip bins near the axes, where the
+    # picture's own edges (a non-periodic image) leak the most energy.
+    half = (fx > 0) | ((fx == 0) & (fy > 0))
+    usable = half & (radius >= BAND[0]) & (radius <= BAND[1]) & (fx != 0) & (fy != 0)
+    idx = rng.permutation(np.flatnonzero(usable))
+    rows, cols = iy.ravel()[idx], ix.ravel()[idx]
+    sync = rng.choice([-1.0, 1.0], SYNC_BINS) + 1j * rng.choice([-1.0, 1.0], SYNC_BINS)
+    n_coded = (PAYLOAD_BITS + K - 1) * len(GENERATORS)
+    n_dof = 2 * (len(idx) - SYNC_BINS)
+    dof_bit = rng.permutation(np.arange(n_dof) % n_coded)
+    dof_sign = rng.choice([-1.0, 1.0], n_dof)
+    return _Layout(rows, cols, sync, dof_bit, dof_sign)
+
+
+@lru_cache(maxsize=64)
+def _tile(id32: int) -> np.ndarray:
+    """The 64x64 watermark tile for a payload, with unit RMS (float32)."""
+    lay = _layout()
+    coded = 1.0 - 2.0 * conv_encode(encode_payload(id32)).astype(np.float64)  # +-1
+    dof = coded[lay.dof_bit] * lay.dof_sign
+    data = dof[0::2] + 1j * dof[1::2]
+    spec = np.zeros((TILE, TILE), dtype=np.complex128)
+    values = np.concatenate([lay.sync, data])
+    spec[lay.rows, lay.cols] = values
+    spec[(-lay.rows) % TILE, (-lay.cols) % TILE] = np.conj(values)
+    tile = np.fft.ifft2(spec).real
+    tile /= np.sqrt(np.mean(tile**2))
+    tile.setflags(write=False)
+    return tile.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ pixels
+def _luma(arr: np.ndarray) -> np.ndarray:
+    a = arr.astype(np.float32)
+    if a.ndim == 2:
+        return a
+    if a.shape[2] == 1:
+        return a[:, :, 0]
+    return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114
+
+
+def _box(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window, edges replicated (cumulative sums: O(pixels) for any r)."""
+    p = np.pad(a, r + 1, mode="edge").astype(np.float64)
+    c = p.cumsum(0).cumsum(1)
+    n = 2 * r + 1
+    s = c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n]
+    return (s[: a.shape[0], : a.shape[1]] / (n * n)).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH, *, min_size: int = MIN_SIZE) -> np.ndarray:
+    """Return a watermarked copy of a uint8 ``(H, W)`` or ``(H, W, C)`` image carrying ``id32``.
+
+    Images with a side under ``min_size`` are returned unchanged (they get metadata only); the benchmark
+    lowers it to measure what the watermark would do on smaller images.
+    """
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {arr.dtype}")
+    h, w = arr.shape[:2]
+    if min(h, w) < min_size:
+        return arr
+    tile = _tile(id32 & 0xFFFFFFFF)
+    pattern = np.tile(tile, (-(-h // TILE), -(-w // TILE)))[:h, :w]
+    delta = pattern * strength
+    if arr.ndim == 3:
+        delta = delta[:, :, None]
+    return np.clip(np.rint(arr.astype(np.float32) + delta), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ detect
+@dataclass
+class Detection:
+    """What :func:`detect` found. ``detected`` is True only when the payload's CRC-16 matches."""
+
+    detected: bool
+    id32: int | None  # the decoded 32-bit model id hash (None unless detected)
+    confidence: float  # z-score of the synchronisation peak (about 4 or less on unmarked images)
+    shift: tuple[int, int]
+    bits: np.ndarray  # the 48 decoded payload bits (also when the CRC fails)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"detected": self.detected, "payload": None if self.id32 is None else f"{self.id32:08x}",
+                "confidence": round(self.confidence, 2), "shift": list(self.shift)}
+
+
+def _whiten(y: np.ndarray) -> np.ndarray:
+    hp = y - _box(y, WHITEN_RADIUS)  # removes the picture's strongest (lowest) frequencies
+    hp = hp - hp.mean()
+    return hp / (_box(hp * hp, 3) + DETECT_FLOOR)
+
+
+def _fold_spectrum(hp: np.ndarray, period: int) -> np.ndarray:
+    """DFT of the image summed modulo ``period`` (all tile copies added up)."""
+    h, w = hp.shape
+    ph, pw = -(-h // period) * period, -(-w // period) * period
+    full = np.zeros((ph, pw), dtype=np.float32)
+    full[:h, :w] = hp
+    return np.fft.fft2(full.reshape(ph // period, period, pw // period, period).sum(axis=(0, 2)))
+
+
+@lru_cache(maxsize=1)
+def _highpass_gain() -> np.ndarray:
+    """Frequency response of ``y - box(y, WHITEN_RADIUS)`` on the tile's DFT grid."""
+    f = np.fft.fftfreq(TILE)
+    n = 2 * WHITEN_RADIUS + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.where(f == 0, 1.0, np.sin(np.pi * f * n) / (n * np.sin(np.pi * f)))
+    return 1.0 - s[:, None] * s[None, :]
+
+
+def _ring_index(period: int) -> np.ndarray:
+    f = np.fft.fftfreq(period)
+    return np.rint(np.hypot(*np.meshgrid(f, f, indexing="ij")) * TILE).astype(int)
+
+
+def _noise_power(hp: np.ndarray, lay: _Layout) -> np.ndarray:
+    """Noise (picture) power of each used bin, with no watermark in it.
+
+    Folding with a period one pixel longer than the tile adds the watermark copies incoherently, so the
+    median power of that spectrum at the same radius estimates the picture's power alone.
+    """
+    power = np.abs(_fold_spectrum(hp, TILE + 1)) ** 2
+    ring = _ring_index(TILE + 1)
+    med = np.array([np.median(power[ring == k]) if np.any(ring == k) else 1.0 for k in range(ring.max() + 1)])
+    # The median of an exponential variable is ln 2 times its mean.
+    return np.maximum(med[_ring_index(TILE)[lay.rows, lay.cols]] / np.log(2), 1e-9)
+
+
+def detect(arr: np.ndarray, candidates: int = 3) -> Detection:
+    """Blind detection: find the tile shift from the sync pattern, then decode and check the payload."""
+    lay = _layout()
+    hp = _whiten(_luma(arr))
+    spec = _fold_spectrum(hp, TILE)
+    noise = _noise_power(hp, lay)
+    # Matched filter: signal gain / noise power per bin.
+    weights = _highpass_gain()[lay.rows, lay.cols] / noise
+    values = spec[lay.rows, lay.cols] * weights
+    ns = SYNC_BINS
+    grid = np.zeros((TILE, TILE), dtype=np.complex128)
+    grid[lay.rows[:ns], lay.cols[:ns]] = values[:ns] * np.conj(lay.sync)
+    # Cropping by (dy, dx) multiplies bin k by exp(+2 pi i k.d / T); fft2 tries every d at once. Dividing by
+    # the correlation's standard deviation on a picture without a watermark gives a z-score.
+    z = np.fft.fft2(grid).real / np.sqrt(np.sum(weights[:ns] ** 2 * noise[:ns]))
+    order = np.argsort(z.ravel())[::-1][:candidates]
+    best: Detection | None = None
+    for flat in order:
+        dy, dx = divmod(int(flat), TILE)
+        phase = np.exp(-2j * np.pi * (lay.rows[ns:] * dy + lay.cols[ns:] * dx) / TILE)
+        data = values[ns:] * phase
+        dof = np.empty(2 * len(data))
+        dof[0::2], dof[1::2] = data.real, data.imag
+        soft = np.bincount(lay.dof_bit, weights=dof * lay.dof_sign,
+                           minlength=(PAYLOAD_BITS + K - 1) * len(GENERATORS))
+        bits = viterbi_decode(soft, PAYLOAD_BITS)
+        id32 = _check_payload(bits)
+        found = Detection(id32 is not None, id32, float(z.ravel()[flat]), (dy, dx), bits)
+        if found.detected:
+            return found
+        best = best or found
+    assert best is not None
+    return best
+
+
+# ------------------------------------------------------------------------------ the attacks of issue 7
+# Shared by tests/test_watermark.py and benchmarks/watermark_robustness.py, so both measure the same thing.
+def _jpeg(img, quality: int = 75):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    with Image.open(io.BytesIO(buf.getvalue())) as out:
+        return out.convert(img.mode)
+
+
+def _crop(img, edge: str):
+    w, h = img.size
+    cx, cy = round(0.1 * w), round(0.1 * h)
+    return img.crop({"left": (cx, 0, w, h), "top": (0, cy, w, h), "right": (0, 0, w - cx, h),
+                     "bottom": (0, 0, w, h - cy)}[edge])
+
+
+def _resize_back(img):
+    from PIL import Image
+
+    half = img.resize((img.width // 2, img.height // 2), Image.Resampling.BICUBIC)
+    return half.resize(img.size, Image.Resampling.BICUBIC)
+
+
+def _brightness(img, factor: float):
+    from PIL import ImageEnhance
+
+    return ImageEnhance.Brightness(img).enhance(factor)
+
+
+# name -> function of a PIL image returning the attacked PIL image
+ATTACKS = {
+    "none": lambda im: im,
+    "jpeg q75": _jpeg,
+    "resize 0.5x + back": _resize_back,
+    "crop 10% left": lambda im: _crop(im, "left"),
+    "crop 10% top": lambda im: _crop(im, "top"),
+    "crop 10% right": lambda im: _crop(im, "right"),
+    "crop 10% bottom": lambda im: _crop(im, "bottom"),
+    "grayscale": lambda im: im.convert("L"),
+    "brightness +10%": lambda im: _brightness(im, 1.1),
+    "brightness -10%": lambda im: _brightness(im, 0.9),
+}
