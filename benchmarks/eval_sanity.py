@@ -62,6 +62,7 @@ def main() -> None:
         import numpy as np
 
         from atelier.imageio import save_image
+        from atelier.provenance import COMPOSITE_SOURCE_TYPE
 
         fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
         panels = ((axes[0], "noise", "Gaussian noise sigma (of 255)"), (axes[1], "blur", "blur sigma (px)"))
@@ -84,7 +85,9 @@ def main() -> None:
         fig.canvas.draw()
         image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
         plt.close(fig)
-        save_image(image, args.plot, {"workflow": "benchmark", "script": "benchmarks/eval_sanity.py"})
+        # A chart of measurements on real data: not generated, so no watermark and no AI-generated label.
+        save_image(image, args.plot, {"workflow": "benchmark", "script": "benchmarks/eval_sanity.py",
+                                      "DigitalSourceType": COMPOSITE_SOURCE_TYPE}, watermark=False)
         print(f"\nwrote {args.plot}")
 
 

@@ -54,7 +54,7 @@ def test_evaluate_run_appends_records_with_their_protocol(tiny_run, ref_npz):
     assert [r["metric"] for r in evals] == ["fid", "kid", "is", "precision", "recall"]
     fid = evals[0]
     assert fid["step"] == fid["checkpoint_step"] == 6 and fid["generator"] == "ema"
-    assert fid["evaluator"] == "digits" and len(fid["evaluator_sha256"]) == 64
+    assert fid["evaluator"] == "digits" and len(fid["evaluator_sha256"]) == 64 == len(fid["checkpoint_sha256"])
     assert (fid["n_generated"], fid["n_ref"], fid["seed"]) == (300, 400, 5) and fid["ref"] == ref_npz
     assert fid["resize"].startswith("none") and fid["value"] > 0
     assert evals[1]["kid_subset_size"] == 300 and evals[2]["is_splits"] == 10 and evals[3]["pr_k"] == 3

@@ -134,7 +134,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                               what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
                               timings=timings)
     records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=len(images),
-                     generator=which, checkpoint_step=g.step)
+                     generator=which, checkpoint_step=g.step,
+                     checkpoint_sha256=getattr(g, "weights_sha256", None))
     if record:
         append_records(run_dir / "metrics.jsonl", records)
     return records
