@@ -155,3 +155,22 @@ def test_translate_cli_file_and_folder(tmp_path, tiny_p2p):
 def test_paired_config_without_layout_is_a_clear_error(tmp_path, tiny_p2p):
     with pytest.raises(atelier.AtelierError, match="data.paired"):
         atelier.train(None, tmp_path / "r", {**tiny_p2p, "data.paired": None}, progress=False)
+
+
+def test_evaluate_cli_scores_translation_runs_and_records(tmp_path, tiny_p2p):
+    import json
+
+    atelier.train(None, tmp_path / "run", tiny_p2p, progress=False)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
+    model = json.loads(res.output)
+    res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--baseline", "identity", "--json"])
+    ident = json.loads(res.output)
+    assert model["pairs"] == ident["pairs"] == 3 and model["generator"] == "G" and ident["generator"] == "identity"
+    assert ident["l1"] > 0.5  # B = 255 - A
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    assert [e["generator"] for e in evals] == ["G", "identity"] and evals[0]["step"] == 6
+    res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--split", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "paired data not found" in res.output

@@ -18,8 +18,9 @@ from atelier.translation import Translator
 
 __all__ = ["Generator", "Translator", "load", "prepare_run", "train"]
 
-# Keys that may change when a run is resumed (they do not change what has been trained so far).
-RESUMABLE_KEYS = ("train.steps", "train.device", "log.")
+# Keys that may change when a run is resumed (they do not change what has been trained so far;
+# evaluations draw from their own seeded generators, so they do not change training either).
+RESUMABLE_KEYS = ("train.steps", "train.device", "log.", "eval.")
 
 
 class Generator:

@@ -19,6 +19,7 @@ from atelier.errors import ConfigError
 
 __all__ = [
     "DataConfig",
+    "EvalConfig",
     "LogConfig",
     "LossConfig",
     "OptimConfig",
@@ -101,6 +102,16 @@ class LogConfig(_Strict):
     tensorboard: bool = True
 
 
+class EvalConfig(_Strict):
+    # FID every N steps (0: off) on eval.n samples of the EMA generator (fixed latents), against eval.ref
+    # (default: the test split of a named training set); the best FID's weights are kept as
+    # checkpoints/best.safetensors. See atelier.metrics.
+    every: int = Field(0, ge=0)
+    n: int = Field(5000, ge=10)
+    ref: str | None = None
+    evaluator: Literal["auto", "digits", "fashion", "inception"] = "auto"
+
+
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0)
     data: DataConfig = DataConfig()
@@ -109,6 +120,7 @@ class RunConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _resolve_model(self) -> RunConfig:

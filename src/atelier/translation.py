@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from atelier.config import RunConfig
-from atelier.errors import DataError
+from atelier.errors import AtelierError, DataError
 from atelier.imageio import IMAGE_SUFFIXES, load_image, save_image
 
 __all__ = ["Translator", "evaluate_pairs"]
@@ -94,12 +94,30 @@ def evaluate_pairs(translator: Translator | None, source: str, cfg: RunConfig, l
     return {"pairs": n, "l1": l1 / n, "psnr": psnr / n, "ssim": ssim / n}
 
 
+def is_translation_run(run_dir: str | Path) -> bool:
+    """True for a run folder whose model is an image-to-image translator (read from its config.yaml)."""
+    from atelier.config import read_yaml
+    from atelier.models import get
+
+    cfg_file = Path(run_dir) / "config.yaml"
+    if not cfg_file.is_file():
+        return False
+    name = (read_yaml(cfg_file).get("model") or {}).get("name", "dcgan")
+    try:
+        return get(name).kind == "translation"
+    except AtelierError:  # an unknown model: let the normal loader report it
+        return False
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", limit: int | None = None,
-                 baseline: str | None = None) -> dict[str, Any]:
+                 baseline: str | None = None, record: bool = False) -> dict[str, Any]:
     """Score a translation run on a split: ``test`` (data.eval_source), ``train`` or a folder path.
 
-    ``baseline="identity"`` scores the input passed through unchanged instead of the model's output.
+    ``baseline="identity"`` scores the input passed through unchanged instead of the model's output;
+    ``record=True`` appends the result to the run's metrics.jsonl as an ``"event": "eval"`` line.
     """
+    import json
+
     import atelier
 
     model = atelier.load(run_dir)
@@ -110,5 +128,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", limit: int | None = N
     if source is None:
         raise DataError(f"{run_dir} has no data.eval_source for the test split; pass a folder of pairs")
     scores = evaluate_pairs(None if baseline == "identity" else model, source, model.cfg, limit=limit)
-    return {"run": str(run_dir), "step": model.step, "split": split, "source": source,
-            "generator": "identity" if baseline == "identity" else "G", **scores}
+    result = {"event": "eval", "step": model.step, "run": str(run_dir), "split": split, "source": source,
+              "generator": "identity" if baseline == "identity" else "G", "resolution": d.resolution,
+              "l1_scale": "[0, 1]", **scores}
+    if record:
+        with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result) + "\n")
+    return result

@@ -67,13 +67,21 @@ class CheckpointManager:
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         """``state``: nested dicts/lists of tensors and JSON values (``state_dict()``s and counters)."""
+        path = self._write(self.path_for(step), step, state)
+        atomic_write_text(self.folder / "latest", path.name + "\n")
+        self._prune()
+        return path
+
+    def save_best(self, step: int, state: dict[str, Any]) -> Path:
+        """Write ``best.safetensors`` (same format; never pruned, never the ``latest`` pointer)."""
+        return self._write(self.folder / "best.safetensors", step, state)
+
+    @staticmethod
+    def _write(path: Path, step: int, state: dict[str, Any]) -> Path:
         tensors: dict[str, torch.Tensor] = {}
         tree = flatten_state(state, "s", tensors)
         meta = {"format": FORMAT, "step": str(step), "state": json.dumps(tree)}
-        path = self.path_for(step)
         atomic_write_bytes(path, st_save(tensors, metadata=meta))
-        atomic_write_text(self.folder / "latest", path.name + "\n")
-        self._prune()
         return path
 
     def _prune(self) -> None:

@@ -79,6 +79,11 @@ class GANTrainer:
         self.loss = get_loss(cfg.loss.name)
         self._setup_samples()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep=cfg.log.keep_checkpoints)
+        self.evals = None  # FID every eval.every steps and checkpoints/best.safetensors (atelier.metrics)
+        if cfg.eval.every:
+            from atelier.metrics.training import TrainingEval
+
+            self.evals = TrainingEval(cfg, self.run_dir, self.device)
         self.step = 0
         self.images_seen = 0
         self.train_seconds = 0.0
@@ -208,6 +213,8 @@ class GANTrainer:
         last: dict[str, float] = {}
         window_t, window_imgs = 0.0, 0
         grid = None
+        if self.evals is not None:
+            self.evals.resume(self.step)
         try:
             while self.step < total and self._stop_signal is None:
                 real, _ = self.loader.next()
@@ -234,6 +241,8 @@ class GANTrainer:
                     grid = self.write_grid(logger)
                 if self.step % log.checkpoint_every == 0 or self.step == total or self._stop_signal is not None:
                     self.save_checkpoint()
+                if self.evals is not None and self.evals.due(self.step, total):
+                    self.evals(self)
                 if callback is not None:
                     callback(self)
             if self._stop_signal is not None and (not self.ckpt.latest_path()

@@ -1,0 +1,179 @@
+"""The *evaluate* workflow: score a run's generator, or any image set, against a reference set.
+
+Each metric becomes one record carrying its full protocol, so a number can always be read back with
+what it means::
+
+    {"event": "eval", "step": 2000, "metric": "fid", "value": 3.21, "std": null,
+     "evaluator": "digits", "evaluator_sha256": "...", "resize": "...", "ref": "mnist:test", "n_ref": 10000,
+     "source": "mnist-dcgan", "n_generated": 10000, "generator": "ema", "checkpoint_step": 2000, "seed": 0, ...}
+
+Run evaluations are appended to the run's ``metrics.jsonl`` (``"event": "eval"`` tells them from the
+training lines). Generated samples, real subsets and KID/IS subsets all come from ``seed``: the same
+seed and evaluator give the same number.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.errors import ConfigError, DataError, RunError
+from atelier.metrics import maths
+from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
+from atelier.metrics.reference import read_images, reference_features
+
+__all__ = ["METRICS", "append_records", "default_ref", "evaluate_images", "evaluate_run", "evaluate_source",
+           "format_table", "parse_metrics"]
+
+METRICS = ("fid", "kid", "is", "pr")
+KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
+
+
+def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise ConfigError(f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def default_ref(source: str) -> str:
+    """The held-out split of a named training set (``mnist`` -> ``mnist:test``)."""
+    from atelier.data import parse_spec
+
+    name, split = parse_spec(source)
+    if split is None:
+        raise DataError(f"no default reference set for {source}: give one with --ref (e.g. a folder of real "
+                        "images the model was not trained on)")
+    return f"{name}:test"
+
+
+def _resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | Path | None, device: str,
+                       download: bool) -> Evaluator:
+    if isinstance(evaluator, Evaluator):
+        return evaluator
+    name = auto_evaluator(dataset) if evaluator == "auto" else evaluator
+    return load_evaluator(name, weights=weights if name == "inception" else None, device=device, download=download)
+
+
+def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, metrics: Sequence[str] = ("fid",),
+                    seed: int = 0, what: str = "the images", batch_size: int = 500, use_cache: bool = True,
+                    timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included)."""
+    metrics = parse_metrics(metrics)
+    t0 = time.perf_counter()
+    fake = evaluator(images, batch_size=batch_size, what=what)
+    t1 = time.perf_counter()
+    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache)
+    t2 = time.perf_counter()
+    base = {"event": "eval", **evaluator.protocol(), "ref": ref_info["ref"], "n_ref": ref_info["n_ref"],
+            "seed": seed}
+    out = []
+    for metric in metrics:
+        if metric == "fid":
+            out.append({"metric": "fid", "value": maths.fid(real, fake.features), "std": None})
+        elif metric == "kid":
+            mean, std = maths.kid(real, fake.features, KID_SUBSETS, KID_SUBSET_SIZE, seed=seed)
+            size = min(KID_SUBSET_SIZE, len(real), len(fake.features))
+            out.append({"metric": "kid", "value": mean, "std": std, "kid_subsets": KID_SUBSETS,
+                        "kid_subset_size": size})
+        elif metric == "is":
+            mean, std = maths.inception_score(fake.logits, IS_SPLITS, seed=seed)
+            out.append({"metric": "is", "value": mean, "std": std, "is_splits": IS_SPLITS})
+        elif metric == "pr":
+            precision, recall = maths.precision_recall(real, fake.features, k=PR_K)
+            out.append({"metric": "precision", "value": precision, "std": None, "pr_k": PR_K})
+            out.append({"metric": "recall", "value": recall, "std": None, "pr_k": PR_K})
+    if timings is not None:
+        timings.update(features=t1 - t0, reference=t2 - t1, statistics=time.perf_counter() - t2,
+                       reference_cached=float(ref_info["cached"]))
+    return [{**base, **r} for r in out]
+
+
+def _stamp(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
+    from atelier import __version__
+
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return [{**r, **fields, "time": now, "atelier": __version__} for r in records]
+
+
+def append_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append JSON lines in one write (a trainer may hold the same file open for appending)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid"), n: int = 10_000,
+                 ref: str | None = None, evaluator: str | Evaluator = "auto",
+                 inception_weights: str | Path | None = None, which: str = "ema", seed: int = 0,
+                 batch_size: int = 500, device: str = "cpu", record: bool = True, download: bool = False,
+                 use_cache: bool = True, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Generate ``n`` images from the run's latest checkpoint and score them; append to metrics.jsonl."""
+    import atelier
+
+    run_dir = Path(run_dir)
+    g = atelier.load(run_dir, which=which, device=device)
+    if not isinstance(g, atelier.Generator):
+        raise RunError(f"{run_dir} is a {g.cfg.model['name']} (image-to-image) run: FID/KID/IS/PR score "
+                       "unconditional generators; score it with atelier.translation.evaluate_run (L1/PSNR/SSIM)")
+    ref = ref or default_ref(g.cfg.data.source)
+    ev = _resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
+    # Refuse before generating thousands of images the evaluator cannot read.
+    ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run_dir.name}")
+    t0 = time.perf_counter()
+    images = g.sample(n, seed=seed, batch_size=batch_size)
+    if timings is not None:
+        timings["generation"] = time.perf_counter() - t0
+    records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
+                              what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
+                              timings=timings)
+    records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=len(images),
+                     generator=which, checkpoint_step=g.step,
+                     checkpoint_sha256=getattr(g, "weights_sha256", None))
+    if record:
+        append_records(run_dir / "metrics.jsonl", records)
+    return records
+
+
+def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "kid"), n: int | None = None,
+                    evaluator: str | Evaluator = "auto", inception_weights: str | Path | None = None,
+                    seed: int = 0, batch_size: int = 500, device: str = "cpu",
+                    download: bool = False) -> list[dict[str, Any]]:
+    """Score a set of real (or any) images, e.g. ``mnist:train`` vs ``mnist:test``: the dataset's floor."""
+    from atelier.data import parse_spec
+
+    dataset = ref if parse_spec(ref)[1] is not None else source
+    ev = _resolve_evaluator(evaluator, dataset, inception_weights, device, download)
+    data = read_images(source, ev, n=n, seed=seed)
+    records = evaluate_images(data.images, ref=ref, evaluator=ev, metrics=metrics, seed=seed, what=source,
+                              batch_size=batch_size)
+    return _stamp(records, source=source, n_images=len(data.images), n_source=data.total)
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table of records, with the protocol they share above it."""
+    if not records:
+        return "(no records)"
+    r0 = records[0]
+    n = r0.get("n_generated", r0.get("n_images"))
+    if "generator" in r0:
+        head = (f"{r0['source']}: step {r0['checkpoint_step']:,}, {r0['generator']} generator, {n:,} samples "
+                f"(seed {r0['seed']})")
+    else:
+        head = f"{r0['source']}: {n:,} of {r0['n_source']:,} images (seed {r0['seed']})"
+    lines = [head, f"reference: {r0['ref']} ({r0['n_ref']:,} images)",
+             f"evaluator: {r0['evaluator']} (weights sha256 {r0['evaluator_sha256'][:16]}...; {r0['resize']})",
+             "", f"{'metric':<10} {'value':>12} {'std':>10}  notes"]
+    for r in records:
+        notes = {"kid": f"{r.get('kid_subsets')} subsets of {r.get('kid_subset_size')}",
+                 "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
+                 "recall": f"k={r.get('pr_k')}"}.get(r["metric"], "")
+        std = f"{r['std']:.6g}" if r.get("std") is not None else ""
+        lines.append(f"{r['metric']:<10} {r['value']:>12.6g} {std:>10}  {notes}")
+    return "\n".join(lines)

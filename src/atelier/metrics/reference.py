@@ -1,0 +1,155 @@
+"""Image sets to score (data sources read to fit an evaluator) and the reference-feature cache.
+
+Reference features of a named dataset split are computed once per evaluator and kept in
+``<cache>/metrics/`` as safetensors, keyed by dataset, split, the dataset files' sha256, the
+evaluator's weights sha256 and its preprocessing: a different evaluator file or preprocessing gets
+a different key, never a stale hit. Folders and archives are read afresh every time (their content
+is not pinned by a checksum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atelier.data import open_source, parse_spec
+from atelier.data.mnist import NAMED
+from atelier.download import cache_dir
+from atelier.errors import DataError, ImageError
+from atelier.imageio import IMAGE_SUFFIXES, open_image
+from atelier.metrics.evaluators import Evaluator
+
+__all__ = ["ImageSet", "read_images", "reference_features"]
+
+CACHE_FORMAT = "atelier-ref-features/1"
+_PROBE = 16  # images looked at to learn a folder's native size and colour
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor   # uint8 (N, C, H, W)
+    name: str              # the source spec
+    total: int             # images in the source (before taking a subset)
+
+
+def _probe_images(path: Path) -> list[np.ndarray]:
+    """A few decoded images of a folder / zip / npz at their native size (H, W, C)."""
+    def decoded(items) -> list[np.ndarray]:
+        out = []
+        for name, read in items:
+            try:
+                img = open_image(read(), name=name)
+            except ImageError:
+                continue
+            arr = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
+            out.append(arr[..., None] if arr.ndim == 2 else arr)
+            if len(out) >= _PROBE:
+                break
+        return out
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return decoded((p.name, p.read_bytes) for p in files)
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                infos = sorted((i for i in zf.infolist() if Path(i.filename).suffix.lower() in IMAGE_SUFFIXES
+                                and "__MACOSX" not in i.filename), key=lambda i: i.filename)
+                return decoded((i.filename, lambda i=i: zf.read(i)) for i in infos)
+        except (zipfile.BadZipFile, OSError):
+            return []  # open_source reports it properly
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arr = npz["images"][:_PROBE] if "images" in npz.files else None
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return []
+        if arr is None:
+            return []
+        return [a[..., None] if a.ndim == 2 else a[..., :3] for a in arr]
+    return []
+
+
+def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int = 0) -> ImageSet:
+    """Read a data source for ``evaluator``: named datasets as they are, files at their native size.
+
+    A folder of 64x64 photos given to the 28x28 ``digits`` evaluator is refused (resizing them would
+    score the resize, not the data). ``n`` takes a seeded random subset.
+    """
+    name, split = parse_spec(spec)
+    ev = evaluator.spec
+    if split is not None:
+        if ev.datasets and name not in ev.datasets:
+            warnings.warn(f"the {ev.name} evaluator was trained on {', '.join(ev.datasets)}, not {name}: "
+                          "its scores on this data are not meaningful", UserWarning, stacklevel=2)
+        ds = open_source(spec)
+    else:
+        path = Path(spec).expanduser()
+        probe = _probe_images(path) if path.exists() else []
+        if not probe:
+            ds = open_source(spec, channels=1, resolution=ev.resolution or 299)  # raises the data layer's error
+        else:
+            sizes = sorted({a.shape[:2] for a in probe})
+            colour = any(a.shape[2] == 3 and not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+                         for a in probe)
+            h, w = sizes[0]
+            evaluator.check(3 if colour else 1, h, w, spec)
+            if len(sizes) > 1 and ev.resolution is not None:
+                raise DataError(f"{spec} holds images of several sizes ({', '.join(f'{a}x{b}' for a, b in sizes)}); "
+                                f"the {ev.name} evaluator reads {ev.resolution}x{ev.resolution} images only")
+            # One native square size: read as is. Mixed or non-square: square-crop to 299 (Lanczos).
+            size = h if len(sizes) == 1 and h == w else 299
+            ds = open_source(spec, channels=3 if colour else 1, resolution=size)
+    images = ds.images
+    total = len(images)
+    if n is not None and n < total:
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+        images = images[idx.sort().values]
+    return ImageSet(images, spec, total)
+
+
+def _cache_key(name: str, split: str, evaluator: Evaluator) -> str:
+    ds = NAMED[name]
+    files = [f for f in ds.files[split] if f]
+    key = {"format": CACHE_FORMAT, "dataset": name, "split": split,
+           "data_sha256": [ds.sha256[f] for f in files], **evaluator.protocol()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def reference_features(ref: str, evaluator: Evaluator, batch_size: int = 500,
+                       use_cache: bool = True) -> tuple[torch.Tensor, dict]:
+    """Features ``(N, D)`` of a whole reference set, and what they are (``ref``, ``n_ref``, ``cached``)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
+
+    from atelier.utils import atomic_write_bytes
+
+    name, split = parse_spec(ref)
+    path = None
+    if split is not None and use_cache:
+        if split not in NAMED[name].files:
+            raise DataError(f"{name} has splits {sorted(NAMED[name].files)}, not {split!r}")
+        key = _cache_key(name, split, evaluator)
+        path = cache_dir() / "metrics" / f"ref-{name}-{split}-{evaluator.name}-{key[:16]}.safetensors"
+        if path.is_file():
+            try:
+                feats = load_file(str(path))["features"]
+                return feats, {"ref": f"{name}:{split}", "n_ref": len(feats), "cached": True, "cache_file": str(path)}
+            except (SafetensorError, OSError, KeyError):
+                path.unlink(missing_ok=True)  # torn or foreign: recompute below
+    data = read_images(ref, evaluator)
+    feats = evaluator(data.images, batch_size=batch_size, what=f"reference {ref}").features
+    info = {"ref": f"{name}:{split}" if split else ref, "n_ref": len(feats), "cached": False}
+    if path is not None:
+        meta = {"format": CACHE_FORMAT, "ref": info["ref"], **evaluator.protocol()}
+        atomic_write_bytes(path, save({"features": feats.contiguous()}, metadata=meta))
+        info["cache_file"] = str(path)
+    return feats, info
