@@ -74,12 +74,21 @@ def _read_run_config(run_dir: Path) -> RunConfig:
 
 
 def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Generator:
-    """Load a run folder's latest generator (``which="ema"`` by default, or ``"raw"``)."""
+    """Load a run folder's latest generator (``which="ema"`` by default, or ``"raw"``).
+
+    A ``train-style`` run folder (``kind: fast-style`` in its config.yaml) gives a callable
+    :class:`~atelier.style.fast.StyleModel` instead: ``atelier.load("runs/wave")(photo)``.
+    """
     from atelier.models import build
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
+    raw = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if isinstance(raw, dict) and "kind" in raw:
+        from atelier.style.fast import load_style_run
+
+        return load_style_run(run_dir, raw, device=device)  # type: ignore[return-value]
     cfg = _read_run_config(run_dir)
     if which not in ("ema", "raw"):
         raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
