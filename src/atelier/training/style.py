@@ -108,8 +108,8 @@ class FastStyleTrainer:
         # Short side = size * 1.25, so random crops see different parts of each photo.
         self.photos = [image_to_tensor(f, None, what="content image") for f in self.train_files]
         self.photos = [self._fit_short_side(p, round(cfg.size * 1.25)) for p in self.photos]
-        # Held-out photos (or the first training ones) make the fixed progress grid.
-        grid_files = held or self.train_files[:2]
+        # The held-out photos, then the first training ones, make the fixed progress grid (3 columns).
+        grid_files = (held + [f for f in self.train_files if f not in held])[: max(3, len(held))]
         self.fixed = torch.cat([self._fit_short_side(image_to_tensor(f, None, what="content image"), cfg.size,
                                                      crop=True) for f in grid_files]).to(self.device)
 
