@@ -76,7 +76,7 @@ def main() -> None:
     steps = 300 if args.full else args.gatys_steps
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(f"Gatys optimisation (Adam; seconds for 300 steps, from {steps} timed steps)")
-    print(f"| features | 256 px | 512 px |\n|---|---:|---:|")
+    print("| features | 256 px | 512 px |\n|---|---:|---:|")
     torch.manual_seed(0)
     for name, net in (("weights-free random", RandomFeatures()), ("VGG-19", VGG19Features())):
         row = [gatys_seconds(net, s, steps) * 300 for s in (256, 512)]
