@@ -160,7 +160,7 @@ def test_transformer_output_size_follows_input(shape):
     net = TransformerNet(width=4, res_blocks=1)
     with torch.no_grad():
         y = net(torch.rand(shape))
-    assert y.shape == shape and float(y.min()) > 0 and float(y.max()) < 1
+    assert y.shape == shape
     assert StyleModel(net)(Image.new("RGB", (45, 31), (90, 120, 200))).size == (45, 31)
 
 

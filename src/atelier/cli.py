@@ -425,7 +425,7 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
 @click.option("--size", type=click.IntRange(32, 2048), help="Training crop size [default: 256].")
 @click.option("--steps", type=click.IntRange(min=1), help="Total training steps [default: 600].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Crops per step [default: 4].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [default: 1e-3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [default: 3e-3].")
 @click.option("--style-weight", type=click.FloatRange(min=0))
 @click.option("--content-weight", type=click.FloatRange(min=0))
 @click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), help="Feature network [auto].")

@@ -9,9 +9,11 @@ norm; following Odena et al. 2016 ("Deconvolution and Checkerboard Artifacts") u
 nearest-neighbour + conv rather than a transposed conv. Being fully convolutional, the output has the
 input's size (inputs are reflect-padded to a multiple of 4 and cropped back).
 
-Unlike Johnson's net, the output is a residual in logit space, ``sigmoid(logit(x) + f(x))``: it is
-always a valid image, and an untrained network is close to the identity, so a few CPU-minutes of
-training already give a sensible stylisation instead of grey noise.
+Unlike Johnson's net, the output is a residual, ``x + f(x)`` (clamped to [0, 1] only when saved), with
+the last conv initialised near zero: an untrained network is the identity, so a few CPU-minutes of
+training already give a sensible stylisation instead of grey noise. (A residual in logit space,
+``sigmoid(logit(x) + f(x))``, was tried first: it saturates in dark areas, where the network then
+learned to paint glowing blobs.)
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class UpsampleLayer(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """Image (B, 3, H, W) in [0, 1] -> stylised image of the same shape in (0, 1).
+    """Image (B, 3, H, W) in [0, 1] -> stylised image of the same shape (clamp to [0, 1] for display).
 
     ``width`` is the first layer's channels (Johnson: 32; the default 16 runs ~4x faster on a CPU).
     """
@@ -102,7 +104,7 @@ class TransformerNet(nn.Module):
         ph, pw = (-h) % 4, (-w) % 4  # two stride-2 stages: pad to a multiple of 4, crop back at the end
         xp = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > 4 else "replicate") if ph or pw else x
         y = self.up(self.res(self.down(xp)))[..., :h, :w]
-        return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + y)
+        return x + y  # unbounded while training, so no pixel's gradient is cut off by a clamp
 
 
 def load_transformer(path: str | Path) -> TransformerNet:
@@ -136,7 +138,7 @@ class StyleModel:
     @torch.no_grad()
     def stylize_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> the same shape, stylised."""
-        return self.network(x.to(self.device)).cpu()
+        return self.network(x.to(self.device)).clamp(0, 1).cpu()
 
     def __call__(self, image: Any, size: int | None = None) -> Image.Image:
         """A path, PIL image, uint8 array or [0, 1] tensor -> the stylised PIL image (long side ``size``,
