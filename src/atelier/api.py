@@ -84,13 +84,20 @@ def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Genera
     """Load a run folder's latest model, ready to use.
 
     A GAN run gives a :class:`Generator` (the EMA generator by default, ``which="raw"`` for G);
-    a translation run (pix2pix) gives a :class:`~atelier.translation.Translator`, called on an image.
+    a translation run (pix2pix) gives a :class:`~atelier.translation.Translator`, called on an image;
+    a ``train-style`` run (``kind: fast-style`` in its config.yaml) gives a callable
+    :class:`~atelier.style.fast.StyleModel`: ``atelier.load("runs/wave")(photo)``.
     """
     from atelier.models import build, get
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
+    raw = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if isinstance(raw, dict) and "kind" in raw:
+        from atelier.style.fast import load_style_run
+
+        return load_style_run(run_dir, raw, device=device)  # type: ignore[return-value]
     cfg = _read_run_config(run_dir)
     if which not in ("ema", "raw"):
         raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")

@@ -665,6 +665,144 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
         click.echo(f"\nappended {len(records)} record(s) to {run / 'metrics.jsonl'}")
 
 
+# ---- style ----
+def _stylize_fast(model: Path, content: Path, out: Path, size: int | None, device: str) -> None:
+    import time
+
+    from atelier.errors import RunError
+    from atelier.style.fast import load_style_run
+
+    if not model.is_dir():
+        raise RunError(f"--model {model}: run folder not found")
+    runner = load_style_run(model, device=device)
+
+    t0 = time.perf_counter()
+    image = runner(content, size=size)
+    ms = (time.perf_counter() - t0) * 1000
+    from atelier.imageio import save_image
+
+    save_image(image, out, runner.metadata(content=content.name))
+    click.echo(f"wrote {out} ({image.width}x{image.height}, one forward pass, {ms:.0f} ms) with {model}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--content", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The photo.")
+@click.option("--style", "styles", multiple=True, metavar="IMAGE[:WEIGHT]",
+              help="Style image, optionally with a blend weight (repeatable).")
+@click.option("--model", type=click.Path(path_type=Path), help="A train-style run folder: one forward pass.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .png/.jpg.")
+@click.option("--size", type=click.IntRange(16, 4096), default=None,
+              help="Long side of the output [default: 512; with --model the photo's own size].")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimisation steps.")
+@click.option("--style-weight", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--content-weight", type=click.FloatRange(min=0), default=0.2, show_default=True)
+@click.option("--tv-weight", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Total-variation (smoothness) weight.")
+@click.option("--style-scale", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Style image size relative to --size (smaller: finer brush strokes).")
+@click.option("--preserve-color", is_flag=True, help="Keep the photo's colours (luminance-only transfer).")
+@click.option("--init", type=click.Choice(["content", "noise"]), default="content", show_default=True)
+@click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), default="auto", show_default=True,
+              help="auto: VGG-19 when its weights are found, else the weights-free random network.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="VGG-19 weights file (torchvision's vgg19-dcbb9e9d.pth or a .safetensors).")
+@click.option("--optimizer", type=click.Choice(["adam", "lbfgs"]), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Step size [adam 0.03, lbfgs 1].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def stylize(content, styles, model, out, size, steps, style_weight, content_weight, tv_weight, style_scale,
+            preserve_color, init, features, vgg_weights, optimizer, lr, seed, device) -> None:
+    """Restyle a photo after paintings (Gatys optimisation), or with a trained fast network (--model).
+
+    \b
+    Examples:
+      atelier stylize --content photo.jpg --style starry_night.jpg --out out.png --size 256
+      atelier stylize --content photo.jpg --style a.jpg:0.7 --style b.jpg:0.3 --out blend.png
+      atelier stylize --content photo.jpg --style wave.jpg --preserve-color --out out.jpg
+      atelier stylize --content photo.jpg --style wave.jpg --features vgg19 --vgg-weights vgg19-dcbb9e9d.pth --out o.png
+      atelier stylize --model runs/wave --content photo.jpg --out wave.png
+    """
+    from atelier.imageio import _format_for
+    from atelier.style.features import build_features
+
+    _format_for(out)  # a bad output name fails before minutes of work
+    if model is not None:
+        if styles:
+            raise click.UsageError("--model restyles with a trained network: leave out --style")
+        _stylize_fast(model, content, out, size, device)
+        return
+    if not styles:
+        raise click.UsageError("give --style IMAGE (repeatable), or --model RUN for a trained fast network")
+    from atelier.style.gatys import image_to_tensor, parse_style_spec
+    from atelier.style.gatys import stylize as run_stylize
+
+    # Check every input file before announcing anything, so a bad file is the only line printed.
+    for path, what in [(content, "content image")] + [(parse_style_spec(s)[0], "style image") for s in styles]:
+        image_to_tensor(path, 16, what=what)
+    net = build_features(features, vgg_weights, seed=seed)
+    click.echo(f"features: {net.describe()}" + (" (VGG-19 weights not found: pass --vgg-weights to use them)"
+                                                 if features == "auto" and net.name == "random" else ""))
+    result = run_stylize(content, list(styles), size=size or 512, steps=steps, style_weight=style_weight,
+                         content_weight=content_weight, tv_weight=tv_weight, style_scale=style_scale,
+                         preserve_color=preserve_color, init=init, features=net, optimizer=optimizer, lr=lr,
+                         seed=seed, device=device)
+    result.save(out, {"content": content.name, "style": ", ".join(styles), "steps": steps, "seed": seed})
+    fmt = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    click.echo(f"losses: {fmt}  (start: total {result.initial_losses['total']:.4g})")
+    click.echo(f"wrote {out} ({result.image.width}x{result.image.height}) in {result.seconds:.1f} s")
+
+
+@cli.command("train-style", context_settings=CONTEXT)
+@click.option("--style", "styles", multiple=True, metavar="IMAGE[:WEIGHT]", help="Style image(s).")
+@click.option("--content-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of photos.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder; an existing one is resumed.")
+@click.option("--size", type=click.IntRange(32, 2048), help="Training crop size [default: 256].")
+@click.option("--steps", type=click.IntRange(min=1), help="Total training steps [default: 600].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Crops per step [default: 4].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [default: 3e-3].")
+@click.option("--style-weight", type=click.FloatRange(min=0))
+@click.option("--content-weight", type=click.FloatRange(min=0))
+@click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), help="Feature network [auto].")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG-19 weights file.")
+@click.option("--width", type=click.IntRange(1, 256), help="Network width (Johnson: 32) [default: 16].")
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--sample-every", type=click.IntRange(min=1), help="Steps between sample grids [100].")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints [100].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, features,
+                vgg_weights, width, seed, sample_every, checkpoint_every, device) -> None:
+    """Train a fast feed-forward style network (Johnson et al. 2016) into a run folder, or resume it.
+
+    \b
+    Examples:
+      atelier train-style --style great_wave.jpg --content-dir photos/ --run-dir runs/wave --steps 600
+      atelier train-style --run-dir runs/wave --steps 1200        # resume and train further
+      atelier stylize --model runs/wave --content photo.jpg --out wave.png
+    """
+    from atelier.training.style import train_style as run_train
+
+    log = None
+    if sample_every or checkpoint_every:
+        log = {"sample_every": sample_every or 100, "checkpoint_every": checkpoint_every or 100}
+    result = run_train(run_dir, style=list(styles) or None, content_dir=str(content_dir) if content_dir else None,
+                       size=size, steps=steps, batch_size=batch_size, lr=lr, style_weight=style_weight,
+                       content_weight=content_weight, features=features, vgg_weights=vgg_weights,
+                       model={"width": width} if width else None, seed=seed, device=device, log=log)
+    state = "interrupted at" if result.interrupted else "finished"
+    m = result.metrics
+    click.echo(f"{state} step {result.step} in {result.seconds:.1f} s of training; features: {result.features}")
+    if m:
+        click.echo(f"losses: style {m['loss_style']:.4g}  content {m['loss_content']:.4g}  tv {m['loss_tv']:.4g}")
+    click.echo(f"run folder:   {result.run_dir}")
+    if result.grid:
+        click.echo(f"sample grid:  {result.grid}")
+    if result.model_dir:
+        click.echo(f"network:      {result.model_dir} (config.json + model.safetensors)")
+    if result.interrupted:
+        sys.exit(130)
+
+
 def main() -> None:
     cli(prog_name="atelier")
 
