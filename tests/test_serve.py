@@ -470,3 +470,23 @@ def test_a_run_that_cannot_load_is_listed_with_its_error(tiny_run, tmp_path):
         assert listed["broken"]["capabilities"] == [] and listed["broken"]["error"]
         assert c.post("/api/generate", json={"model": "broken", "n": 1}).status_code == 400
 
+
+
+def test_a_trained_fast_style_run_is_served_for_stylize(tmp_path):
+    from test_style import _photo, _tiny_run
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        _photo(photos / f"{i}.png", 40)
+    style = _photo(tmp_path / "style.png", 40)
+    _tiny_run(tmp_path / "runs" / "wave", photos, style, steps=2)
+    store = ModelStore(tmp_path / "runs")
+    with TestClient(create_app(store)) as c:
+        listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
+        assert listed["wave"]["capabilities"] == ["stylize"], listed
+        img = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+        pixels, meta = _png(c.post("/api/stylize", data={"model": "wave"},
+                                   files={"file": ("photo.png", _png_bytes(img), "image/png")}))
+        assert pixels.shape[:2] == (24, 40)  # the upload's own size
+        assert meta["DigitalSourceType"].endswith("trainedAlgorithmicMedia")

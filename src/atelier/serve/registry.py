@@ -155,6 +155,34 @@ class TranslatorModel(ServedModel):
             return np.asarray(self.t(image))
 
 
+class StyleServedModel(ServedModel):
+    """A fast style network (``atelier train-style`` run): an uploaded photo in, restyled at its own size."""
+
+    kind = "stylize"
+    capabilities = ("stylize",)
+
+    def __init__(self, name: str, run_dir: Path, backend: str = "torch", device: str = "cpu") -> None:
+        import atelier
+
+        super().__init__(name, run_dir)
+        self.m = atelier.load(run_dir, device=device)
+        self.backend = "torch"
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "model": "fast-style", "step": self.m.step, "style": self.m.style,
+                "channels": 3, "classes": None, "backend": self.backend}
+
+    def metadata(self, **fields: Any) -> dict[str, Any]:
+        return self.m.metadata(**fields)
+
+    def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        return self.m.network, {"x": torch.zeros(2, 3, 64, 64)}
+
+    def stylize(self, image: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.m(image))
+
+
 def _model_kind(cfg: dict[str, Any]) -> str | None:
     """The registry's kind of a config's model ("gan", "translation"), None when it is not a known model."""
     from atelier.models import get, registered
@@ -170,6 +198,8 @@ register_kind(ModelKind("unconditional", GeneratorModel.capabilities,
                         GeneratorModel))
 register_kind(ModelKind("translate", TranslatorModel.capabilities,
                         lambda cfg: _model_kind(cfg) == "translation", TranslatorModel))
+register_kind(ModelKind("stylize", StyleServedModel.capabilities,
+                        lambda cfg: cfg.get("kind") == "fast-style", StyleServedModel))
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
