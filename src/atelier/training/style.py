@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from atelier.style.features import build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, parse_style_spec, total_variation
 from atelier.training.checkpoint import CheckpointManager
 from atelier.training.engine import resolve_device
+from atelier.training.gan import TrainResult
 from atelier.training.logging import RunLogger
 from atelier.utils import atomic_write_text
 
@@ -76,13 +77,7 @@ class FastStyleConfig(_Strict):
 
 
 @dataclass
-class StyleTrainResult:
-    run_dir: Path
-    step: int
-    seconds: float
-    interrupted: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
-    grid: Path | None = None
+class StyleTrainResult(TrainResult):
     model_dir: Path | None = None
     features: str = ""
 
@@ -251,8 +246,10 @@ class FastStyleTrainer:
                 signal.signal(sig, handler)
         model_dir = self.save_model() if self.step > 0 else None
         grids = sorted((self.run_dir / "samples").glob("grid-*.png"))
-        return StyleTrainResult(self.run_dir, self.step, self.train_seconds, self._stop is not None, last,
-                                grid or (grids[-1] if grids else None), model_dir, self.features.describe())
+        return StyleTrainResult(self.run_dir, self.step, self.step * self.cfg.batch_size, self.train_seconds,
+                                interrupted=self._stop is not None, metrics=last,
+                                grid=grid or (grids[-1] if grids else None), model_dir=model_dir,
+                                features=self.features.describe())
 
 
 def _resolve_features(kind: str, vgg_weights: str | None) -> str:
