@@ -170,7 +170,7 @@ def train(config, run_dir, data, steps, batch_size, seed, checkpoint_every, samp
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Where the demo run is written.")
 @click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True,
-              help="Training steps at batch 256 (about 5 minutes on a 2-core CPU).")
+              help="Training steps at batch 256 (about 6 minutes on a 2-core CPU).")
 @click.option("--dry-run", is_flag=True, help="Run 2 steps on 8 images in a temporary folder.")
 def demo(run_dir: Path, steps: int, dry_run: bool) -> None:
     """Train the DCGAN on MNIST for a few minutes and show where the results are.
