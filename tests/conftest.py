@@ -12,6 +12,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 if not os.environ.get("ATELIER_DATA") and SHARED_DATA.is_dir():
     os.environ["ATELIER_DATA"] = str(SHARED_DATA)
 os.environ["ATELIER_OFFLINE"] = "1"
+# In CI the real data must be there: a wrong ATELIER_DATA would otherwise quietly skip most of the suite.
+if os.environ.get("CI") and not Path(os.environ.get("ATELIER_DATA", ""), "mnist").is_dir():
+    raise RuntimeError(f"CI is set but ATELIER_DATA={os.environ.get('ATELIER_DATA')!r} holds no mnist/ folder")
 # Tests use tiny models that gain nothing from a second thread, and OpenMP threads spin badly when the
 # cores are shared (20x slower steps measured on a loaded 2-core machine). Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

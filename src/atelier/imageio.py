@@ -67,6 +67,8 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{label} is too large to decode safely (decompression bomb check)") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(f"{label} is not a readable image (unknown format, or not an image file)") from None
         except Exception as exc:  # Pillow raises many types for corrupt files
             raise ImageError(f"{label} is not a readable image ({type(exc).__name__}: {exc})") from None
     # Honour the EXIF orientation so photos are the right way up.
