@@ -174,3 +174,11 @@ def test_evaluate_cli_scores_translation_runs_and_records(tmp_path, tiny_p2p):
     assert [e["generator"] for e in evals] == ["G", "identity"] and evals[0]["step"] == 6
     res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--split", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "paired data not found" in res.output
+
+
+def test_unreadable_pairs_are_skipped_with_one_warning(tmp_path):
+    src = _pairs(tmp_path / "p", n=3)
+    (src / "bad.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable pair\(s\): bad.png"):
+        ds = load_paired(str(src), "side_by_side", "AtoB", 3, 32)
+    assert len(ds) == 3 and ds.skipped == ["bad.png"]

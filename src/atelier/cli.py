@@ -159,8 +159,6 @@ def train(config, run_dir, data, steps, batch_size, seed, checkpoint_every, samp
     """
     if run_dir is None:
         run_dir = Path("runs") / (config.stem if config else "mnist-dcgan")
-    if config is None and not (run_dir / "config.yaml").is_file():
-        config = None  # the built-in defaults
     overrides = _train_overrides(data, steps, batch_size, seed, checkpoint_every, sample_every, device,
                                  precision, sets)
     _run_train(config, run_dir, overrides, dry_run)

@@ -63,9 +63,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _skipped_warning(name: str, skipped: list[str]) -> None:
+def skipped_warning(name: str, skipped: list[str], what: str = "file") -> None:
+    """One summary warning naming (up to five of) the unreadable items a source skipped."""
     shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-    warnings.warn(f"{name}: skipped {len(skipped)} unreadable file(s): {shown}", UserWarning, stacklevel=3)
+    warnings.warn(f"{name}: skipped {len(skipped)} unreadable {what}(s): {shown}", UserWarning, stacklevel=3)
 
 
 def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int | None = None) -> ImageDataset:
@@ -108,7 +109,7 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
         raise DataError(f"{spec} holds only grayscale images; the config asks for 3 channels. "
                         "Set data.channels: 1 (--set data.channels=1)")
     if skipped:
-        _skipped_warning(spec, skipped)
+        skipped_warning(spec, skipped)
     return ImageDataset(
         images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
         labels=torch.from_numpy(labels) if labels is not None else None,

@@ -11,14 +11,13 @@ A pair is stored as one uint8 image with input and target stacked on the channel
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from atelier.data import ImageDataset, _folder_license, expand_source
+from atelier.data import ImageDataset, _folder_license, expand_source, skipped_warning
 from atelier.errors import DataError, ImageError
 from atelier.imageio import IMAGE_SUFFIXES, load_image
 
@@ -95,8 +94,7 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
     if not pairs:
         raise DataError(f"{source} holds no readable pairs")
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"{source}: skipped {len(skipped)} unreadable pair(s): {shown}", UserWarning, stacklevel=2)
+        skipped_warning(source, skipped, what="pair")
     images = torch.from_numpy(np.ascontiguousarray(np.stack(pairs).transpose(0, 3, 1, 2)))
     return ImageDataset(images=images, labels=None, name=str(root), skipped=skipped, names=names,
                         license=_folder_license(root))

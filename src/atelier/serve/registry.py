@@ -126,40 +126,11 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-class TranslatorModel(ServedModel):
-    """An image-to-image generator (pix2pix): an uploaded image in, its translation out, at the upload's size."""
+class _LoadedRunModel(ServedModel):
+    """A model served through whatever ``atelier.load`` returns for its run folder, called on an image.
 
-    kind = "translate"
-    capabilities = ("translate",)
-
-    def __init__(self, name: str, run_dir: Path, backend: str = "torch", device: str = "cpu") -> None:
-        import atelier
-
-        super().__init__(name, run_dir)
-        self.t = atelier.load(run_dir, device=device)  # ONNX Runtime serves generators only, for now
-        self.backend = "torch"
-
-    def info(self) -> dict[str, Any]:
-        cfg = self.t.cfg
-        return {**super().info(), "model": cfg.model["name"], "step": self.t.step, "resolution": self.t.resolution,
-                "channels": self.t.channels, "data": cfg.data.source, "classes": None, "backend": self.backend}
-
-    def metadata(self, **fields: Any) -> dict[str, Any]:
-        return self.t.metadata(**fields)
-
-    def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-        return self.t.network, {"x": torch.zeros(2, self.t.channels, self.t.resolution, self.t.resolution)}
-
-    def translate(self, image: np.ndarray) -> np.ndarray:
-        with self.lock:
-            return np.asarray(self.t(image))
-
-
-class StyleServedModel(ServedModel):
-    """A fast style network (``atelier train-style`` run): an uploaded photo in, restyled at its own size."""
-
-    kind = "stylize"
-    capabilities = ("stylize",)
+    PyTorch only: the ONNX Runtime backend serves generators, for now.
+    """
 
     def __init__(self, name: str, run_dir: Path, backend: str = "torch", device: str = "cpu") -> None:
         import atelier
@@ -168,19 +139,47 @@ class StyleServedModel(ServedModel):
         self.m = atelier.load(run_dir, device=device)
         self.backend = "torch"
 
+    def metadata(self, **fields: Any) -> dict[str, Any]:
+        return self.m.metadata(**fields)
+
+    def _apply(self, image: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.m(image))
+
+
+class TranslatorModel(_LoadedRunModel):
+    """An image-to-image generator (pix2pix): an uploaded image in, its translation out, at the upload's size."""
+
+    kind = "translate"
+    capabilities = ("translate",)
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.m.cfg
+        return {**super().info(), "model": cfg.model["name"], "step": self.m.step, "resolution": self.m.resolution,
+                "channels": self.m.channels, "data": cfg.data.source, "classes": None, "backend": self.backend}
+
+    def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        return self.m.network, {"x": torch.zeros(2, self.m.channels, self.m.resolution, self.m.resolution)}
+
+    def translate(self, image: np.ndarray) -> np.ndarray:
+        return self._apply(image)
+
+
+class StyleServedModel(_LoadedRunModel):
+    """A fast style network (``atelier train-style`` run): an uploaded photo in, restyled at its own size."""
+
+    kind = "stylize"
+    capabilities = ("stylize",)
+
     def info(self) -> dict[str, Any]:
         return {**super().info(), "model": "fast-style", "step": self.m.step, "style": self.m.style,
                 "channels": 3, "classes": None, "backend": self.backend}
-
-    def metadata(self, **fields: Any) -> dict[str, Any]:
-        return self.m.metadata(**fields)
 
     def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
         return self.m.network, {"x": torch.zeros(2, 3, 64, 64)}
 
     def stylize(self, image: np.ndarray) -> np.ndarray:
-        with self.lock:
-            return np.asarray(self.m(image))
+        return self._apply(image)
 
 
 def _model_kind(cfg: dict[str, Any]) -> str | None:

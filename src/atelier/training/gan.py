@@ -245,8 +245,8 @@ class GANTrainer:
                     self.evals(self)
                 if callback is not None:
                     callback(self)
-            if self._stop_signal is not None and (not self.ckpt.latest_path()
-                                                  or self.ckpt.latest_path() != self.ckpt.path_for(self.step)):
+            # A signal that arrived after this step's checkpoint check still gets its checkpoint.
+            if self._stop_signal is not None and self.ckpt.latest_path() != self.ckpt.path_for(self.step):
                 self.save_checkpoint()
         finally:
             bar.close()
