@@ -35,6 +35,8 @@ class Generator:
         self.step = step
         self.which = which
         self.z_dim = int(cfg.model["z_dim"])
+        # Class-conditional models (model.num_classes > 0) take a label per latent; 0 means unconditional.
+        self.num_classes = int(cfg.model.get("num_classes", 0) or 0)
 
     @property
     def device(self) -> torch.device:
@@ -49,18 +51,43 @@ class Generator:
             raise ValueError(f"n must be a positive number of images, got {n}")
         return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
 
+    def class_labels(self, labels: int | Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Labels for ``n`` images: None (unconditional), one class for all, or one per image (checked)."""
+        if labels is None:
+            if self.num_classes:
+                raise ValueError(f"this model is class-conditional ({self.num_classes} classes): pass a class "
+                                 f"(e.g. --class 0)")
+            return None
+        if not self.num_classes:
+            raise ValueError("this model is unconditional; it takes no class (drop --class)")
+        y = torch.as_tensor(labels, dtype=torch.long).flatten()
+        if y.numel() == 1:
+            y = y.expand(n)
+        if y.numel() != n:
+            raise ValueError(f"got {y.numel()} labels for {n} latents")
+        bad = y[(y < 0) | (y >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(f"class {int(bad[0])} is out of range: this model has classes 0..{self.num_classes - 1}")
+        return y.contiguous()
+
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Latents -> uint8 images ``(N, C, H, W)``."""
+    def generate(self, z: torch.Tensor, batch_size: int = 256,
+                 labels: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (and, for a conditional model, class labels) -> uint8 images ``(N, C, H, W)``."""
+        y = self.class_labels(labels, z.shape[0])
         out = []
-        for chunk in z.split(batch_size):
-            x = self.network(chunk.to(self.device))
+        for i, chunk in enumerate(z.split(batch_size)):
+            args = (chunk.to(self.device),)
+            if y is not None:
+                args += (y[i * batch_size : (i + 1) * batch_size].to(self.device),)
+            x = self.network(*args)
             out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         return torch.cat(out)
 
     def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,
+               labels: int | Sequence[int] | torch.Tensor | None = None,
                pil: bool = False, batch_size: int = 256) -> torch.Tensor | list[Image.Image]:
-        images = self.generate(self.latents(n, seed, seeds), batch_size=batch_size)
+        images = self.generate(self.latents(n, seed, seeds), batch_size=batch_size, labels=labels)
         if not pil:
             return images
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]

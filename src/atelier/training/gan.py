@@ -160,18 +160,14 @@ class GANTrainer:
             # same maths as two calls, in one larger (faster) convolution.
             logits = self.D(torch.cat([real, fake.detach()]))         # (2B, 1)
         d_terms = self.loss.d_loss(logits[:B], logits[B:])
-        self.opt_d.zero_grad(set_to_none=True)
-        d_terms["loss"].backward()
-        self.opt_d.step()
+        self._optimize(d_terms["loss"], self.opt_d)
 
         # ---- phase G: push the updated D(G(z)) -> 1, D frozen ------------------------------------
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
             fake_logits = self.D(fake)
         g_terms = self.loss.g_loss(fake_logits)
-        self.opt_g.zero_grad(set_to_none=True)
-        g_terms["loss"].backward()
-        self.opt_g.step()
+        self._optimize(g_terms["loss"], self.opt_g)
 
         self.step += 1
         self.images_seen += B
@@ -179,6 +175,12 @@ class GANTrainer:
         out = {"loss_d": d_terms["loss"].item(), "loss_g": g_terms["loss"].item()}
         out.update({k: float(v) for k, v in d_terms.items() if k != "loss"})
         return out
+
+    def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """One optimiser step on ``loss`` (the single place where gradients are computed and applied)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()

@@ -66,9 +66,7 @@ class Pix2PixTrainer(GANTrainer):
                 real_logits = self.D(torch.cat([x, y], dim=1))              # (B, 1, h, w)
                 fake_logits = self.D(torch.cat([x, fake.detach()], dim=1))
             d_terms = self.loss.d_loss(real_logits, fake_logits)
-            self.opt_d.zero_grad(set_to_none=True)
-            (0.5 * d_terms["loss"]).backward()
-            self.opt_d.step()
+            self._optimize(0.5 * d_terms["loss"], self.opt_d)
             out.update(loss_d=d_terms["loss"].item(), d_real=float(d_terms["d_real"]),
                        d_fake=float(d_terms["d_fake"]))
             # ---- phase G: fool the updated D while staying close to y -------------------------------
@@ -80,9 +78,7 @@ class Pix2PixTrainer(GANTrainer):
             out["loss_d"] = 0.0
         l1 = (fake.float() - y).abs().mean()
         loss_g = self.gan_weight * g_adv + self.l1_weight * l1
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        self._optimize(loss_g, self.opt_g)
 
         self.step += 1
         self.images_seen += B
