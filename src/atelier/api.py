@@ -193,10 +193,11 @@ def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Pa
     from atelier.models import get
     from atelier.training import GANTrainer
     from atelier.training.pix2pix import Pix2PixTrainer
+    from atelier.training.vae import VAETrainer
 
     run_dir = Path(run_dir)
     cfg, resuming = prepare_run(config, run_dir, overrides or {})
-    trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer}[get(cfg.model["name"]).kind]
+    trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer, "vae": VAETrainer}[get(cfg.model["name"]).kind]
     trainer = trainer_cls(cfg, run_dir, progress=progress)
     if resuming:
         trainer.resume()
