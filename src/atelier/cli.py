@@ -280,8 +280,9 @@ def _ascii_preview(images, width: int = 4) -> str:
 @data.command("info", context_settings=CONTEXT)
 @click.argument("source")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-              help="Channels to read as (default: 1 for the MNIST family, else 3).")
-@click.option("--resolution", type=click.IntRange(8, 1024), default=None, help="Square size to read at.")
+              help="Channels to read as (default: 1 for the MNIST family, else the images' own, else 3).")
+@click.option("--resolution", type=click.IntRange(8, 1024), default=None,
+              help="Square size to read at (default: 28 for the MNIST family, else the images' own, else 64).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save a grid of the first 64 images.")
 def data_info(source: str, channels: str | None, resolution: int | None, grid_out: Path | None) -> None:
@@ -300,6 +301,14 @@ def data_info(source: str, channels: str | None, resolution: int | None, grid_ou
     name, split = parse_spec(source)
     ch = int(channels) if channels else (1 if split is not None else 3)
     res = (resolution or 28) if split is not None else (resolution or 64)
+    if split is None and not (channels and resolution):
+        # A folder / zip / npz is read as its own images are (e.g. 28x28 gray from `atelier synth`).
+        from atelier.metrics.reference import native_format
+
+        native = native_format(source)
+        if native is not None:
+            ch = int(channels) if channels else native[0]
+            res = resolution or native[1] or 64
     ds = open_source(source, channels=ch, resolution=res)
     click.echo(f"source:     {ds.name}")
     click.echo(f"images:     {len(ds):,}")
@@ -587,7 +596,8 @@ def serve(runs: Path, host: str, port: int, backend: str, device: str) -> None:
               help="Score this image set instead of a run: mnist:train, a folder, a .zip or an .npz.")
 @click.option("--ref", metavar="SOURCE", help="Reference set (default for a run: the test split of its dataset).")
 @click.option("--metrics", "metric_names", default="fid,kid", show_default=True,
-              help="Comma-separated: fid, kid, is, pr (precision/recall, k=3).")
+              help="Comma-separated: fid, kid, is, pr (precision/recall, k=3), cas (classification accuracy "
+                   "score: class-conditional runs, or a labelled --real set).")
 @click.option("--n", "n", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True,
               help="Images generated (a run) or drawn at random (--real).")
 @click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "inception"]), default="auto",
@@ -799,6 +809,66 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
         click.echo(f"network:      {result.model_dir} (config.json + model.safetensors)")
     if result.interrupted:
         sys.exit(130)
+
+
+# ---- synth ----
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--n", "n", type=int, help="How many images (conditional models: balanced over the classes).")
+@click.option("--per-class", type=int, help="Images per class instead of --n (unconditional MNIST/Fashion runs: "
+                                            "kept by the domain classifier's label).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="A .npz file, or a folder name (one sub-folder of PNGs per class).")
+@click.option("--format", "fmt", type=click.Choice(["npz", "folder"]),
+              help="Force the output format [default: npz for a .npz path, else folder].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the latents.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True,
+              help="Images generated per forward pass.")
+@click.option("--no-labels", is_flag=True, help="Unconditional runs: do not label with the domain classifier.")
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA (GAN runs).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def synth(run: Path, n: int | None, per_class: int | None, out: Path, fmt: str | None, seed: int, batch_size: int,
+          no_labels: bool, force: bool, raw: bool, device: str) -> None:
+    """Write a labelled synthetic dataset from a trained run, which atelier's loader reads back.
+
+    Labels: a class-conditional run's own classes (balanced); for an unconditional run trained on MNIST
+    or Fashion-MNIST, the domain evaluator's classifier labels each image; otherwise no labels. The
+    .npz holds images (uint8 N x H x W [x C]), labels (int64), classes and a provenance JSON string.
+
+    \b
+    Examples:
+      atelier synth runs/mnist-cgan --per-class 6000 --out synth.npz     # 60,000 balanced images
+      atelier synth runs/mnist-vae --n 10000 --out vae.npz --seed 1      # labelled by the digits classifier
+      atelier synth runs/mnist-cgan --n 1000 --out synth_digits/         # a folder tree per class of PNGs
+      atelier data info synth.npz                                       # read it back
+      atelier train --config configs/mnist-dcgan.yaml --data synth.npz  # train on it
+    """
+    import atelier
+    from atelier.synth import check_output, synthesize, write_folder, write_npz
+
+    if n is not None and per_class is not None:
+        raise click.UsageError("give --n or --per-class, not both")
+    if n is None and per_class is None:
+        raise click.UsageError("give --n N (images) or --per-class K (images per class)")
+    for name, value in (("--n", n), ("--per-class", per_class)):
+        if value is not None and not 1 <= value <= 10_000_000:
+            raise click.BadParameter(f"{value} is not between 1 and 10,000,000", param_hint=name)
+    out_format = check_output(out, force=force, fmt=fmt)  # before minutes of generation
+    g = atelier.load(run, which="raw" if raw else "ema", device=device)
+    if not isinstance(g, atelier.Generator):
+        from atelier.errors import RunError
+
+        raise RunError(f"{run} is an image-to-image or style run; synth needs a generator run (a GAN or a VAE)")
+    s = synthesize(g, n, per_class=per_class, seed=seed, batch_size=batch_size, labels=not no_labels)
+    path = write_npz(s, out) if out_format == "npz" else write_folder(s, out)
+    shape = "x".join(str(v) for v in s.images.shape[1:])
+    click.echo(f"wrote {len(s.images):,} images ({shape}) to {path}")
+    click.echo(f"labels: {s.label_source}")
+    if s.labels is not None:
+        counts = s.labels.bincount(minlength=len(s.classes)).tolist()
+        click.echo("per class: " + ", ".join(f"{c}: {k}" for c, k in zip(s.classes, counts, strict=False)))
+    click.echo(f"read it back: atelier data info {path}")
 
 
 def main() -> None:
