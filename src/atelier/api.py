@@ -52,12 +52,13 @@ class Generator:
         return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
 
     def class_labels(self, labels: int | Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """Labels for ``n`` images: None (unconditional), one class for all, or one per image (checked)."""
+        """Labels for ``n`` images: one class for all, or one per image (checked).
+
+        For a conditional model, None cycles through the classes (0, 1, ..., K-1, 0, ...), so that
+        samples, grids and evaluations are class-balanced; an unconditional model takes None only.
+        """
         if labels is None:
-            if self.num_classes:
-                raise ValueError(f"this model is class-conditional ({self.num_classes} classes): pass a class "
-                                 f"(e.g. --class 0)")
-            return None
+            return torch.arange(n) % self.num_classes if self.num_classes else None
         if not self.num_classes:
             raise ValueError("this model is unconditional; it takes no class (drop --class)")
         y = torch.as_tensor(labels, dtype=torch.long).flatten()

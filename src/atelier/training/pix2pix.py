@@ -48,7 +48,7 @@ class Pix2PixTrainer(GANTrainer):
                             limit=min(self.cfg.log.grid, 8))
         self.fixed_pairs = (fixed.images.float() / 127.5 - 1).to(self.device)
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         C = self.cfg.data.channels
         B = batch.shape[0]
         batch = batch.to(self.device, non_blocking=True)
