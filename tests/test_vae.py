@@ -10,7 +10,8 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 from safetensors import safe_open
-from torch.distributions import Bernoulli, Normal, kl_divergence as torch_kl
+from torch.distributions import Bernoulli, Normal
+from torch.distributions import kl_divergence as torch_kl
 
 import atelier
 from atelier.cli import cli

@@ -45,7 +45,7 @@ def _plan(resolution: int) -> tuple[int, int]:
 class VAEConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    z_dim: int = Field(32, ge=1, le=4096)
+    z_dim: int = Field(16, ge=1, le=4096)
     # Channels of the first encoder layer (and the decoder's last hidden layer); they double per step.
     width: int = Field(32, ge=1, le=1024)
     # KL weight: 1 is the ELBO of Kingma & Welling; > 1 is beta-VAE (more disentangled, blurrier).

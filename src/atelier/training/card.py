@@ -27,6 +27,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
     name = model.pop("name")
     rate = result.images_seen / result.seconds if result.seconds else 0.0
     grid = result.grid.relative_to(trainer.run_dir).as_posix() if result.grid else None
+    objective, final = trainer.describe_objective(result.metrics)
     lines = [
         f"# Model card: {trainer.run_dir.name}",
         "",
@@ -40,7 +41,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         f"- Parameters: G {_params(trainer.G)}, D {_params(trainer.D)}; "
         + (f"sampling uses the EMA generator (half-life {cfg.train.ema_half_life_kimg} kimg)"
            if trainer.ema is not None else "inference uses G"),
-        f"- Loss: {cfg.loss.name}; Adam lr G {cfg.optim.lr_g:g}, D {cfg.optim.lr_d:g}, betas {list(cfg.optim.betas)}",
+        f"- Loss: {objective}",
         "",
         "## Training data",
         f"- Source: `{ds.name}` ({len(ds):,} images{', ' + str(len(ds.classes)) + ' classes' if ds.classes else ''})",
@@ -51,8 +52,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         f"({result.images_seen / 1000:,.1f} kimg seen){' — interrupted, resumable' if result.interrupted else ''}",
         f"- Training time: {result.seconds / 60:.1f} min ({rate:,.0f} images/s), device `{trainer.device}`, "
         f"precision {cfg.train.precision}, {torch.get_num_threads()} threads",
-        f"- Final losses: D {result.metrics.get('loss_d', float('nan')):.4f}, "
-        f"G {result.metrics.get('loss_g', float('nan')):.4f}",
+        f"- Final losses: {final}",
         f"- Seed {cfg.seed}; resolved config in `config.yaml`; per-step metrics in `metrics.jsonl`",
         f"- Software: atelier {__version__}, PyTorch {torch.__version__}, Python {platform.python_version()}",
         f"- Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}",

@@ -99,6 +99,12 @@ class GANTrainer:
     # Hooks that other trainers (pix2pix) override; the loop, checkpoints and logs are shared.
     uses_ema = True
 
+    def describe_objective(self, metrics: dict[str, float]) -> tuple[str, str]:
+        """(what is optimised, its last values) for the model card's Loss and Final losses lines."""
+        c, nan = self.cfg, float("nan")
+        return (f"{c.loss.name}; Adam lr G {c.optim.lr_g:g}, D {c.optim.lr_d:g}, betas {list(c.optim.betas)}",
+                f"D {metrics.get('loss_d', nan):.4f}, G {metrics.get('loss_g', nan):.4f}")
+
     def _open_data(self) -> ImageDataset:
         d = self.cfg.data
         return open_source(d.source, channels=d.channels, resolution=d.resolution, limit=d.limit)

@@ -62,6 +62,14 @@ class VAETrainer(GANTrainer):
         ramp = min(1.0, self.images_seen / warmup) if warmup > 0 else 1.0
         return float(m["beta"]) * ramp
 
+    def describe_objective(self, metrics: dict[str, float]) -> tuple[str, str]:
+        m, o, nan = self.cfg.model, self.cfg.optim, float("nan")
+        warm = f", warmed up over {m['beta_warmup_kimg']:g} kimg" if m["beta_warmup_kimg"] else ""
+        return (f"negative ELBO with beta {m['beta']:g}{warm} ({m['likelihood']} likelihood; encoder in slot D); "
+                f"Adam lr decoder {o.lr_g:g}, encoder {o.lr_d:g}, betas {list(o.betas)}",
+                f"ELBO {metrics.get('elbo', nan):.2f} nats/image (reconstruction {metrics.get('recon', nan):.2f}, "
+                f"KL {metrics.get('kl', nan):.2f})")
+
     def _setup_samples(self) -> None:
         cfg = self.cfg
         self.z_dim = int(cfg.model["z_dim"])
@@ -82,7 +90,7 @@ class VAETrainer(GANTrainer):
             images = self.dataset.images[:k]
         self.fixed_real = (images.float() / 127.5 - 1).to(self.device)
 
-    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         B = real.shape[0]
         real = real.to(self.device, non_blocking=True)
         if self.cfg.train.channels_last:
