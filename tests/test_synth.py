@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import atelier
+import atelier.data as data_module
 from atelier.api import Generator
 from atelier.cli import cli
 from atelier.config import validate_config
@@ -203,9 +204,13 @@ def test_cas_does_not_move_the_global_generator():
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path):
+def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "cgan"
     atelier.train(None, run, {**TINY, "model.num_classes": 10}, progress=False)
+    # CAS tests on the whole mnist:test (10,000 images); 500 of them keep this test fast.
+    full = data_module.open_source
+    monkeypatch.setattr(data_module, "open_source",
+                        lambda spec, *a, **k: full(spec, *a, **({**k, "limit": 500} if spec == "mnist:test" else k)))
     runner = CliRunner()
     res = runner.invoke(cli, ["synth", str(run), "--per-class", "2", "--out", str(tmp_path / "c.npz")])
     assert res.exit_code == 0, res.output
@@ -218,7 +223,7 @@ def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path):
     (record,) = json.loads(res.output)
     assert record["metric"] == "cas" and 0.0 <= record["value"] <= 1.0 and record["n_train"] == 128
     assert record["ceiling"] == 0.996 and record["recipe"]["epochs"] == 6 and record["checkpoint_step"] == 6
-    assert record["train_classes"] == 10
+    assert record["train_classes"] == 10 and record["n_ref"] == 500
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["metric"] == "cas"
 
