@@ -16,6 +16,7 @@ from torch.distributions import kl_divergence as torch_kl
 import atelier
 from atelier.cli import cli
 from atelier.config import load_config
+from atelier.errors import ConfigError
 from atelier.models import load_pretrained, save_pretrained
 from atelier.models.vae import Decoder, Encoder, VAEConfig, kl_divergence, reconstruction_nll
 from atelier.training.checkpoint import CheckpointManager
@@ -107,6 +108,9 @@ def test_trains_logs_elbo_terms_grids_and_samples(tmp_path):
         w, h = img.size
     assert (w // 3, h // 3) == (4 * 30 + 2, 4 * 30 + 2)
 
+    card = (run / "model_card.md").read_text()
+    assert "negative ELBO with beta 1" in card and f"ELBO {rows[-1]['elbo']:.2f} nats/image" in card
+
     g = atelier.load(run)
     assert isinstance(g, atelier.Generator) and g.z_dim == 4 and g.num_classes == 0
     a, b = g.sample(5, seed=3), g.sample(5, seed=3)
@@ -126,6 +130,13 @@ def test_reconstructions_in_the_grid_are_the_decoded_posterior_means(tmp_path):
     assert torch.equal(real, test)            # held out: the test split, not training images
     mu, _ = trainer.E(real)
     assert torch.allclose(trainer.reconstruct(real), trainer.G(mu))
+
+
+def test_gan_only_settings_are_refused(tmp_path):
+    for key, value in (("loss.name", "hinge"), ("augment.policy", "color")):
+        with pytest.raises(ConfigError, match=f"{key} does not apply"):
+            atelier.train(REPO / "configs" / "mnist-vae.yaml", tmp_path / "r", {**TINY_VAE, key: value},
+                          progress=False)
 
 
 @needs_mnist
@@ -191,3 +202,7 @@ def test_cli_train_dry_run_sample_and_evaluate(tmp_path):
     assert record["n_generated"] == 200 and record["n_ref"] == 300
     res = runner.invoke(cli, ["evaluate", str(run), "--metrics", "cas", "--n", "200"])
     assert res.exit_code == 2 and "unconditional" in res.output
+
+    from atelier.serve.registry import detect_kind
+
+    assert detect_kind(run).name == "unconditional"  # the studio and `atelier export` serve its decoder

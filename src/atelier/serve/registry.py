@@ -193,7 +193,9 @@ def _model_kind(cfg: dict[str, Any]) -> str | None:
 
 
 register_kind(ModelKind("unconditional", GeneratorModel.capabilities,
-                        lambda cfg: _model_kind(cfg) == "gan" and not (cfg.get("model") or {}).get("num_classes"),
+                        # A VAE's decoder samples like a GAN's generator.
+                        lambda cfg: (_model_kind(cfg) in ("gan", "vae")
+                                     and not (cfg.get("model") or {}).get("num_classes")),
                         GeneratorModel))
 register_kind(ModelKind("translate", TranslatorModel.capabilities,
                         lambda cfg: _model_kind(cfg) == "translation", TranslatorModel))

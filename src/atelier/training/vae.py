@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from atelier.data import open_source, parse_spec
+from atelier.config import AugmentConfig, LossConfig, RunConfig
+from atelier.data import ImageDataset, open_source, parse_spec
+from atelier.errors import ConfigError
 from atelier.imageio import make_grid, save_image
 from atelier.models.vae import elbo_terms
 from atelier.training.engine import autocast
@@ -49,6 +51,16 @@ class _Joint:
 
 class VAETrainer(GANTrainer):
     uses_ema = False  # the VAE is sampled from its decoder itself (atelier.load reads "G" for non-GAN kinds)
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, dataset: ImageDataset | None = None,
+                 progress: bool | None = None) -> None:
+        # The loss and augment sections configure a GAN's discriminator; say so rather than ignore them.
+        changed = [f"{section}.{k}" for section, default in (("loss", LossConfig()), ("augment", AugmentConfig()))
+                   for k, v in getattr(cfg, section).model_dump().items() if v != getattr(default, k)]
+        if changed:
+            raise ConfigError(f"a VAE trains on the ELBO, with no discriminator: {', '.join(changed)} does not apply "
+                              "(leave the loss and augment sections out; set model.beta / model.likelihood)")
+        super().__init__(cfg, run_dir, dataset=dataset, progress=progress)
 
     @property
     def E(self) -> torch.nn.Module:
