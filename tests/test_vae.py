@@ -199,7 +199,7 @@ def test_cli_train_dry_run_sample_and_evaluate(tmp_path):
     assert res.exit_code == 0, res.output
     (record,) = json.loads(res.output)
     assert record["metric"] == "fid" and record["evaluator"] == "digits" and record["value"] > 0
-    assert record["n_generated"] == 200 and record["n_ref"] == 300
+    assert record["n_generated"] == 200 and record["n_ref"] == 300 and record["generator"] == "raw"  # no EMA
     res = runner.invoke(cli, ["evaluate", str(run), "--metrics", "cas", "--n", "200"])
     assert res.exit_code == 2 and "unconditional" in res.output
 

@@ -144,7 +144,8 @@ def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Genera
     net = net.to(resolve_device(device))
     if kind == "translation":
         return Translator(net, cfg, run_dir, step)
-    return Generator(net, cfg, run_dir, step, which, weights_sha256=sha256_file(path))
+    # Only a GAN run keeps an EMA generator; other kinds (a VAE's decoder) are sampled from G itself.
+    return Generator(net, cfg, run_dir, step, which if kind == "gan" else "raw", weights_sha256=sha256_file(path))
 
 
 def _config_data(config: str | Path | dict | RunConfig | None) -> tuple[dict[str, Any] | None, str]:

@@ -149,7 +149,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
 
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
     records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=n,
-                     generator=which, checkpoint_step=g.step,
+                     generator=g.which, checkpoint_step=g.step,
                      checkpoint_sha256=getattr(g, "weights_sha256", None))
     if record:
         append_records(run_dir / "metrics.jsonl", records)

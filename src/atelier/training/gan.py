@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from atelier.config import RunConfig, save_config
@@ -250,10 +251,13 @@ class GANTrainer:
     def write_grid(self, logger: RunLogger | None = None) -> Path:
         images = self.ema.model(self.fixed_z) if self.fixed_y is None else self.ema.model(self.fixed_z, self.fixed_y)
         grid = make_grid(images, nrow=self.cfg.log.grid, scale=_grid_scale(self.cfg.data.resolution))
+        return self._save_grid(grid, logger, generator="ema")
+
+    def _save_grid(self, grid: Image.Image, logger: RunLogger | None, **fields: str) -> Path:
+        """Write ``samples/grid-<step>.png`` (with provenance) and show it in TensorBoard."""
         path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
-                                "generator": "ema"})
+        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step, **fields})
         if logger is not None:
             logger.add_image("samples", grid, self.step)
         return path

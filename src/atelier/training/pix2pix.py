@@ -20,7 +20,7 @@ import torch
 from atelier.data import ImageDataset
 from atelier.data.paired import load_paired
 from atelier.errors import ConfigError
-from atelier.imageio import make_grid, save_image
+from atelier.imageio import make_grid
 from atelier.training.engine import autocast
 from atelier.training.gan import GANTrainer
 from atelier.training.logging import RunLogger
@@ -94,11 +94,4 @@ class Pix2PixTrainer(GANTrainer):
         fake = self.G(x).float()
         self.G.train(was_training)
         rows = torch.stack([x, fake, y], dim=1).flatten(0, 1)               # input | output | target rows
-        grid = make_grid(rows, nrow=3, pad=4)
-        path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
-                                "generator": "G", "layout": "input|output|target"})
-        if logger is not None:
-            logger.add_image("samples", grid, self.step)
-        return path
+        return self._save_grid(make_grid(rows, nrow=3, pad=4), logger, generator="G", layout="input|output|target")

@@ -21,7 +21,7 @@ import torch
 from atelier.config import AugmentConfig, LossConfig, RunConfig
 from atelier.data import ImageDataset, open_source, parse_spec
 from atelier.errors import ConfigError
-from atelier.imageio import make_grid, save_image
+from atelier.imageio import make_grid
 from atelier.models.vae import elbo_terms
 from atelier.training.engine import autocast
 from atelier.training.gan import GANTrainer, _grid_scale
@@ -135,10 +135,4 @@ class VAETrainer(GANTrainer):
             rows += [real[i * n : (i + 1) * n], recon[i * n : (i + 1) * n]]
         images = torch.cat(rows + [self.G(self.fixed_z).float()])
         grid = make_grid(images, nrow=n, scale=_grid_scale(self.cfg.data.resolution))
-        path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
-                                "generator": "G", "layout": "held-out|reconstruction row pairs, then samples"})
-        if logger is not None:
-            logger.add_image("samples", grid, self.step)
-        return path
+        return self._save_grid(grid, logger, generator="G", layout="held-out|reconstruction row pairs, then samples")
