@@ -64,6 +64,8 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         # torch.export's own deprecation notices (pytree internals) are not actionable for users.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Several inputs (z and a conditional model's labels) share the one batch axis, as intended.
+        warnings.filterwarnings("ignore", message=r".*shares the same shape constraints", category=UserWarning)
         torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, external_data=False,
                           dynamic_shapes={k: {0: batch} for k in example}, verbose=False)
