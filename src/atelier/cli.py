@@ -204,6 +204,23 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _sample_labels(g, class_: int | None, n: int) -> tuple[Any, int | None]:
+    """Labels and grid width for ``sample``: one class, or (conditional, no --class) a row per class."""
+    import torch
+
+    if class_ is not None:
+        if not g.num_classes:
+            raise AtelierError("--class needs a class-conditional model (model.num_classes > 0); this one is "
+                               "unconditional")
+        if class_ >= g.num_classes:
+            raise AtelierError(f"--class {class_} is out of range: the model has classes 0..{g.num_classes - 1}")
+        return torch.full((n,), class_, dtype=torch.long), None
+    if not g.num_classes:
+        return None, None
+    per = max(1, n // g.num_classes)
+    return torch.arange(g.num_classes).repeat_interleave(per), per
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(1, 100_000), default=64, show_default=True, help="How many images.")
@@ -211,12 +228,14 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--seeds", help="One image per seed instead of --n/--seed, e.g. 0-63 or 3,17,42.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write one grid image (.png/.jpg).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Write one PNG per image.")
+@click.option("--class", "class_", type=click.IntRange(min=0),
+              help="Conditional models: generate this class only (default: one grid row per class).")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--no-metadata", is_flag=True,
               help="Write no metadata (the watermark stays); recorded in the run's metrics.jsonl.")
-def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, out_dir: Path | None, raw: bool,
-           device: str, no_metadata: bool) -> None:
+def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, out_dir: Path | None,
+           class_: int | None, raw: bool, device: str, no_metadata: bool) -> None:
     """Generate images from a trained run (the EMA generator by default).
 
     \b
@@ -224,6 +243,8 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
       atelier sample runs/mnist-dcgan --n 64 --seed 0 --out grid.png
       atelier sample runs/mnist-dcgan --n 100 --out-dir samples/
       atelier sample runs/mnist-dcgan --seeds 0-15 --out seeds.png
+      atelier sample runs/mnist-cgan --class 7 --n 64 --out sevens.png
+      atelier sample runs/mnist-cgan --n 80 --out per-class.png    # one row per class
     """
     import atelier
     from atelier.imageio import make_grid, save_image, save_images
@@ -232,15 +253,24 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
         raise click.UsageError("give --out GRID.png or --out-dir FOLDER")
     g = atelier.load(run, which="raw" if raw else "ema", device=device)
     seed_list = _parse_seeds(seeds) if seeds else None
-    images = g.sample(n, seed=seed, seeds=seed_list)
-    meta = g.metadata(seed=seeds if seeds else seed, n=len(images))
+    labels, nrow = _sample_labels(g, class_, len(seed_list) if seed_list else n)
+    if seed_list and class_ is None:
+        labels, nrow = None, None  # one image per seed: a conditional model cycles through the classes
+    elif labels is not None:
+        n = len(labels)  # whole rows, one per class
+    try:
+        images = g.sample(n, seed=seed, seeds=seed_list, labels=labels)
+    except ValueError as exc:
+        raise AtelierError(str(exc)) from None
+    meta = g.metadata(seed=seeds if seeds else seed, n=len(images),
+                      **({"class": class_} if class_ is not None else {}))
     if no_metadata:
         from atelier.provenance import log_no_metadata
 
         log_no_metadata(run, g.step, [p for p in (out, out_dir) if p is not None], len(images))
     if out is not None:
         res = g.cfg.data.resolution
-        save_image(make_grid(images, scale=3 if res <= 32 else 1), out, meta, strip_metadata=no_metadata)
+        save_image(make_grid(images, nrow=nrow, scale=3 if res <= 32 else 1), out, meta, strip_metadata=no_metadata)
         click.echo(f"wrote a grid of {len(images)} images to {out}")
     if out_dir is not None:
         names = [f"seed{s:06d}.png" for s in seed_list] if seed_list else None

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from atelier.data import class_names
 from atelier.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,16 +52,6 @@ class SynthSet:
     classes: tuple[str, ...]             # class names, index = label
     label_source: str                    # "model (class-conditional)", "classifier digits (...)" or "none (...)"
     provenance: dict[str, str] = field(default_factory=dict)
-
-
-def _class_names(g: Generator, k: int) -> tuple[str, ...]:
-    from atelier.data import parse_spec
-    from atelier.data.mnist import NAMED
-
-    name, split = parse_spec(g.cfg.data.source)
-    if split is not None and len(NAMED[name].classes) == k:
-        return tuple(NAMED[name].classes)
-    return tuple(str(i) for i in range(k))
 
 
 def _progress(total: int, desc: str, progress: bool | None) -> tqdm:
@@ -115,14 +106,14 @@ def synthesize(g: Generator, n: int | None = None, *, per_class: int | None = No
             for zc, yc in zip(g.latents(total, seed=seed).split(batch_size), y.split(batch_size), strict=True):
                 chunks.append(g.generate(zc, batch_size=batch_size, labels=yc))
                 bar.update(len(zc))
-        out = SynthSet(torch.cat(chunks), y, _class_names(g, k), "model (class-conditional; balanced labels)")
+        out = SynthSet(torch.cat(chunks), y, class_names(g.cfg.data.source, k), "model (class-conditional; balanced labels)")
     else:
         ev, source = _classifier(g, g.device) if (labels or per_class is not None) else (None, "none (not asked)")
         if per_class is not None and ev is None:
             raise ConfigError(f"--per-class needs class labels, and this run has none: its model is unconditional "
                               f"and its label source is {source}. Use --n N instead")
         images, y = _unconditional(g, ev, n, per_class, seed, batch_size, progress)
-        classes = _class_names(g, ev.network.num_classes) if ev is not None else ()
+        classes = class_names(g.cfg.data.source, ev.network.num_classes) if ev is not None else ()
         out = SynthSet(images, y, classes, source)
     fields = g.metadata(workflow="synth", seed=seed, n=len(out.images), labels=out.label_source)
     if per_class is not None:
