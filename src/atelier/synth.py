@@ -106,7 +106,8 @@ def synthesize(g: Generator, n: int | None = None, *, per_class: int | None = No
             for zc, yc in zip(g.latents(total, seed=seed).split(batch_size), y.split(batch_size), strict=True):
                 chunks.append(g.generate(zc, batch_size=batch_size, labels=yc))
                 bar.update(len(zc))
-        out = SynthSet(torch.cat(chunks), y, class_names(g.cfg.data.source, k), "model (class-conditional; balanced labels)")
+        out = SynthSet(torch.cat(chunks), y, class_names(g.cfg.data.source, k),
+                       "model (class-conditional; balanced labels)")
     else:
         ev, source = _classifier(g, g.device) if (labels or per_class is not None) else (None, "none (not asked)")
         if per_class is not None and ev is None:
