@@ -205,4 +205,4 @@ def test_cli_train_dry_run_sample_and_evaluate(tmp_path):
 
     from atelier.serve.registry import detect_kind
 
-    assert detect_kind(run).name == "unconditional"  # the studio and `atelier export` serve its decoder
+    assert detect_kind(run).name == "generate"  # the studio and `atelier export` serve its decoder
