@@ -206,3 +206,22 @@ def test_cli_train_dry_run_sample_and_evaluate(tmp_path):
     from atelier.serve.registry import detect_kind
 
     assert detect_kind(run).name == "generate"  # the studio and `atelier export` serve its decoder
+
+
+def test_rgb_32px_gaussian_vae_trains_on_an_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    images = np.zeros((40, 32, 32, 3), np.uint8)
+    for i, img in enumerate(images):             # coloured squares at random places
+        y, x = rng.integers(0, 20, 2)
+        img[y : y + 12, x : x + 12] = rng.integers(60, 255, 3)
+        images[i] = img
+    np.savez(tmp_path / "squares.npz", images=images)
+    overrides = {**TINY_VAE, "data.source": str(tmp_path / "squares.npz"), "data.resolution": 32,
+                 "data.channels": 3, "data.limit": None, "model.likelihood": "gaussian", "model.sigma": 0.2,
+                 "train.batch_size": 8, "train.steps": 12, "log.every": 4}
+    result = atelier.train(REPO / "configs" / "mnist-vae.yaml", tmp_path / "rgb", overrides, progress=False)
+    rows = _rows(tmp_path / "rgb")
+    assert rows[-1]["elbo"] > rows[0]["elbo"]
+    assert result.grid is not None and result.grid.is_file()
+    g = atelier.load(tmp_path / "rgb")
+    assert g.sample(3).shape == (3, 3, 32, 32)
