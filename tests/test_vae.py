@@ -110,6 +110,7 @@ def test_trains_logs_elbo_terms_grids_and_samples(tmp_path):
 
     card = (run / "model_card.md").read_text()
     assert "negative ELBO with beta 1" in card and f"ELBO {rows[-1]['elbo']:.2f} nats/image" in card
+    assert "## Held-out test images and their reconstructions" in card
 
     g = atelier.load(run)
     assert isinstance(g, atelier.Generator) and g.z_dim == 4 and g.num_classes == 0

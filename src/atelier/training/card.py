@@ -62,9 +62,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         "",
     ]
     if grid:
-        title = "Samples (EMA generator, fixed latents)" if trainer.ema is not None else \
-            "Held-out examples: input | output | target"
-        lines += [f"## {title}", "", f"![samples]({grid})", ""]
+        lines += [f"## {trainer.grid_title}", "", f"![samples]({grid})", ""]
     if (trainer.run_dir / "loss.png").is_file():
         lines += ["![losses](loss.png)", ""]
     path = trainer.run_dir / "model_card.md"

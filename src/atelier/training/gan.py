@@ -99,6 +99,7 @@ class GANTrainer:
 
     # Hooks that other trainers (pix2pix) override; the loop, checkpoints and logs are shared.
     uses_ema = True
+    grid_title = "Samples (EMA generator, fixed latents)"  # the model card's heading of the progress grid
 
     def describe_objective(self, metrics: dict[str, float]) -> tuple[str, str]:
         """(what is optimised, its last values) for the model card's Loss and Final losses lines."""

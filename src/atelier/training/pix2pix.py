@@ -30,6 +30,7 @@ __all__ = ["Pix2PixTrainer"]
 
 class Pix2PixTrainer(GANTrainer):
     uses_ema = False  # the paper samples from G itself; dropout and BN make an EMA of little use here
+    grid_title = "Held-out examples: input | output | target"
 
     def _open_data(self) -> ImageDataset:
         d = self.cfg.data

@@ -51,6 +51,7 @@ class _Joint:
 
 class VAETrainer(GANTrainer):
     uses_ema = False  # the VAE is sampled from its decoder itself (atelier.load reads "G" for non-GAN kinds)
+    grid_title = "Held-out test images and their reconstructions (row pairs), then samples from fixed latents"
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, dataset: ImageDataset | None = None,
                  progress: bool | None = None) -> None:
