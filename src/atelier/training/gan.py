@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from atelier.config import RunConfig, save_config
 from atelier.data import BatchLoader, ImageDataset, open_source
+from atelier.data.augment import Augment
 from atelier.errors import DataError
 from atelier.imageio import make_grid, save_image
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
-from atelier.training.augment import Augment
 from atelier.training.checkpoint import CheckpointManager
 from atelier.training.ema import EMA
 from atelier.training.engine import autocast, resolve_device
