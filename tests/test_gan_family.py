@@ -16,6 +16,7 @@ from PIL import Image
 import atelier
 from atelier.cli import cli
 from atelier.config import load_config
+from atelier.data.augment import Augment, cutout, translation
 from atelier.errors import ConfigError, DataError
 from atelier.losses import (
     HingeLoss,
@@ -27,7 +28,6 @@ from atelier.losses import (
 )
 from atelier.models import build
 from atelier.models.layers import SelfAttention
-from atelier.training.augment import Augment, cutout, translation
 from atelier.training.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,6 +19,25 @@ def _params(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()):,}"
 
 
+def _loss_text(cfg) -> str:
+    lc = cfg.loss
+    parts = [lc.name]
+    if lc.gp_weight:
+        parts.append(f"gradient penalty {lc.gp_weight:g}")
+    if lc.r1_gamma:
+        parts.append(f"R1 gamma {lc.r1_gamma:g} every {lc.r1_every} steps")
+    if lc.n_critic > 1:
+        parts.append(f"{lc.n_critic} D steps per G step")
+    return ", ".join(parts)
+
+
+def _augment_text(trainer: GANTrainer) -> str:
+    a = trainer.cfg.augment
+    how = (f"adaptive p (ADA, target {a.ada_target:g}), final p {trainer.augment.p:.3f}" if a.ada_target is not None
+           else f"p {a.p:g}")
+    return f"DiffAugment {a.policy}, {how}"
+
+
 def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
     from atelier import __version__
 
@@ -42,6 +61,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         + (f"sampling uses the EMA generator (half-life {cfg.train.ema_half_life_kimg} kimg)"
            if trainer.ema is not None else "inference uses G"),
         f"- Loss: {objective}",
+        *([f"- Augmentation before D: {_augment_text(trainer)}"] if trainer.augment.enabled else []),
         "",
         "## Training data",
         f"- Source: `{ds.name}` ({len(ds):,} images{', ' + str(len(ds.classes)) + ' classes' if ds.classes else ''})",

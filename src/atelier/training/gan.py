@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from atelier.config import RunConfig, save_config
 from atelier.data import BatchLoader, ImageDataset, open_source
+from atelier.data.augment import Augment
 from atelier.errors import DataError
 from atelier.imageio import make_grid, save_image
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
-from atelier.training.augment import Augment
 from atelier.training.checkpoint import CheckpointManager
 from atelier.training.ema import EMA
 from atelier.training.engine import autocast, resolve_device
@@ -103,8 +103,10 @@ class GANTrainer:
 
     def describe_objective(self, metrics: dict[str, float]) -> tuple[str, str]:
         """(what is optimised, its last values) for the model card's Loss and Final losses lines."""
+        from atelier.training.card import _loss_text
+
         c, nan = self.cfg, float("nan")
-        return (f"{c.loss.name}; Adam lr G {c.optim.lr_g:g}, D {c.optim.lr_d:g}, betas {list(c.optim.betas)}",
+        return (f"{_loss_text(c)}; Adam lr G {c.optim.lr_g:g}, D {c.optim.lr_d:g}, betas {list(c.optim.betas)}",
                 f"D {metrics.get('loss_d', nan):.4f}, G {metrics.get('loss_g', nan):.4f}")
 
     def _open_data(self) -> ImageDataset:
