@@ -8,7 +8,7 @@ never watermarked (real photos, facades, MNIST digits and grids, generated sampl
     ATELIER_DATA=../shared/data python benchmarks/watermark_robustness.py
     python benchmarks/watermark_robustness.py --sizes 64,128,256 --samples 'runs/*/samples/*.png'
 
-The default run takes about 1-2 minutes on a 2-core CPU.
+The default run takes about 3 minutes on a 2-core CPU (set OMP_NUM_THREADS=1 on a shared machine).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_embedding_is_imperceptible_and_deterministic():
     img = _photo("astronaut.png", 256)
     a, b = W.embed(img, ID), W.embed(img, ID)
     assert np.array_equal(a, b)
-    assert W.psnr(img, a) >= 38.0
+    assert 38.0 <= W.psnr(img, a) <= 39.5
     assert not np.array_equal(a, W.embed(img, ID ^ 1))
     found = W.detect(a)
     assert found.detected and found.id32 == ID and found.confidence > 6
@@ -52,12 +52,27 @@ def test_embedding_is_imperceptible_and_deterministic():
 
 @needs_data
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_payload_survives_attack(attack):
-    img = Image.fromarray(W.embed(_photo("chelsea.png", 256), ID))
+def test_payload_survives_attack_at_the_smallest_marked_size(attack):
+    # 128 px (MIN_SIZE) is the smallest size atelier marks; larger images fold more tile copies and do better.
+    img = Image.fromarray(W.embed(_photo("chelsea.png", W.MIN_SIZE), ID))
     found = W.detect(np.asarray(ATTACKS[attack](img)))
     accuracy = float(np.mean(found.bits == W.encode_payload(ID)))
     assert accuracy >= 0.95, f"{attack}: {accuracy:.3f}"
     assert found.detected and found.id32 == ID
+
+
+def test_flat_dark_regions_get_less_energy():
+    # An MNIST-like grid: black background, bright strokes and a mid-grey textured band.
+    rng = np.random.default_rng(0)
+    img = np.zeros((192, 192), np.uint8)
+    img[20:60, 30:40] = 255
+    img[120:192, :] = np.clip(128 + rng.normal(0, 20, (72, 192)), 0, 255).astype(np.uint8)
+    marked = W.embed(img, ID).astype(float) - img
+    black, textured = marked[70:110, 60:190], marked[130:190]
+    assert np.sqrt(np.mean(black**2)) < 0.35 * np.sqrt(np.mean(textured**2))
+    assert np.abs(black).max() <= 3  # at most faint +-3 levels on black (was up to 13 before the mask)
+    assert W.psnr(img, img + marked) >= 38.0
+    assert W.detect(img + marked).id32 == ID
 
 
 def test_small_images_are_left_alone():

@@ -247,8 +247,10 @@ def encode_animation(
     metadata: Mapping[str, object] | None = None,
     duration_ms: int = 80,
     loop: bool = True,
+    strip_metadata: bool = False,
 ) -> bytes:
-    """Encode frames as an animated GIF carrying atelier's XMP packet in its comment block.
+    """Encode frames as an animated GIF carrying atelier's XMP packet in its comment block (none with
+    ``strip_metadata``).
 
     No invisible watermark: GIF's 256-colour palette quantisation would erase it; the metadata says so.
     """
@@ -261,8 +263,9 @@ def encode_animation(
         raise ValueError("an animation needs at least one frame")
     meta = build_metadata({**(metadata or {}), "watermark": "none (GIF palette: metadata only)"})
     buf = io.BytesIO()
+    extra = {} if strip_metadata else {"comment": xmp_packet(meta).encode("utf-8")}
     pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms,
-                 loop=0 if loop else 1, comment=xmp_packet(meta).encode("utf-8"))
+                 loop=0 if loop else 1, **extra)
     return buf.getvalue()
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, unescape
@@ -34,6 +35,8 @@ __all__ = [
     "log_no_metadata",
     "match_run",
     "model_id",
+    "model_metadata",
+    "weights_sha256",
     "read_c2pa",
     "read_metadata",
     "sign_c2pa",
@@ -207,10 +210,38 @@ def read_c2pa(path: str | Path, trust_anchors: str | Path | None = None) -> dict
             "digital_source_type": next((a.get("digitalSourceType") for a in actions), None)}
 
 
-def log_no_metadata(run_dir: str | Path, step: int, outputs: list[Path], n: int) -> None:
-    """Record in the run's metrics.jsonl that images were written without metadata (the issue asks for it)."""
-    row = {"step": step, "event": "no-metadata", "images": n, "outputs": [str(p) for p in outputs],
-           "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+def model_metadata(run_dir: str | Path | None, step: int, weights: str | Path | None,
+                   **fields: object) -> dict[str, object]:
+    """The fields every image made by a trained model carries: workflow, run, step and the sha256 of the
+    checkpoint file ``weights`` (hashed once per file), then the workflow's own ``fields``.
+
+    The one helper behind ``Generator``, ``Translator`` and ``StyleModel``'s ``metadata()``.
+    """
+    meta: dict[str, object] = {"workflow": fields.pop("workflow", "sample"),
+                               "run": Path(run_dir).name if run_dir else "", "step": step}
+    if weights is not None:
+        meta["weights_sha256"] = weights_sha256(weights)
+    return {**meta, **fields}
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file, hashed once per (path, size, mtime): a 1000-image sample hashes once."""
+    st = Path(path).stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    from atelier.utils import sha256_file
+
+    return sha256_file(path)
+
+
+def log_no_metadata(run_dir: str | Path, step: int, outputs: list[Path], n: int, workflow: str = "sample") -> None:
+    """Record in the run's metrics.jsonl that images were written without metadata (the issue asks for it):
+    one ``{"event": "no-metadata", "workflow": ..., "images": n, "outputs": [...]}`` line per command."""
+    row = {"step": step, "event": "no-metadata", "workflow": workflow, "images": n,
+           "outputs": [str(p) for p in outputs], "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
 
