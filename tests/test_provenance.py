@@ -116,9 +116,15 @@ def test_watermark_commands(tmp_path):
     found = invoke("watermark", "detect", str(out), "--json")
     assert found.exit_code == 0 and json.loads(found.output)["payload"] == f"{model_id_hash('x'):08x}"
     assert invoke("watermark", "detect", str(tmp_path / "in.png")).exit_code == 1
-    Image.fromarray(_picture(64)).save(tmp_path / "small.png")
+    Image.fromarray(_picture(48)).save(tmp_path / "small.png")
     small = invoke("watermark", "embed", str(tmp_path / "small.png"), "--out", str(out))
     assert small.exit_code == 2 and "at least" in small.output
+    Image.fromarray(_picture(96)).save(tmp_path / "mid.png")  # 64-127 px: the payload-free presence pattern
+    mid = invoke("watermark", "embed", str(tmp_path / "mid.png"), "--out", str(tmp_path / "mid-out.png"))
+    assert mid.exit_code == 0 and "presence only" in mid.output
+    found = invoke("watermark", "detect", str(tmp_path / "mid-out.png"), "--json")
+    assert found.exit_code == 0 and json.loads(found.output)["kind"] == "presence"
+    assert json.loads(found.output)["payload"] is None
 
 
 @pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")

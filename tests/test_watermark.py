@@ -61,6 +61,15 @@ def test_payload_survives_attack_at_the_smallest_marked_size(attack):
     assert found.detected and found.id32 == ID
 
 
+@needs_data
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_presence_pattern_survives_attack_under_min_size(attack):
+    # 64-127 px: no payload (it would decode at 85-94% here), a presence pattern with a z-score threshold.
+    img = Image.fromarray(W.embed(_photo("chelsea.png", 96), ID))
+    found = W.detect(np.asarray(ATTACKS[attack](img)))
+    assert found.detected and found.kind == "presence" and found.id32 is None, f"{attack}: {found.confidence:.1f}"
+
+
 def test_flat_dark_regions_get_less_energy():
     # An MNIST-like grid: black background, bright strokes and a mid-grey textured band.
     rng = np.random.default_rng(0)
@@ -76,7 +85,7 @@ def test_flat_dark_regions_get_less_energy():
 
 
 def test_small_images_are_left_alone():
-    tiny = np.random.default_rng(0).integers(0, 256, (W.MIN_SIZE - 1, 200, 3), dtype=np.uint8)
+    tiny = np.random.default_rng(0).integers(0, 256, (W.PRESENCE_SIZE - 1, 200, 3), dtype=np.uint8)
     assert W.embed(tiny, ID) is tiny
     with pytest.raises(ValueError, match="uint8"):
         W.embed(tiny.astype(np.float32), ID)
@@ -94,5 +103,8 @@ def test_no_false_positives_on_clean_images():
         images += list(digits[:200])
         images += [digits[i * 64:(i + 1) * 64].reshape(8, 8, 28, 28).transpose(0, 2, 1, 3).reshape(224, 224)
                    for i in range(10)]
+        images += [np.asarray(Image.fromarray(d).resize((96, 96), Image.Resampling.BICUBIC)) for d in digits[:40]]
+    # Under MIN_SIZE the detector also tests the presence pattern: photos at 64-127 px too.
+    images += [_photo(p.name, s) for p in sorted((DATA / "content").iterdir()) for s in (64, 80, 100, 120)]
     hits = [i for i, img in enumerate(images) if W.detect(img).detected]
     assert len(hits) <= 0.01 * len(images), hits
