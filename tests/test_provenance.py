@@ -125,6 +125,8 @@ def test_watermark_commands(tmp_path):
     found = invoke("watermark", "detect", str(tmp_path / "mid-out.png"), "--json")
     assert found.exit_code == 0 and json.loads(found.output)["kind"] == "presence"
     assert json.loads(found.output)["payload"] is None
+    report = invoke("verify", str(tmp_path / "mid-out.png"))
+    assert report.exit_code == 0 and "presence pattern without payload" in report.output
 
 
 @pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
