@@ -270,6 +270,7 @@ def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
 
 def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path):
     import atelier
+    from atelier.training.checkpoint import CheckpointManager
     from atelier.training.style import train_style
     from atelier.utils import sha256_file
 
@@ -291,9 +292,10 @@ def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path
     for run, command in (("p2p", ["translate", str(tmp_path / "p2p"), "--input", str(pairs / "0.png")]),
                          ("sty", ["stylize", "--model", str(tmp_path / "sty"), "--content", str(photos / "1.png")])):
         model = atelier.load(tmp_path / run)
-        assert model.metadata()["weights_sha256"] == sha256_file(model.weights)  # the checkpoint file's hash
+        ckpt = CheckpointManager(tmp_path / run / "checkpoints").latest_path()
+        assert model.metadata()["weights_sha256"] == sha256_file(ckpt)  # the checkpoint file's hash
         assert invoke(*command, "--out", str(tmp_path / f"{run}.png")).exit_code == 0
-        assert read_metadata(tmp_path / f"{run}.png")["atelier:weights_sha256"] == sha256_file(model.weights)
+        assert read_metadata(tmp_path / f"{run}.png")["atelier:weights_sha256"] == sha256_file(ckpt)
         assert invoke(*command, "--out", str(tmp_path / f"{run}-bare.png"), "--no-metadata").exit_code == 0
         assert read_metadata(tmp_path / f"{run}-bare.png") == {}
         assert [r["outputs"] for r in _no_metadata_rows(tmp_path / run)] == [[str(tmp_path / f"{run}-bare.png")]]

@@ -28,8 +28,10 @@ class Generator:
 
     def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int, which: str,
                  weights: Path | None = None) -> None:
+        from atelier.provenance import weights_sha256
+
         self.network = network.eval()
-        self.weights = weights  # the checkpoint file; its sha256 goes into every image's metadata
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
         self.cfg = cfg
         self.run_dir = run_dir
         self.step = step
@@ -93,16 +95,10 @@ class Generator:
             return images
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
 
-    @property
-    def weights_sha256(self) -> str | None:
-        from atelier.provenance import weights_sha256
-
-        return weights_sha256(self.weights) if self.weights else None
-
     def metadata(self, **fields: Any) -> dict[str, Any]:
         from atelier.provenance import model_metadata
 
-        return model_metadata(self.run_dir, self.step, self.weights, **{
+        return model_metadata(self.run_dir, self.step, self.weights_sha256, **{
             "workflow": "sample", "model": self.cfg.model["name"], "generator": self.which, **fields})
 
 

@@ -210,22 +210,24 @@ def read_c2pa(path: str | Path, trust_anchors: str | Path | None = None) -> dict
             "digital_source_type": next((a.get("digitalSourceType") for a in actions), None)}
 
 
-def model_metadata(run_dir: str | Path | None, step: int, weights: str | Path | None,
-                   **fields: object) -> dict[str, object]:
-    """The fields every image made by a trained model carries: workflow, run, step and the sha256 of the
-    checkpoint file ``weights`` (hashed once per file), then the workflow's own ``fields``.
+def model_metadata(run_dir: str | Path | None, step: int, sha256: str | None, **fields: object) -> dict[str, object]:
+    """The fields every image made by a trained model carries: workflow, run, step and its checkpoint's
+    ``weights_sha256`` (see :func:`weights_sha256`), then the workflow's own ``fields``.
 
     The one helper behind ``Generator``, ``Translator`` and ``StyleModel``'s ``metadata()``.
     """
     meta: dict[str, object] = {"workflow": fields.pop("workflow", "sample"),
                                "run": Path(run_dir).name if run_dir else "", "step": step}
-    if weights is not None:
-        meta["weights_sha256"] = weights_sha256(weights)
+    if sha256:
+        meta["weights_sha256"] = sha256
     return {**meta, **fields}
 
 
-def weights_sha256(path: str | Path) -> str:
-    """sha256 of a checkpoint file, hashed once per (path, size, mtime): a 1000-image sample hashes once."""
+def weights_sha256(path: str | Path | None) -> str | None:
+    """sha256 of a checkpoint file (None for None), hashed once per (path, size, mtime). Models take it when
+    they are loaded: the file may be pruned later while a server keeps the model."""
+    if path is None:
+        return None
     st = Path(path).stat()
     return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
 

@@ -22,8 +22,10 @@ class Translator:
     def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int,
                  weights: Path | None = None) -> None:
         self.network = network.eval()
+        from atelier.provenance import weights_sha256
+
         self.cfg, self.run_dir, self.step = cfg, run_dir, step
-        self.weights = weights  # the checkpoint file; its sha256 goes into every image's metadata
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
         self.resolution, self.channels = cfg.data.resolution, cfg.data.channels
 
     @property
@@ -57,7 +59,7 @@ class Translator:
     def metadata(self, **fields: Any) -> dict[str, Any]:
         from atelier.provenance import model_metadata
 
-        return model_metadata(self.run_dir, self.step, self.weights,
+        return model_metadata(self.run_dir, self.step, self.weights_sha256,
                               **{"workflow": "translate", "model": self.cfg.model["name"], **fields})
 
     def translate_path(self, src: Path, dst: Path, strip_metadata: bool = False) -> list[Path]:

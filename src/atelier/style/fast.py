@@ -129,8 +129,10 @@ class StyleModel:
         self.network = network.eval()
         self.run_dir = run_dir
         self.step = step
+        from atelier.provenance import weights_sha256
+
         self.style = style
-        self.weights = weights  # the checkpoint file; its sha256 goes into every image's metadata
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
 
     @property
     def device(self) -> torch.device:
@@ -151,7 +153,7 @@ class StyleModel:
     def metadata(self, **fields: Any) -> dict[str, Any]:
         from atelier.provenance import model_metadata
 
-        return model_metadata(self.run_dir, self.step, self.weights, **{
+        return model_metadata(self.run_dir, self.step, self.weights_sha256, **{
             "workflow": "stylize", "method": "fast (Johnson et al. 2016)", "style": self.style or "", **fields})
 
 
