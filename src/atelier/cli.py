@@ -64,6 +64,22 @@ def cli(debug: bool) -> None:
     """
 
 
+# --no-metadata exists on every command that writes images (issue 7). Commands that use a run folder log it
+# there (a {"event": "no-metadata"} line in metrics.jsonl); the others say so on stderr.
+no_metadata_option = click.option(
+    "--no-metadata", is_flag=True,
+    help="Write no metadata (the invisible watermark stays); logged in the run's metrics.jsonl.")
+
+
+def _log_no_metadata(run: Path | None, step: int, outputs: list[Path], n: int, workflow: str) -> None:
+    if run is None:
+        click.echo(f"note: {n} image(s) written without metadata (--no-metadata); the watermark stays", err=True)
+        return
+    from atelier.provenance import log_no_metadata
+
+    log_no_metadata(run, step, outputs, n, workflow=workflow)
+
+
 # ---------------------------------------------------------------------------------------------- train
 def _train_overrides(data, steps, batch_size, seed, checkpoint_every, sample_every, device, precision,
                      sets) -> dict[str, Any]:
@@ -232,8 +248,7 @@ def _sample_labels(g, class_: int | None, n: int) -> tuple[Any, int | None]:
               help="Conditional models: generate this class only (default: one grid row per class).")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--no-metadata", is_flag=True,
-              help="Write no metadata (the watermark stays); recorded in the run's metrics.jsonl.")
+@no_metadata_option
 def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, out_dir: Path | None,
            class_: int | None, raw: bool, device: str, no_metadata: bool) -> None:
     """Generate images from a trained run (the EMA generator by default).
@@ -265,9 +280,7 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
     meta = g.metadata(seed=seeds if seeds else seed, n=len(images),
                       **({"class": class_} if class_ is not None else {}))
     if no_metadata:
-        from atelier.provenance import log_no_metadata
-
-        log_no_metadata(run, g.step, [p for p in (out, out_dir) if p is not None], len(images))
+        _log_no_metadata(run, g.step, [p for p in (out, out_dir) if p is not None], len(images), "sample")
     if out is not None:
         res = g.cfg.data.resolution
         save_image(make_grid(images, nrow=nrow, scale=3 if res <= 32 else 1), out, meta, strip_metadata=no_metadata)
@@ -315,7 +328,9 @@ def _ascii_preview(images, width: int = 4) -> str:
               help="Square size to read at (default: 28 for the MNIST family, else the images' own, else 64).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save a grid of the first 64 images.")
-def data_info(source: str, channels: str | None, resolution: int | None, grid_out: Path | None) -> None:
+@no_metadata_option
+def data_info(source: str, channels: str | None, resolution: int | None, grid_out: Path | None,
+              no_metadata: bool) -> None:
     """Show count, size, channels, classes, licence and a few examples of a data source.
 
     \b
@@ -359,7 +374,10 @@ def data_info(source: str, channels: str | None, resolution: int | None, grid_ou
     click.echo(_ascii_preview(ds.images[:4]))
     if grid_out is not None:
         save_image(make_grid(ds.images[:64], scale=2 if ds.resolution <= 32 else 1), grid_out,
-                   {"workflow": "data-info", "source": ds.name, "DigitalSourceType": COMPOSITE_SOURCE_TYPE})
+                   {"workflow": "data-info", "source": ds.name, "DigitalSourceType": COMPOSITE_SOURCE_TYPE},
+                   strip_metadata=no_metadata)
+        if no_metadata:
+            _log_no_metadata(None, 0, [grid_out], 1, "data-info")
         click.echo(f"wrote a grid of {min(64, len(ds))} examples to {grid_out}")
 
 
@@ -381,7 +399,8 @@ def data_fetch(name: str, mirror: str | None) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output image (.png/.jpg) for one input, or a folder for a folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-def translate(run: Path, input_: Path, out: Path, device: str) -> None:
+@no_metadata_option
+def translate(run: Path, input_: Path, out: Path, device: str, no_metadata: bool) -> None:
     """Translate images with a trained pix2pix run (e.g. facade label maps -> photos).
 
     The input is resized to the model's resolution, translated, and resized back to its own size.
@@ -400,7 +419,9 @@ def translate(run: Path, input_: Path, out: Path, device: str) -> None:
         raise RunError(f"{run} is a {model.cfg.model['name']} run, not an image-to-image translation run")
     if input_.is_dir() and out.suffix:
         raise click.BadParameter("a folder input needs a folder --out (no file extension)", param_hint="--out")
-    paths = model.translate_path(input_, out)
+    paths = model.translate_path(input_, out, strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(run, model.step, [out], len(paths), "translate")
     click.echo(f"wrote {len(paths)} image(s) to {out}")
 
 
@@ -417,7 +438,9 @@ def _print_verify(report: dict) -> None:
             click.echo(f"  {key}: {value if len(value) < 100 else value[:97] + '...'}")
     else:
         click.echo("metadata:   none")
-    if wm["detected"]:
+    if wm["detected"] and wm.get("kind") == "presence":
+        click.echo(f"watermark:  detected, presence pattern without payload (z-score {wm['confidence']})")
+    elif wm["detected"]:
         run = f", run {wm['run']}" if wm.get("run") else ", no matching run under ./runs"
         click.echo(f"watermark:  detected, payload {wm['payload']} (sync z-score {wm['confidence']}){run}")
     else:
@@ -468,7 +491,7 @@ def watermark() -> None:
               help="Output file (.png, .jpg or .webp).")
 @click.option("--id", "model_id", default="atelier", show_default=True,
               help="Model or run id the payload is derived from (a run folder name matches it in verify).")
-@click.option("--no-metadata", is_flag=True, help="Write no metadata (the watermark is still embedded).")
+@no_metadata_option
 def watermark_embed(image: Path, out: Path, model_id: str, no_metadata: bool) -> None:
     """Mark an image from elsewhere (e.g. an edited export) with atelier's invisible watermark.
 
@@ -478,14 +501,18 @@ def watermark_embed(image: Path, out: Path, model_id: str, no_metadata: bool) ->
       atelier watermark embed photo.jpg --out marked.jpg --no-metadata
     """
     from atelier.imageio import load_image, save_image
-    from atelier.watermark import MIN_SIZE, model_id_hash
+    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, model_id_hash
 
     pixels = load_image(image, channels=3)
-    if min(pixels.shape[:2]) < MIN_SIZE:
+    if min(pixels.shape[:2]) < PRESENCE_SIZE:
         raise AtelierError(f"{image} is {pixels.shape[1]}x{pixels.shape[0]}; the watermark needs at least "
-                           f"{MIN_SIZE} px a side")
+                           f"{PRESENCE_SIZE} px a side ({MIN_SIZE} px for the model id payload)")
+    if min(pixels.shape[:2]) < MIN_SIZE:
+        click.echo(f"note: under {MIN_SIZE} px a side the watermark carries no model id (presence only)", err=True)
     save_image(pixels, out, {"workflow": "watermark-embed", "model_id": model_id, "source": image.name},
                strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(None, 0, [out], 1, "watermark-embed")
     click.echo(f"wrote {out} (payload {model_id_hash(model_id):08x} for id {model_id!r})")
 
 
@@ -507,6 +534,8 @@ def watermark_detect(image: Path, as_json: bool) -> None:
     found = detect(load_image(image, channels=3))
     if as_json:
         click.echo(json.dumps(found.to_dict()))
+    elif found.detected and found.id32 is None:
+        click.echo(f"watermark found: presence pattern without payload (z-score {found.confidence:.1f})")
     elif found.detected:
         click.echo(f"watermark found: payload {found.id32:08x} (sync z-score {found.confidence:.1f})")
     else:
@@ -529,8 +558,9 @@ def watermark_detect(image: Path, as_json: bool) -> None:
 @click.option("--duration-ms", type=click.IntRange(10, 10_000), default=80, show_default=True,
               help="Time per frame of a .gif.")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
+@no_metadata_option
 def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: Path, duration_ms: int,
-                raw: bool) -> None:
+                raw: bool, no_metadata: bool) -> None:
     """Walk the latent space between seeds: a strip of frames or an animated GIF.
 
     \b
@@ -560,11 +590,13 @@ def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: 
     if out.suffix.lower() == ".gif":
         big = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in
                (make_grid(img[None], pad=0) for img in images)]
-        atomic_write_bytes(out, encode_animation(big, meta, duration_ms=duration_ms))
+        atomic_write_bytes(out, encode_animation(big, meta, duration_ms=duration_ms, strip_metadata=no_metadata))
         click.echo(f"wrote a {len(images)}-frame animation to {out}")
     else:
-        save_image(make_grid(images, nrow=frames, scale=scale), out, meta)
+        save_image(make_grid(images, nrow=frames, scale=scale), out, meta, strip_metadata=no_metadata)
         click.echo(f"wrote {len(seed_list) - 1} strip(s) of {frames} frames to {out}")
+    if no_metadata:
+        _log_no_metadata(run, g.step, [out], len(images), "interpolate")
 
 
 @cli.command("export", context_settings=CONTEXT)
@@ -704,7 +736,7 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
 
 
 # ---- style ----
-def _stylize_fast(model: Path, content: Path, out: Path, size: int | None, device: str) -> None:
+def _stylize_fast(model: Path, content: Path, out: Path, size: int | None, device: str, no_metadata: bool) -> None:
     import time
 
     from atelier.errors import RunError
@@ -719,7 +751,9 @@ def _stylize_fast(model: Path, content: Path, out: Path, size: int | None, devic
     ms = (time.perf_counter() - t0) * 1000
     from atelier.imageio import save_image
 
-    save_image(image, out, runner.metadata(content=content.name))
+    save_image(image, out, runner.metadata(content=content.name), strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(model, runner.step, [out], 1, "stylize")
     click.echo(f"wrote {out} ({image.width}x{image.height}, one forward pass, {ms:.0f} ms) with {model}")
 
 
@@ -748,8 +782,9 @@ def _stylize_fast(model: Path, content: Path, out: Path, size: int | None, devic
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Step size [adam 0.03, lbfgs 1].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@no_metadata_option
 def stylize(content, styles, model, out, size, steps, style_weight, content_weight, tv_weight, style_scale,
-            preserve_color, init, features, vgg_weights, optimizer, lr, seed, device) -> None:
+            preserve_color, init, features, vgg_weights, optimizer, lr, seed, device, no_metadata) -> None:
     """Restyle a photo after paintings (Gatys optimisation), or with a trained fast network (--model).
 
     \b
@@ -767,7 +802,7 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
     if model is not None:
         if styles:
             raise click.UsageError("--model restyles with a trained network: leave out --style")
-        _stylize_fast(model, content, out, size, device)
+        _stylize_fast(model, content, out, size, device, no_metadata)
         return
     if not styles:
         raise click.UsageError("give --style IMAGE (repeatable), or --model RUN for a trained fast network")
@@ -784,7 +819,10 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
                          content_weight=content_weight, tv_weight=tv_weight, style_scale=style_scale,
                          preserve_color=preserve_color, init=init, features=net, optimizer=optimizer, lr=lr,
                          seed=seed, device=device)
-    result.save(out, {"content": content.name, "style": ", ".join(styles), "steps": steps, "seed": seed})
+    result.save(out, {"content": content.name, "style": ", ".join(styles), "steps": steps, "seed": seed},
+                strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(None, 0, [out], 1, "stylize")
     fmt = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     click.echo(f"losses: {fmt}  (start: total {result.initial_losses['total']:.4g})")
     click.echo(f"wrote {out} ({result.image.width}x{result.image.height}) in {result.seconds:.1f} s")
