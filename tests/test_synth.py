@@ -120,6 +120,9 @@ def test_folder_output_per_class_round_trip(tmp_path):
     assert (out / ".atelier-synth.json").is_file() and not list(tmp_path.glob(".synth.*"))  # temp folder renamed
     meta = read_metadata(out / "1_Trouser" / "000001.png")
     assert meta["atelier:workflow"] == "synth" and meta["atelier:label"] == "1"
+    info = CliRunner().invoke(cli, ["data", "info", str(out)])      # read at the images' own size and colour
+    assert info.exit_code == 0 and "28x28 (as read), 1 channel" in info.output, info.output
+    assert "classes:    10 (0_T-shirt-top: 3, 1_Trouser: 3" in info.output, info.output
     back = open_source(str(out), channels=1, resolution=28)            # no skipped-file warning: .json is hidden
     order = sorted(range(23), key=lambda i: (int(s.labels[i]), i))
     assert torch.equal(back.images, s.images[order]) and torch.equal(back.labels, s.labels[order])
