@@ -896,8 +896,9 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA (GAN runs).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@no_metadata_option
 def synth(run: Path, n: int | None, per_class: int | None, out: Path, fmt: str | None, seed: int, batch_size: int,
-          no_labels: bool, force: bool, raw: bool, device: str) -> None:
+          no_labels: bool, force: bool, raw: bool, device: str, no_metadata: bool) -> None:
     """Write a labelled synthetic dataset from a trained run, which atelier's loader reads back.
 
     Labels: a class-conditional run's own classes (balanced); for an unconditional run trained on MNIST
@@ -929,7 +930,12 @@ def synth(run: Path, n: int | None, per_class: int | None, out: Path, fmt: str |
 
         raise RunError(f"{run} is an image-to-image or style run; synth needs a generator run (a GAN or a VAE)")
     s = synthesize(g, n, per_class=per_class, seed=seed, batch_size=batch_size, labels=not no_labels)
-    path = write_npz(s, out) if out_format == "npz" else write_folder(s, out)
+    if out_format == "npz":
+        path = write_npz(s, out, strip_metadata=no_metadata)
+    else:
+        path = write_folder(s, out, strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(run, g.step, [path], len(s.images), "synth")
     shape = "x".join(str(v) for v in s.images.shape[1:])
     click.echo(f"wrote {len(s.images):,} images ({shape}) to {path}")
     click.echo(f"labels: {s.label_source}")
