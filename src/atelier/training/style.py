@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from atelier.config import _Strict
 from atelier.errors import ConfigError, DataError
 from atelier.imageio import IMAGE_SUFFIXES, make_grid, save_image
-from atelier.style.fast import KIND, TransformerNet, as_uint8
+from atelier.style.fast import KIND, TransformerNet, as_uint8, network_config
 from atelier.style.features import build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, parse_style_spec, total_variation
 from atelier.training.checkpoint import CheckpointManager
@@ -52,6 +52,7 @@ class StyleLogConfig(_Strict):
 class StyleModelConfig(_Strict):
     width: int = Field(16, ge=1, le=256)
     res_blocks: int = Field(3, ge=0, le=16)
+    arch: Literal["lean", "johnson"] = "lean"   # see atelier.style.fast; runs without it are "johnson"
 
 
 class FastStyleConfig(_Strict):
@@ -274,6 +275,7 @@ def train_style(run_dir: str | Path, progress: bool | None = None, callback=None
         stored = read_yaml(stored_path)
         if not isinstance(stored, dict) or stored.get("kind") != KIND:
             raise ConfigError(f"{run_dir} holds another kind of run; pick a new --run-dir for train-style")
+        stored["model"] = network_config(stored.get("model"))
         if "features" in options:
             options["features"] = _resolve_features(options["features"], options.get("vgg_weights"))
         def same(key: str, value: Any) -> bool:
