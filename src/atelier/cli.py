@@ -764,12 +764,14 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
 @click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), help="Feature network [auto].")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG-19 weights file.")
 @click.option("--width", type=click.IntRange(1, 256), help="Network width (Johnson: 32) [default: 16].")
+@click.option("--arch", type=click.Choice(["lean", "johnson"]),
+              help="Network layout: lean (~5x faster at the same width) or Johnson's [default: lean].")
 @click.option("--seed", type=click.IntRange(min=0))
 @click.option("--sample-every", type=click.IntRange(min=1), help="Steps between sample grids [100].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints [100].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, features,
-                vgg_weights, width, seed, sample_every, checkpoint_every, device) -> None:
+                vgg_weights, width, arch, seed, sample_every, checkpoint_every, device) -> None:
     """Train a fast feed-forward style network (Johnson et al. 2016) into a run folder, or resume it.
 
     \b
@@ -786,7 +788,8 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
     result = run_train(run_dir, style=list(styles) or None, content_dir=str(content_dir) if content_dir else None,
                        size=size, steps=steps, batch_size=batch_size, lr=lr, style_weight=style_weight,
                        content_weight=content_weight, features=features, vgg_weights=vgg_weights,
-                       model={"width": width} if width else None, seed=seed, device=device, log=log)
+                       model={k: v for k, v in (("width", width), ("arch", arch)) if v} or None, seed=seed,
+                       device=device, log=log)
     state = "interrupted at" if result.interrupted else "finished"
     m = result.metrics
     click.echo(f"{state} step {result.step} in {result.seconds:.1f} s of training; features: {result.features}")

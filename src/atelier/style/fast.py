@@ -155,7 +155,7 @@ class TransformerNet(nn.Module):
 
 def bf16_native(device: torch.device) -> bool:
     """Whether bf16 convolutions are fast here: a GPU that supports them, or a CPU with AVX512-BF16 / AMX.
-    (oneDNN also runs bf16 on plain AVX-512 by conversion, which is slower than fp32.)"""
+    (Elsewhere oneDNN emulates bf16 by conversion, which need not be faster than fp32.)"""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
