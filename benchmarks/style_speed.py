@@ -12,8 +12,8 @@
   Every row is measured in the same process, so compare ratios: absolute numbers move with the load.
 * Quality of bf16 (``--model RUN``): the trained network's output under bf16 autocast against fp32 on the
   shared content photos at 512 px — largest and mean difference in 8-bit grey levels, and PSNR.
-* Training: seconds per train-style step with the default settings (256 px crops, batch 4, weights-free
-  losses, lean network).
+* Training: seconds per train-style step (lean network, weights-free losses) for the README's CPU recipe
+  (128 px crops, batch 2) and the defaults (256 px, batch 4).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def bf16_quality(run_dir: str, size: int = 512) -> None:
         print(f"| {photo.stem} | {int(d.max())} | {float(d.mean()):.2f} | {float(psnr):.1f} dB |", flush=True)
 
 
-def train_seconds_per_step(steps: int) -> float:
+def train_seconds_per_step(steps: int, size: int, batch_size: int) -> float:
     from atelier.training.style import train_style
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +116,7 @@ def train_seconds_per_step(steps: int) -> float:
             _image(384, 10 + i).save(photos / f"{i}.png")
         _image(256, 99).save(Path(tmp) / "style.png")
         r = train_style(Path(tmp) / "run", style=[str(Path(tmp) / "style.png")], content_dir=str(photos),
-                        steps=steps, features="random", progress=False,
+                        size=size, batch_size=batch_size, steps=steps, features="random", progress=False,
                         log={"sample_every": 10_000, "checkpoint_every": 10_000, "tensorboard": False})
         return r.seconds / steps
 
@@ -156,9 +156,11 @@ def main() -> None:
     if "quality" in args.only and args.model:
         bf16_quality(args.model)
     if "train" in args.only:
-        sec = train_seconds_per_step(args.train_steps)
-        print(f"\ntrain-style defaults (256 px, batch 4, lean net, weights-free losses): {sec:.2f} s per step -> "
-              f"{sec * 1000 / 60:.1f} min per 1000 steps")
+        print("\ntrain-style, lean network, weights-free losses (seconds per step; minutes per 1000 steps)")
+        print("| crops | batch | s/step | min per 1000 steps |\n|---|---:|---:|---:|")
+        for size, batch in ((128, 2), (256, 4)):  # the README's CPU recipe, then the defaults
+            sec = train_seconds_per_step(args.train_steps, size, batch)
+            print(f"| {size} px | {batch} | {sec:.2f} | {sec * 1000 / 60:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

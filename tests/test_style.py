@@ -283,11 +283,11 @@ def test_runs_trained_before_arch_existed_load_and_resume(tmp_path, photos, pair
     import yaml
 
     run = tmp_path / "old"
-    train_style(run, style=[str(pair[1])], content_dir=str(photos), size=32, steps=2, batch_size=1,
+    train_style(run, style=[str(pair[1])], content_dir=str(photos), size=32, steps=2, batch_size=1, style_scale=1.0,
                 model={"width": 4, "res_blocks": 1, "arch": "johnson"}, progress=False,
                 log={"checkpoint_every": 1, "tensorboard": False})
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    del cfg["model"]["arch"]  # what a run folder from before the lean layout holds
+    del cfg["model"]["arch"], cfg["style_scale"]  # what a run folder from before both fields holds
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert atelier.load(run).network.config["arch"] == "johnson"
     assert train_style(run, steps=3, progress=False).step == 3

@@ -761,6 +761,8 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [default: 3e-3].")
 @click.option("--style-weight", type=click.FloatRange(min=0))
 @click.option("--content-weight", type=click.FloatRange(min=0))
+@click.option("--style-scale", type=click.FloatRange(min=0, max=8, min_open=True),
+              help="Style image's long side relative to --size [default: 2, about the photos' scale].")
 @click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), help="Feature network [auto].")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG-19 weights file.")
 @click.option("--width", type=click.IntRange(1, 256), help="Network width (Johnson: 32) [default: 16].")
@@ -770,8 +772,8 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
 @click.option("--sample-every", type=click.IntRange(min=1), help="Steps between sample grids [100].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints [100].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, features,
-                vgg_weights, width, arch, seed, sample_every, checkpoint_every, device) -> None:
+def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, style_scale,
+                features, vgg_weights, width, arch, seed, sample_every, checkpoint_every, device) -> None:
     """Train a fast feed-forward style network (Johnson et al. 2016) into a run folder, or resume it.
 
     \b
@@ -787,7 +789,8 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
         log = {"sample_every": sample_every or 100, "checkpoint_every": checkpoint_every or 100}
     result = run_train(run_dir, style=list(styles) or None, content_dir=str(content_dir) if content_dir else None,
                        size=size, steps=steps, batch_size=batch_size, lr=lr, style_weight=style_weight,
-                       content_weight=content_weight, features=features, vgg_weights=vgg_weights,
+                       content_weight=content_weight, style_scale=style_scale, features=features,
+                       vgg_weights=vgg_weights,
                        model={k: v for k, v in (("width", width), ("arch", arch)) if v} or None, seed=seed,
                        device=device, log=log)
     state = "interrupted at" if result.interrupted else "finished"
