@@ -249,7 +249,7 @@ def _tiny_run(run_dir: Path, photos: Path, style: Path, steps: int, batch_size: 
 
 def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
     _, style = pair
-    result = _tiny_run(tmp_path / "run", photos, style, steps=25)
+    result = _tiny_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())[-1] == "grid-0000025.png"
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
@@ -258,11 +258,12 @@ def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
     assert isinstance(model, StyleModel) and model.step == 25
     # photos/0.png is held out of training (holdout=1 takes the first file).
     held = image_to_tensor(photos / "0.png")
-    loss = PerceptualLoss(RandomFeatures(seed=0), [(image_to_tensor(style, 32), 1.0)])
+    # The style image at the size the trainer used: size 32 x style_scale 2 (the default).
+    loss = PerceptualLoss(RandomFeatures(seed=0), [(image_to_tensor(style, 64), 1.0)])
     with torch.no_grad():
         before = float(loss.style_loss(loss.net(held)))
         after = float(loss.style_loss(loss.net(model.stylize_tensor(held))))
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.4 * before, (before, after)  # measured: 2.97 -> 0.71
     assert result.metrics["loss_style"] > 0
     assert model(photos / "0.png").size == (72, 56)
 
