@@ -189,13 +189,16 @@ class StyleModel:
     """
 
     def __init__(self, network: TransformerNet, run_dir: Path | None = None, step: int = 0,
-                 style: str | None = None, precision: str = "auto") -> None:
+                 style: str | None = None, weights: Path | None = None, precision: str = "auto") -> None:
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
         self.network = network.eval()
         self.run_dir = run_dir
         self.step = step
+        from atelier.provenance import weights_sha256
+
         self.style = style
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
         self.precision = precision
 
     @property
@@ -222,9 +225,11 @@ class StyleModel:
         return tensor_to_image(self.stylize_tensor(image_to_tensor(image, size, what="content image")))
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        return {"workflow": "stylize", "method": "fast (Johnson et al. 2016)",
-                "precision": "bf16" if self.bf16 else "fp32", "run": self.run_dir.name if self.run_dir else "",
-                "step": self.step, "style": self.style or "", **fields}
+        from atelier.provenance import model_metadata
+
+        return model_metadata(self.run_dir, self.step, self.weights_sha256, **{
+            "workflow": "stylize", "method": "fast (Johnson et al. 2016)", "precision": "bf16" if self.bf16 else "fp32",
+            "style": self.style or "", **fields})
 
 
 def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, device: str = "cpu") -> StyleModel:
@@ -247,7 +252,8 @@ def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, devic
     net = TransformerNet(**network_config(raw.get("model")))
     net.load_state_dict(ckpt.read(path, tensors_only="s.net"))
     styles = ", ".join(Path(str(s)).name for s in raw.get("style", []))
-    return StyleModel(net.to(resolve_device(device)), run_dir, CheckpointManager.read_step(path), styles)
+    return StyleModel(net.to(resolve_device(device)), run_dir, CheckpointManager.read_step(path), styles,
+                      weights=path)
 
 
 def as_uint8(x: torch.Tensor) -> np.ndarray:
