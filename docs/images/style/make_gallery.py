@@ -1,6 +1,6 @@
 """Rebuild the README's style-transfer gallery with the weights-free feature network.
 
-    PYTHONPATH=src python docs/images/style/make_gallery.py [--size 256] [--steps 200] [--only tubingen]
+    PYTHONPATH=src python docs/images/style/make_gallery.py [--size 256] [--steps 150] [--only tubingen]
     PYTHONPATH=src python docs/images/style/make_gallery.py --fast runs/starry   # the fast network's row only
 
 Each content photo in $ATELIER_DATA/content x each style in STYLES, Gatys optimisation (Adam) with the
@@ -27,7 +27,7 @@ OUT = Path(__file__).resolve().parent
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--only", nargs="*", default=None, help="content stems to (re)make")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument("--fast", type=Path, help="a train-style run folder: make the fast network's row")
