@@ -859,7 +859,7 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
       atelier train-style --style great_wave.jpg --content-dir photos/ --run-dir runs/wave --steps 600
       # a usable network in ~10 CPU-minutes (see the README's style section):
       atelier train-style --style starry_night.jpg --content-dir photos/ --run-dir runs/starry --size 128 \\
-          --batch-size 2 --steps 800 --content-weight 0.05
+          --batch-size 2 --steps 1600 --content-weight 0.05
       atelier train-style --run-dir runs/wave --steps 1200        # resume and train further
       atelier stylize --model runs/wave --content photo.jpg --out wave.png
     """
