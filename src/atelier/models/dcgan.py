@@ -16,14 +16,15 @@ eps = 1e-3 and momentum 0.99 (PyTorch's momentum = 1 - Keras' momentum).
 
 Options for the GAN-family work (all off by default, so the default is still exactly the tutorial):
 ``num_classes`` makes it a conditional GAN (Mirza & Osindero 2014): G reads z concatenated with a
-learned class embedding, D adds a class projection (Miyato & Koyama 2018); ``spectral_norm_d`` /
+learned class embedding, D reads one-hot class maps beside the image (or, with ``d_conditioning:
+projection``, adds a class projection, Miyato & Koyama 2018); ``spectral_norm_d`` /
 ``spectral_norm_g``; ``attention`` inserts a SAGAN self-attention block at that feature resolution
 in G and D (see atelier.models.layers).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +90,9 @@ class DCGANConfig(BaseModel):
     # The issue and the source document state 0.2 (Keras' LeakyReLU default would be 0.3).
     negative_slope: float = Field(0.2, ge=0.0, lt=1.0)
     num_classes: int = Field(0, ge=0, le=10_000)
+    # How a conditional D reads the class: "input" (one-hot maps concatenated to the image, Mirza &
+    # Osindero 2014) or "projection" (<embed(y), pooled features>, Miyato & Koyama 2018).
+    d_conditioning: Literal["input", "projection"] = "input"
     spectral_norm_d: bool = False
     spectral_norm_g: bool = False
     attention: int | None = Field(None, ge=4)
@@ -152,17 +156,20 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(self, *, resolution: int = 28, channels: int = 1, width: int = 64, dropout: float = 0.3,
-                 negative_slope: float = 0.2, num_classes: int = 0, spectral_norm: bool = False,
-                 attention: int | None = None) -> None:
+                 negative_slope: float = 0.2, num_classes: int = 0, conditioning: str = "input",
+                 spectral_norm: bool = False, attention: int | None = None) -> None:
         super().__init__()
         start, n_down = _plan(resolution)
         check_attention(attention, resolution, _attention_sizes(resolution))
+        if conditioning not in ("input", "projection"):
+            raise ValueError(f"conditioning must be 'input' or 'projection', got {conditioning!r}")
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
                                            dropout=dropout, negative_slope=negative_slope, num_classes=num_classes,
-                                           spectral_norm=spectral_norm, attention=attention)
+                                           conditioning=conditioning, spectral_norm=spectral_norm, attention=attention)
         self.num_classes = num_classes
+        self.input_labels = bool(num_classes) and conditioning == "input"
         layers: list[nn.Module] = []
-        c_in, c, size = channels, width, resolution
+        c_in, c, size = channels + (num_classes if self.input_labels else 0), width, resolution
         for _ in range(n_down):
             layers += [nn.Conv2d(c_in, c, 5, stride=2, padding=2), nn.LeakyReLU(negative_slope),
                        nn.Dropout(dropout)]
@@ -174,13 +181,16 @@ class Discriminator(nn.Module):
         # The class term projects the spatially pooled features (c_in values), as in the projection
         # discriminator, not the flattened map: a per-class template over all 7x7 positions let D reward
         # one prototype per class, and G collapsed to it (every latent of a class gave the same digit).
-        self.project = ClassProjection(num_classes, c_in) if num_classes else None
+        self.project = ClassProjection(num_classes, c_in) if num_classes and not self.input_labels else None
         _glorot(self)
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])
+        if self.input_labels:  # one-hot class maps as extra input channels: (B, C + K, H, W)
+            maps = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.features(x)                                       # (B, c, s, s)
         out = self.fc(h.flatten(1))                                # (B, 1) logits
         if self.project is not None:
@@ -189,15 +199,15 @@ class Discriminator(nn.Module):
 
 
 def _build(*, resolution: int, channels: int, z_dim: int, width: int, dropout: float, negative_slope: float,
-           num_classes: int, spectral_norm_d: bool, spectral_norm_g: bool, attention: int | None
-           ) -> dict[str, nn.Module]:
+           num_classes: int, d_conditioning: str, spectral_norm_d: bool, spectral_norm_g: bool,
+           attention: int | None) -> dict[str, nn.Module]:
     return {
         "G": Generator(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
                        negative_slope=negative_slope, num_classes=num_classes, spectral_norm=spectral_norm_g,
                        attention=attention),
         "D": Discriminator(resolution=resolution, channels=channels, width=width, dropout=dropout,
-                           negative_slope=negative_slope, num_classes=num_classes, spectral_norm=spectral_norm_d,
-                           attention=attention),
+                           negative_slope=negative_slope, num_classes=num_classes, conditioning=d_conditioning,
+                           spectral_norm=spectral_norm_d, attention=attention),
     }
 
 
