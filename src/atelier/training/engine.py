@@ -8,7 +8,9 @@ import torch
 
 from atelier.errors import ConfigError
 
-__all__ = ["autocast", "resolve_device"]
+__all__ = ["autocast", "check_precision", "make_scaler", "resolve_device"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -21,10 +23,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse a precision the device cannot train in, before any step runs."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision fp16 needs a CUDA device (training on {device.type}); "
+                          "use bf16 on a CPU (--precision bf16)")
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU and CUDA (weights and optimiser state stay fp32); a no-op for fp32."""
+    """bf16 autocast on CPU and CUDA, fp16 on CUDA (weights and optimiser state stay fp32); a no-op for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ConfigError(f"unknown precision {precision!r}; use fp32 or bf16")
+    check_precision(device, precision)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 (its 5-bit exponent underflows small gradients); None otherwise.
+
+    bf16 has fp32's exponent range and needs none. Make one per optimiser: each scaler's skip/back-off
+    decision then concerns only the gradients of the network it steps (PyTorch AMP examples, "multiple
+    models, losses and optimizers").
+    """
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
