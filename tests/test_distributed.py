@@ -57,8 +57,9 @@ def test_two_processes_follow_the_one_process_loss_curve_and_resume_in_one(tmp_p
     assert [r["step"] for r in b] == list(range(1, 13)) and [r["kimg"] for r in a] == [r["kimg"] for r in b]
     # Same init, same images per step (the ranks' shards make up the one-process batch), but each rank draws
     # its own noise and dropout masks and normalises G's BatchNorm over its 16 images, so the curves agree
-    # statistically, not bit for bit. Measured: mean |diff| 0.03 (loss_d) / 0.01 (loss_g), max 0.08.
-    for key, mean_tol, max_tol in (("loss_d", 0.06, 0.2), ("loss_g", 0.04, 0.15)):
+    # statistically, not bit for bit. Measured over the 12 steps: mean |diff| 0.040 (loss_d, which is ~1.5) and
+    # 0.012 (loss_g, ~0.69), max 0.081 and 0.041. Tolerance: twice the measured mean, 2.5-3x the max.
+    for key, mean_tol, max_tol in (("loss_d", 0.08, 0.2), ("loss_g", 0.025, 0.12)):
         diffs = [abs(x[key] - y[key]) for x, y in zip(a, b, strict=True)]
         assert sum(diffs) / len(diffs) < mean_tol and max(diffs) < max_tol, (key, diffs)
     assert abs(one.metrics["loss_d"] - b[-1]["loss_d"]) < 0.2
@@ -77,7 +78,7 @@ def test_two_processes_follow_the_one_process_loss_curve_and_resume_in_one(tmp_p
     c = _curve(resumed)
     assert [r["step"] for r in c] == list(range(7, 13))
     diffs = [abs(x["loss_d"] - y["loss_d"]) for x, y in zip(b[6:], c, strict=True)]
-    assert sum(diffs) / len(diffs) < 0.06, diffs
+    assert sum(diffs) / len(diffs) < 0.08, diffs
 
 
 def _dataset(n: int = 64) -> ImageDataset:
