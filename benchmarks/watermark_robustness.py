@@ -2,13 +2,14 @@
 
 Prints, per image size: bit accuracy of the 48-bit payload (mean and worst over the images) after each
 attack of issue 7, the rate at which the payload is recovered exactly (CRC match), the PSNR of the
-watermarked image, embed/detect times; then the false-positive rate of the detector on images that were
-never watermarked (real photos, facades, MNIST digits and grids, generated samples).
+watermarked image, embed/detect times; the detection rate of the payload-free presence pattern written
+under 128 px; then the false-positive rate of the detector on images that were never watermarked (real
+photos, facades, MNIST digits and grids, generated samples, the benchmark images at 64-120 px).
 
     ATELIER_DATA=../shared/data python benchmarks/watermark_robustness.py
     python benchmarks/watermark_robustness.py --sizes 64,128,256 --samples 'runs/*/samples/*.png'
 
-The default run takes about 1-2 minutes on a 2-core CPU.
+The default run takes about 3 minutes on a 2-core CPU (set OMP_NUM_THREADS=1 on a shared machine).
 """
 
 from __future__ import annotations
@@ -85,8 +86,31 @@ def robustness(sources, sizes, max_images_large: int) -> None:
     print("| detect ms (median) | " + " | ".join(t_detect) + " |")
 
 
-def false_positives(data: Path, samples: str, n_digits: int) -> None:
-    print("\n## False positives on images that were never watermarked (detected = CRC-16 match)\n")
+def presence(sources, sizes) -> None:
+    print(f"\n## Under {W.MIN_SIZE} px: the payload-free presence pattern, detection rate after each attack "
+          f"(z >= {W.PRESENCE_Z}, along an axis >= {W.PRESENCE_Z_AXES}, at the origin >= {W.PRESENCE_Z_ORIGIN}); "
+          f"z-score median / min; columns under {W.PRESENCE_SIZE} px are forced\n")
+    rows: dict[str, list[str]] = {name: [] for name in ATTACKS}
+    for size in sizes:
+        found: dict[str, list[W.Detection]] = {name: [] for name in ATTACKS}
+        for k, (_, src) in enumerate(sources):
+            arr = np.asarray(ImageOps.fit(src, (size, size), Image.Resampling.LANCZOS))
+            marked = Image.fromarray(W.embed(arr, W.model_id_hash(f"benchmark-run-{k}"), presence_size=1))
+            for name, attack in ATTACKS.items():
+                found[name].append(W.detect(np.asarray(attack(marked))))
+        for name, results in found.items():
+            z = [f.confidence for f in results]
+            rows[name].append(f"{100 * np.mean([f.kind == 'presence' and f.detected for f in results]):.0f}% "
+                              f"({np.median(z):.1f} / {min(z):.1f})")
+    print("| attack | " + " | ".join(f"{s}x{s}" for s in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def false_positives(data: Path, samples: str, n_digits: int, sources) -> None:
+    print("\n## False positives on images that were never watermarked (payload: CRC-16 match; under "
+          f"{W.MIN_SIZE} px also the presence pattern's thresholds)\n")
     groups: dict[str, list[np.ndarray]] = {}
     photos = sorted((data / "content").glob("*")) + sorted((data / "style").glob("*"))
     groups["content + style photos (native size)"] = [load_image(p) for p in photos]
@@ -102,6 +126,10 @@ def false_positives(data: Path, samples: str, n_digits: int) -> None:
     gen = sorted(glob.glob(samples))
     if gen:
         groups[f"generated samples ({samples})"] = [load_image(p) for p in gen]
+    # Under MIN_SIZE the detector also tests the presence pattern: the benchmark images at 64-120 px.
+    groups["benchmark images at 64, 80, 96, 112, 120 px"] = [
+        np.asarray(ImageOps.fit(src, (s, s), Image.Resampling.LANCZOS)) for _, src in sources
+        for s in (64, 80, 96, 112, 120)]
     print("| images | n | detected | false-positive rate | sync z-score p99 / max |")
     print("|---|---:|---:|---:|---:|")
     total = hits = 0
@@ -146,13 +174,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,96,128,192,256,512,1024,2048")
     ap.add_argument("--samples", default="runs/*/samples/*.png", help="Glob of generated (unmarked) images.")
     ap.add_argument("--max-large", type=int, default=4, help="Images used at sizes above 512.")
+    ap.add_argument("--presence-sizes", default="28,48,64,80,96,112", help="Sizes for the presence table.")
     ap.add_argument("--digits", type=int, default=2000, help="MNIST digits in the false-positive test.")
     args = ap.parse_args()
     data = Path(args.data)
     start = time.perf_counter()
     sources = _sources(data, args.samples)
     robustness(sources, [int(s) for s in args.sizes.split(",")], args.max_large)
-    false_positives(data, args.samples, args.digits)
+    presence(sources, [int(s) for s in args.presence_sizes.split(",")])
+    false_positives(data, args.samples, args.digits, sources)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,5 +56,19 @@ def tiny_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def tiny_cgan_run(tmp_path_factory) -> Path:
+    """One tiny class-conditional DCGAN run (10 MNIST classes), alone in its parent folder."""
+    if not mnist_available():
+        pytest.skip("MNIST mirror (ATELIER_DATA) not present")
+    import atelier
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATELIER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        run = tmp_path_factory.mktemp("cruns") / "tiny-cgan"
+        atelier.train(None, run, {**TINY, "model.num_classes": 10, "train.steps": 3}, progress=False)
+    return run
+
+
 def mnist_available() -> bool:
     return Path(os.environ.get("ATELIER_DATA", ""), "mnist", "train-images-idx3-ubyte.gz").is_file()

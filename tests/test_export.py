@@ -37,6 +37,16 @@ def test_cli_export_parity_and_dynamic_batch(tiny_run, tmp_path):
     assert (img.int() - g.sample(seeds=range(16)).int()).abs().max() <= 1
 
 
+def test_conditional_generator_exports_with_a_label_input(tiny_cgan_run, tmp_path):
+    from atelier.export import export_run
+
+    result = export_run(tiny_cgan_run, out=tmp_path / "c.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    assert set(result.inputs) == {"z", "y"}
+    model = onnx.load(str(tmp_path / "c.onnx"))
+    assert [i.name for i in model.graph.input] == ["z", "y"]
+
+
 def test_cli_export_errors(tiny_run, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "x.onnx")])

@@ -116,9 +116,17 @@ def test_watermark_commands(tmp_path):
     found = invoke("watermark", "detect", str(out), "--json")
     assert found.exit_code == 0 and json.loads(found.output)["payload"] == f"{model_id_hash('x'):08x}"
     assert invoke("watermark", "detect", str(tmp_path / "in.png")).exit_code == 1
-    Image.fromarray(_picture(64)).save(tmp_path / "small.png")
+    Image.fromarray(_picture(48)).save(tmp_path / "small.png")
     small = invoke("watermark", "embed", str(tmp_path / "small.png"), "--out", str(out))
     assert small.exit_code == 2 and "at least" in small.output
+    Image.fromarray(_picture(96)).save(tmp_path / "mid.png")  # 64-127 px: the payload-free presence pattern
+    mid = invoke("watermark", "embed", str(tmp_path / "mid.png"), "--out", str(tmp_path / "mid-out.png"))
+    assert mid.exit_code == 0 and "presence only" in mid.output
+    found = invoke("watermark", "detect", str(tmp_path / "mid-out.png"), "--json")
+    assert found.exit_code == 0 and json.loads(found.output)["kind"] == "presence"
+    assert json.loads(found.output)["payload"] is None
+    report = invoke("verify", str(tmp_path / "mid-out.png"))
+    assert report.exit_code == 0 and "presence pattern without payload" in report.output
 
 
 @pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
@@ -235,3 +243,59 @@ def test_c2pa_missing_package_is_a_friendly_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ATELIER_C2PA_KEY", str(tmp_path / "k.pem"))
     result = invoke("watermark", "embed", str(tmp_path / "c.pem"), "--out", str(tmp_path / "b.png"))
     assert result.exit_code == 2 and "error:" in result.output
+
+
+# ------------------------------------------------------------------- --no-metadata and weights sha256
+def _no_metadata_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("event") == "no-metadata"]
+
+
+@pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "tiny-dcgan")
+    for out in ("strip.png", "loop.gif"):
+        res = invoke("interpolate", str(run), "--seeds", "1,2", "--frames", "3", "--out", str(tmp_path / out),
+                     "--no-metadata")
+        assert res.exit_code == 0, res.output
+    assert read_metadata(tmp_path / "strip.png") == {}
+    with Image.open(tmp_path / "loop.gif") as im:
+        assert "comment" not in im.info
+    assert [(r["workflow"], r["images"]) for r in _no_metadata_rows(run)] == [("interpolate", 3)] * 2
+    res = CliRunner().invoke(cli, ["data", "info", "mnist", "--grid", str(tmp_path / "g.png"), "--no-metadata"])
+    assert res.exit_code == 0 and read_metadata(tmp_path / "g.png") == {} and "without metadata" in res.output
+
+
+def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path):
+    import atelier
+    from atelier.training.checkpoint import CheckpointManager
+    from atelier.training.style import train_style
+    from atelier.utils import sha256_file
+
+    pairs, photos = tmp_path / "pairs", tmp_path / "photos"
+    pairs.mkdir()
+    photos.mkdir()
+    for i in range(3):
+        a = _picture(32, seed=i)
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(pairs / f"{i}.png")
+        Image.fromarray(_picture(40, seed=i)).save(photos / f"{i}.png")
+    p2p = {"data.source": str(pairs), "data.paired": "side_by_side", "data.resolution": 32, "data.channels": 3,
+           "model.name": "pix2pix", "model.ngf": 4, "model.ndf": 4, "train.batch_size": 2, "train.steps": 2,
+           "train.device": "cpu", "log.every": 1, "log.sample_every": 2, "log.checkpoint_every": 2,
+           "log.grid": 2, "log.tensorboard": False}
+    atelier.train(None, tmp_path / "p2p", p2p, progress=False)
+    train_style(tmp_path / "sty", style=[str(photos / "0.png")], content_dir=str(photos), size=32, steps=2,
+                batch_size=1, features="random", model={"width": 4, "res_blocks": 1}, progress=False,
+                log={"every": 1, "sample_every": 2, "checkpoint_every": 2, "tensorboard": False})
+    for run, command in (("p2p", ["translate", str(tmp_path / "p2p"), "--input", str(pairs / "0.png")]),
+                         ("sty", ["stylize", "--model", str(tmp_path / "sty"), "--content", str(photos / "1.png")])):
+        model = atelier.load(tmp_path / run)
+        ckpt = CheckpointManager(tmp_path / run / "checkpoints").latest_path()
+        assert model.metadata()["weights_sha256"] == sha256_file(ckpt)  # the checkpoint file's hash
+        assert invoke(*command, "--out", str(tmp_path / f"{run}.png")).exit_code == 0
+        assert read_metadata(tmp_path / f"{run}.png")["atelier:weights_sha256"] == sha256_file(ckpt)
+        assert invoke(*command, "--out", str(tmp_path / f"{run}-bare.png"), "--no-metadata").exit_code == 0
+        assert read_metadata(tmp_path / f"{run}-bare.png") == {}
+        assert [r["outputs"] for r in _no_metadata_rows(tmp_path / run)] == [[str(tmp_path / f"{run}-bare.png")]]

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from atelier.serve import background, create_app  # noqa: E402
 from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
-from atelier.serve.registry import GeneratorModel, ModelKind, ModelStore, ServedModel  # noqa: E402
+from atelier.serve.registry import ModelKind, ModelStore, ServedModel  # noqa: E402
 from test_pix2pix import tiny_p2p  # noqa: E402, F401  (the tiny pix2pix config fixture)
 
 MODEL = "tiny-dcgan"
@@ -98,7 +98,10 @@ def test_generate_json_matches_the_python_api(client, generator):
         assert np.array_equal(pixels, ref[0].numpy())  # the same seed is the same picture everywhere
         assert meta["atelier:seed"] == str(im["seed"])
     single, _ = _png(client.post("/api/generate", json={"model": MODEL, "seeds": [11], "scale": 4}))
-    assert single.shape == (112, 112) and np.array_equal(single[::4, ::4], expected[1][0].numpy())
+    # 112 px: the image carries the payload-free presence watermark (64-127 px), an imperceptible difference
+    from atelier.watermark import psnr
+
+    assert single.shape == (112, 112) and psnr(single[::4, ::4], expected[1][0].numpy()) >= 38.0
 
 
 def test_truncation_zero_gives_the_mean_image_for_every_seed(client):
@@ -269,29 +272,24 @@ def test_a_registered_kind_gets_the_upload_endpoints(tiny_run, tmp_path):
             c.post("/api/translate", data={"model": "wave"}, files={"file": ("x.png", _png_bytes(img))}), 404)
 
 
-class _Conditional(GeneratorModel):
-    """Stands in for a class-conditional GAN: the label reaches generate(), and the page gets the class list."""
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_conditional_gan_is_served_with_its_classes(tiny_cgan_run, backend):
+    import atelier
 
-    kind = "conditional"
-    seen: list = []
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.classes = ["zero", "one", "two"]
-
-    def generate(self, z, labels=None):
-        self.seen.append(None if labels is None else labels.tolist())
-        return super().generate(z)
-
-
-def test_a_conditional_kind_takes_labels(tiny_run):
-    store = ModelStore(tiny_run.parent)
-    store.add("cond", tiny_run, ModelKind("conditional", ("generate",), lambda cfg: False, _Conditional))
-    with TestClient(create_app(store)) as c:
-        assert c.get("/api/models/cond").json()["classes"] == ["zero", "one", "two"]
-        _, meta = _png(c.post("/api/generate", json={"model": "cond", "n": 2, "label": 2}))
-        assert _Conditional.seen[-1] == [2, 2] and meta["atelier:label"] == "2"
-        assert "out of range" in _detail(c.post("/api/generate", json={"model": "cond", "n": 2, "label": 3}), 400)
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    g = atelier.load(tiny_cgan_run)
+    with TestClient(create_app(tiny_cgan_run.parent, backend=backend)) as c:
+        info = c.get("/api/models/tiny-cgan").json()
+        assert info["kind"] == "conditional" and info["classes"] == [str(i) for i in range(10)]
+        pixels, meta = _png(c.post("/api/generate", json={"model": "tiny-cgan", "seeds": [5], "label": 7}))
+        assert meta["atelier:label"] == "7"
+        expected = g.sample(seeds=[5], labels=7)[0, 0].numpy()
+        assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= 1  # the label reached the generator
+        other, _ = _png(c.post("/api/generate", json={"model": "tiny-cgan", "seeds": [5], "label": 2}))
+        assert not np.array_equal(other, pixels)
+        assert "out of range" in _detail(c.post("/api/generate", json={"model": "tiny-cgan", "n": 2, "label": 10}),
+                                         400)
 
 
 def test_verify_reports_metadata_and_watermark_of_a_served_image(client):

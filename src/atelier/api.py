@@ -27,9 +27,11 @@ class Generator:
     """A trained generator loaded from a run folder, ready to sample."""
 
     def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int, which: str,
-                 weights_sha256: str | None = None) -> None:
+                 weights: Path | None = None) -> None:
+        from atelier.provenance import weights_sha256
+
         self.network = network.eval()
-        self.weights_sha256 = weights_sha256  # of the checkpoint file, recorded in every image's metadata
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
         self.cfg = cfg
         self.run_dir = run_dir
         self.step = step
@@ -52,12 +54,13 @@ class Generator:
         return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
 
     def class_labels(self, labels: int | Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """Labels for ``n`` images: None (unconditional), one class for all, or one per image (checked)."""
+        """Labels for ``n`` images: one class for all, or one per image (checked).
+
+        For a conditional model, None cycles through the classes (0, 1, ..., K-1, 0, ...), so that
+        samples, grids and evaluations are class-balanced; an unconditional model takes None only.
+        """
         if labels is None:
-            if self.num_classes:
-                raise ValueError(f"this model is class-conditional ({self.num_classes} classes): pass a class "
-                                 f"(e.g. --class 0)")
-            return None
+            return torch.arange(n) % self.num_classes if self.num_classes else None
         if not self.num_classes:
             raise ValueError("this model is unconditional; it takes no class (drop --class)")
         y = torch.as_tensor(labels, dtype=torch.long).flatten()
@@ -93,11 +96,10 @@ class Generator:
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        meta = {"workflow": "sample", "run": self.run_dir.name, "model": self.cfg.model["name"],
-                "step": self.step, "generator": self.which}
-        if self.weights_sha256:
-            meta["weights_sha256"] = self.weights_sha256
-        return {**meta, **fields}
+        from atelier.provenance import model_metadata
+
+        return model_metadata(self.run_dir, self.step, self.weights_sha256, **{
+            "workflow": "sample", "model": self.cfg.model["name"], "generator": self.which, **fields})
 
 
 def _read_run_config(run_dir: Path) -> RunConfig:
@@ -138,12 +140,11 @@ def load(run_dir: str | Path, which: str = "ema", device: str = "cpu") -> Genera
     step = int(CheckpointManager.read_step(path))
     net = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)["G"]
     net.load_state_dict(state)
-    from atelier.utils import sha256_file
-
     net = net.to(resolve_device(device))
     if kind == "translation":
-        return Translator(net, cfg, run_dir, step)
-    return Generator(net, cfg, run_dir, step, which, weights_sha256=sha256_file(path))
+        return Translator(net, cfg, run_dir, step, weights=path)
+    # Only a GAN run keeps an EMA generator; other kinds (a VAE's decoder) are sampled from G itself.
+    return Generator(net, cfg, run_dir, step, which if kind == "gan" else "raw", weights=path)
 
 
 def _config_data(config: str | Path | dict | RunConfig | None) -> tuple[dict[str, Any] | None, str]:
@@ -193,10 +194,11 @@ def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Pa
     from atelier.models import get
     from atelier.training import GANTrainer
     from atelier.training.pix2pix import Pix2PixTrainer
+    from atelier.training.vae import VAETrainer
 
     run_dir = Path(run_dir)
     cfg, resuming = prepare_run(config, run_dir, overrides or {})
-    trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer}[get(cfg.model["name"]).kind]
+    trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer, "vae": VAETrainer}[get(cfg.model["name"]).kind]
     from atelier.training import distributed
 
     try:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from atelier.errors import ConfigError
 
 __all__ = [
+    "AugmentConfig",
     "DataConfig",
     "EvalConfig",
     "LogConfig",
@@ -60,7 +61,47 @@ class DataConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    name: Literal["nonsaturating"] = "nonsaturating"
+    # nonsaturating (Goodfellow 2014), hinge (SNGAN), wasserstein (needs gp_weight or spectral norm), lsgan.
+    name: Literal["nonsaturating", "hinge", "wasserstein", "lsgan"] = "nonsaturating"
+    # WGAN-GP's lambda (10 in Gulrajani et al. 2017); 0: no gradient penalty.
+    gp_weight: float = Field(0.0, ge=0)
+    # R1 on real images with weight gamma / 2 (Mescheder et al. 2018); lazy: every r1_every D steps.
+    r1_gamma: float = Field(0.0, ge=0)
+    r1_every: int = Field(16, ge=1)
+    # D steps per G step (WGAN-GP uses 5). train.steps counts D steps, so images seen stay comparable.
+    n_critic: int = Field(1, ge=1, le=100)
+
+
+AUGMENTS = ("color", "translation", "cutout")
+
+
+class AugmentConfig(_Strict):
+    # DiffAugment (Zhao et al. 2020): the same differentiable augmentation of real and fake images
+    # before D, in D's and G's steps. A comma-separated subset of color,translation,cutout ("": off).
+    policy: str = ""
+    # Probability that an image is augmented: fixed, or ADA's starting value when ada_target is set.
+    p: float = Field(1.0, ge=0.0, le=1.0)
+    # ADA (Karras et al. 2020): every ada_interval steps, move p by sign(E[sign D(real)] - target) so
+    # that p can go from 0 to 1 in ada_kimg thousand images. null: fixed p.
+    ada_target: float | None = Field(None, gt=0.0, lt=1.0)
+    ada_interval: int = Field(4, ge=1)
+    ada_kimg: float = Field(100.0, gt=0)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_ops(cls, v: str) -> str:
+        ops = [o.strip() for o in v.split(",") if o.strip()]
+        unknown = [o for o in ops if o not in AUGMENTS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {unknown[0]!r}; use a comma-separated subset of {list(AUGMENTS)}")
+        return ",".join(ops)
+
+    @model_validator(mode="after")
+    def _ada_needs_policy(self) -> AugmentConfig:
+        if self.ada_target is not None and not self.policy:
+            raise ValueError("augment.ada_target adapts the augmentation probability: set augment.policy too "
+                             "(e.g. color,translation,cutout)")
+        return self
 
 
 class OptimConfig(_Strict):
@@ -120,6 +161,7 @@ class RunConfig(_Strict):
     data: DataConfig = DataConfig()
     model: dict[str, Any] = Field(default_factory=lambda: {"name": "dcgan"})
     loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
@@ -137,6 +179,9 @@ class RunConfig(_Strict):
         except ValidationError as exc:
             raise ValueError(_format_validation(exc, prefix="model.")) from None
         object.__setattr__(self, "model", {"name": name, **resolved.model_dump()})
+        if self.loss.name == "wasserstein" and not self.loss.gp_weight and not self.model.get("spectral_norm_d"):
+            raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) "
+                             "or model.spectral_norm_d: true; an unconstrained critic diverges")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -64,6 +64,8 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         # torch.export's own deprecation notices (pytree internals) are not actionable for users.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Several inputs (z and a conditional model's labels) share the one batch axis, as intended.
+        warnings.filterwarnings("ignore", message=r".*shares the same shape constraints", category=UserWarning)
         torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, external_data=False,
                           dynamic_shapes={k: {0: batch} for k in example}, verbose=False)
@@ -103,8 +105,10 @@ def max_abs_diff(module: torch.nn.Module, session: Any, inputs: dict[str, torch.
 
 def _parity_inputs(example: dict[str, torch.Tensor], batch: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
     # A batch size different from the example's proves the batch axis really is dynamic.
+    # Integer inputs are class labels: draw them in [0, max(example) + 1) (examples hold the largest class).
     gen = torch.Generator().manual_seed(seed)
-    return {k: torch.randn((batch, *v.shape[1:]), generator=gen).to(v.dtype) for k, v in example.items()}
+    return {k: (torch.randint(0, int(v.max()) + 1, (batch, *v.shape[1:]), generator=gen) if not v.is_floating_point()
+                else torch.randn((batch, *v.shape[1:]), generator=gen).to(v.dtype)) for k, v in example.items()}
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, check: bool = True,

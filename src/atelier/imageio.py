@@ -159,11 +159,12 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Image.Image, str]:
     """The image with atelier's invisible watermark, and what to record about it in the metadata."""
     from atelier.provenance import model_id
-    from atelier.watermark import MIN_SIZE, embed, model_id_hash
+    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, embed, model_id_hash
 
-    if min(image.size) < MIN_SIZE:
-        return image, f"none (smaller than {MIN_SIZE} px: metadata only)"
+    if min(image.size) < PRESENCE_SIZE:
+        return image, f"none (smaller than {PRESENCE_SIZE} px: metadata only)"
     id32 = model_id_hash(model_id(fields))
+    claim = f"{id32:08x}" if min(image.size) >= MIN_SIZE else f"presence (no payload under {MIN_SIZE} px)"
     if image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     arr = np.asarray(image)
@@ -171,7 +172,7 @@ def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Imag
         marked = np.concatenate([embed(arr[:, :, :3], id32), arr[:, :, 3:]], axis=2)
     else:
         marked = embed(arr, id32)
-    return Image.fromarray(marked, mode=image.mode), f"{id32:08x}"
+    return Image.fromarray(marked, mode=image.mode), claim
 
 
 def _to_pil(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
@@ -199,7 +200,8 @@ def encode_image(
 
     * ``watermark``: embed the invisible watermark (payload: a hash of the ``model_id`` / ``run`` / ``model``
       field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` pixels a
-      side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
+      side, and its payload-free presence pattern from :data:`~atelier.watermark.PRESENCE_SIZE`; images
+      whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
     * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
       watermark stays).
     * ``c2pa``: sign a C2PA manifest as the very last step; ``None`` signs when ``ATELIER_C2PA_CERT`` and
@@ -247,8 +249,10 @@ def encode_animation(
     metadata: Mapping[str, object] | None = None,
     duration_ms: int = 80,
     loop: bool = True,
+    strip_metadata: bool = False,
 ) -> bytes:
-    """Encode frames as an animated GIF carrying atelier's XMP packet in its comment block.
+    """Encode frames as an animated GIF carrying atelier's XMP packet in its comment block (none with
+    ``strip_metadata``).
 
     No invisible watermark: GIF's 256-colour palette quantisation would erase it; the metadata says so.
     """
@@ -261,8 +265,9 @@ def encode_animation(
         raise ValueError("an animation needs at least one frame")
     meta = build_metadata({**(metadata or {}), "watermark": "none (GIF palette: metadata only)"})
     buf = io.BytesIO()
+    extra = {} if strip_metadata else {"comment": xmp_packet(meta).encode("utf-8")}
     pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms,
-                 loop=0 if loop else 1, comment=xmp_packet(meta).encode("utf-8"))
+                 loop=0 if loop else 1, **extra)
     return buf.getvalue()
 
 

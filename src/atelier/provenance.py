@@ -16,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, unescape
@@ -34,6 +35,8 @@ __all__ = [
     "log_no_metadata",
     "match_run",
     "model_id",
+    "model_metadata",
+    "weights_sha256",
     "read_c2pa",
     "read_metadata",
     "sign_c2pa",
@@ -207,10 +210,40 @@ def read_c2pa(path: str | Path, trust_anchors: str | Path | None = None) -> dict
             "digital_source_type": next((a.get("digitalSourceType") for a in actions), None)}
 
 
-def log_no_metadata(run_dir: str | Path, step: int, outputs: list[Path], n: int) -> None:
-    """Record in the run's metrics.jsonl that images were written without metadata (the issue asks for it)."""
-    row = {"step": step, "event": "no-metadata", "images": n, "outputs": [str(p) for p in outputs],
-           "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+def model_metadata(run_dir: str | Path | None, step: int, sha256: str | None, **fields: object) -> dict[str, object]:
+    """The fields every image made by a trained model carries: workflow, run, step and its checkpoint's
+    ``weights_sha256`` (see :func:`weights_sha256`), then the workflow's own ``fields``.
+
+    The one helper behind ``Generator``, ``Translator`` and ``StyleModel``'s ``metadata()``.
+    """
+    meta: dict[str, object] = {"workflow": fields.pop("workflow", "sample"),
+                               "run": Path(run_dir).name if run_dir else "", "step": step}
+    if sha256:
+        meta["weights_sha256"] = sha256
+    return {**meta, **fields}
+
+
+def weights_sha256(path: str | Path | None) -> str | None:
+    """sha256 of a checkpoint file (None for None), hashed once per (path, size, mtime). Models take it when
+    they are loaded: the file may be pruned later while a server keeps the model."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    from atelier.utils import sha256_file
+
+    return sha256_file(path)
+
+
+def log_no_metadata(run_dir: str | Path, step: int, outputs: list[Path], n: int, workflow: str = "sample") -> None:
+    """Record in the run's metrics.jsonl that images were written without metadata (the issue asks for it):
+    one ``{"event": "no-metadata", "workflow": ..., "images": n, "outputs": [...]}`` line per command."""
+    row = {"step": step, "event": "no-metadata", "workflow": workflow, "images": n,
+           "outputs": [str(p) for p in outputs], "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
 
@@ -233,7 +266,7 @@ def verify_image(path: str | Path, runs_dir: str | Path = "runs",
                  trust_anchors: str | Path | None = None) -> dict[str, Any]:
     """Everything atelier can say about an image's origin; ``recognised`` is True when it is atelier's."""
     from atelier.imageio import load_image
-    from atelier.watermark import MIN_SIZE, detect
+    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, detect
 
     path = Path(path)
     if not path.is_file():
@@ -249,8 +282,12 @@ def verify_image(path: str | Path, runs_dir: str | Path = "runs",
         wm["run"] = match_run(found.id32, runs_dir)
         claimed = meta.get(f"{PREFIX}watermark")
         wm["matches_metadata"] = None if not claimed else claimed == f"{found.id32:08x}"
-    if min(pixels.shape[:2]) < MIN_SIZE:
-        wm["note"] = f"image smaller than {MIN_SIZE} px: atelier writes metadata only at this size"
+    side = min(pixels.shape[:2])
+    if side < PRESENCE_SIZE:
+        wm["note"] = f"image smaller than {PRESENCE_SIZE} px: atelier writes metadata only at this size"
+    elif side < MIN_SIZE:
+        wm["note"] = (f"image smaller than {MIN_SIZE} px: atelier writes a payload-free presence pattern at this "
+                      "size (made by atelier, no model id)")
     c2pa = read_c2pa(path, trust_anchors)
     ai_meta = meta.get("DigitalSourceType") == DIGITAL_SOURCE_TYPE and f"{PREFIX}version" in meta
     signed = c2pa["status"] in ("valid", "trusted") and "atelier" in c2pa.get("claim_generator", [])

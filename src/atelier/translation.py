@@ -19,9 +19,13 @@ __all__ = ["Translator", "evaluate_pairs"]
 class Translator:
     """A trained translation generator: ``Translator(image) -> PIL image`` of the same size."""
 
-    def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int) -> None:
+    def __init__(self, network: torch.nn.Module, cfg: RunConfig, run_dir: Path, step: int,
+                 weights: Path | None = None) -> None:
         self.network = network.eval()
+        from atelier.provenance import weights_sha256
+
         self.cfg, self.run_dir, self.step = cfg, run_dir, step
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
         self.resolution, self.channels = cfg.data.resolution, cfg.data.channels
 
     @property
@@ -53,20 +57,23 @@ class Translator:
         return img.resize((w, h), Image.Resampling.BICUBIC) if (w, h) != img.size else img
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        return {"workflow": "translate", "run": self.run_dir.name, "model": self.cfg.model["name"],
-                "step": self.step, **fields}
+        from atelier.provenance import model_metadata
 
-    def translate_path(self, src: Path, dst: Path) -> list[Path]:
+        return model_metadata(self.run_dir, self.step, self.weights_sha256,
+                              **{"workflow": "translate", "model": self.cfg.model["name"], **fields})
+
+    def translate_path(self, src: Path, dst: Path, strip_metadata: bool = False) -> list[Path]:
         """A file to a file, or a folder to a folder (one output PNG per readable input image)."""
         src, dst = Path(src), Path(dst)
         if src.is_dir():
             files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise DataError(f"{src} holds no images to translate")
-            return [save_image(self(p), dst / f"{p.stem}.png", self.metadata(source=p.name)) for p in files]
+            return [save_image(self(p), dst / f"{p.stem}.png", self.metadata(source=p.name),
+                               strip_metadata=strip_metadata) for p in files]
         if not src.exists():
             raise DataError(f"input not found: {src}")
-        return [save_image(self(src), dst, self.metadata(source=src.name))]
+        return [save_image(self(src), dst, self.metadata(source=src.name), strip_metadata=strip_metadata)]
 
 
 def evaluate_pairs(translator: Translator | None, source: str, cfg: RunConfig, limit: int | None = None,

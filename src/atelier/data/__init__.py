@@ -19,7 +19,7 @@ import torch
 from atelier.data.mnist import NAMED, load_named
 from atelier.errors import DataError
 
-__all__ = ["BatchLoader", "ImageDataset", "open_source", "parse_spec"]
+__all__ = ["BatchLoader", "ImageDataset", "class_names", "open_source", "parse_spec"]
 
 
 @dataclass
@@ -61,6 +61,14 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if name.lower() in NAMED:
         return name.lower(), (split or "train")
     return spec, None
+
+
+def class_names(source: str, num_classes: int) -> tuple[str, ...]:
+    """Names of ``num_classes`` classes of a model trained on ``source``: a named dataset's ("Trouser"...), else
+    the numbers "0".."K-1"."""
+    name, split = parse_spec(source)
+    names = tuple(NAMED[name].classes) if split is not None else ()
+    return names if len(names) == num_classes else tuple(str(i) for i in range(num_classes))
 
 
 def skipped_warning(name: str, skipped: list[str], what: str = "file") -> None:

@@ -105,6 +105,8 @@ def load_npz(path: Path, channels: int, resolution: int, limit: int | None = Non
                                 "(uint8, N x H x W or N x H x W x C) and optionally 'labels'")
             images = npz["images"]
             labels = npz["labels"] if "labels" in npz.files else None
+            # Class names, as `atelier synth` writes them (a 1-d array of strings).
+            classes = tuple(str(c) for c in npz["classes"]) if "classes" in npz.files else ()
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -144,4 +146,4 @@ def load_npz(path: Path, channels: int, resolution: int, limit: int | None = Non
             a2 = np.asarray(fit_to_square(img, resolution))
             out.append(a2[..., None] if a2.ndim == 2 else a2)
         images = np.stack(out)
-    return images, (labels.astype(np.int64) if labels is not None else None), (), []
+    return images, (labels.astype(np.int64) if labels is not None else None), classes, []

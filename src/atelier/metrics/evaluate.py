@@ -31,7 +31,9 @@ from atelier.metrics.reference import read_images, reference_features
 __all__ = ["METRICS", "append_records", "default_ref", "evaluate_images", "evaluate_run", "evaluate_source",
            "format_table", "parse_metrics"]
 
-METRICS = ("fid", "kid", "is", "pr")
+# "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
+# a class-conditional run's samples, or a labelled set given with --real.
+METRICS = ("fid", "kid", "is", "pr", "cas")
 KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
 
 
@@ -66,7 +68,9 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
                     seed: int = 0, what: str = "the images", batch_size: int = 500, use_cache: bool = True,
                     timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included)."""
-    metrics = parse_metrics(metrics)
+    metrics = tuple(m for m in parse_metrics(metrics) if m != "cas")  # CAS needs labels: see atelier.metrics.cas
+    if not metrics:
+        return []
     t0 = time.perf_counter()
     fake = evaluator(images, batch_size=batch_size, what=what)
     t1 = time.perf_counter()
@@ -118,23 +122,34 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
     import atelier
 
     run_dir = Path(run_dir)
+    metrics = parse_metrics(metrics)
     g = atelier.load(run_dir, which=which, device=device)
     if not isinstance(g, atelier.Generator):
         raise RunError(f"{run_dir} is a {g.cfg.model['name']} (image-to-image) run: FID/KID/IS/PR score "
                        "unconditional generators; score it with atelier.translation.evaluate_run (L1/PSNR/SSIM)")
+    if "cas" in metrics and not g.num_classes:
+        raise RunError(f"cas scores class-conditional runs, and {run_dir.name} is unconditional (model.num_classes "
+                       "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
+                       "instead, which CAS would only measure back)")
     ref = ref or default_ref(g.cfg.data.source)
     ev = _resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
     ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run_dir.name}")
-    t0 = time.perf_counter()
-    images = g.sample(n, seed=seed, batch_size=batch_size)
-    if timings is not None:
-        timings["generation"] = time.perf_counter() - t0
-    records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
-                              what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
-                              timings=timings)
-    records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=len(images),
-                     generator=which, checkpoint_step=g.step,
+    records = []
+    if any(m != "cas" for m in metrics):
+        t0 = time.perf_counter()
+        images = g.sample(n, seed=seed, batch_size=batch_size)
+        if timings is not None:
+            timings["generation"] = time.perf_counter() - t0
+        records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
+                                  what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
+                                  timings=timings)
+    if "cas" in metrics:
+        from atelier.metrics.cas import cas_run
+
+        records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=n,
+                     generator=g.which, checkpoint_step=g.step,
                      checkpoint_sha256=getattr(g, "weights_sha256", None))
     if record:
         append_records(run_dir / "metrics.jsonl", records)
@@ -148,12 +163,31 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
     """Score a set of real (or any) images, e.g. ``mnist:train`` vs ``mnist:test``: the dataset's floor."""
     from atelier.data import parse_spec
 
+    metrics = parse_metrics(metrics)
     dataset = ref if parse_spec(ref)[1] is not None else source
     ev = _resolve_evaluator(evaluator, dataset, inception_weights, device, download)
     data = read_images(source, ev, n=n, seed=seed)
     records = evaluate_images(data.images, ref=ref, evaluator=ev, metrics=metrics, seed=seed, what=source,
                               batch_size=batch_size)
+    if "cas" in metrics:
+        records.append(_cas_of_source(source, ev, n=n, seed=seed))
     return _stamp(records, source=source, n_images=len(data.images), n_source=data.total)
+
+
+def _cas_of_source(source: str, ev: Evaluator, n: int | None, seed: int) -> dict[str, Any]:
+    """CAS of a labelled image set (e.g. an ``atelier synth`` .npz): the same random subset as the other metrics."""
+    from atelier.data import open_source
+    from atelier.metrics.cas import cas
+
+    ds = open_source(source, channels=1, resolution=ev.spec.resolution or 28)
+    if ds.labels is None:
+        raise DataError(f"{source} has no labels; cas trains a classifier on labelled images (an .npz with "
+                        "'labels', or a folder per class)")
+    images, labels = ds.images, ds.labels
+    if n is not None and n < len(images):
+        idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        images, labels = images[idx], labels[idx]
+    return cas(images, labels, ev, seed=seed)
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
@@ -174,6 +208,10 @@ def format_table(records: list[dict[str, Any]]) -> str:
         notes = {"kid": f"{r.get('kid_subsets')} subsets of {r.get('kid_subset_size')}",
                  "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
                  "recall": f"k={r.get('pr_k')}"}.get(r["metric"], "")
+        if r["metric"] == "cas":
+            from atelier.metrics.cas import describe
+
+            notes = describe(r)
         std = f"{r['std']:.6g}" if r.get("std") is not None else ""
         lines.append(f"{r['metric']:<10} {r['value']:>12.6g} {std:>10}  {notes}")
     return "\n".join(lines)

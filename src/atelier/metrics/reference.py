@@ -26,7 +26,7 @@ from atelier.errors import DataError, ImageError
 from atelier.imageio import IMAGE_SUFFIXES, open_image
 from atelier.metrics.evaluators import Evaluator
 
-__all__ = ["ImageSet", "read_images", "reference_features"]
+__all__ = ["ImageSet", "native_format", "read_images", "reference_features"]
 
 CACHE_FORMAT = "atelier-ref-features/1"
 _PROBE = 16  # images looked at to learn a folder's native size and colour
@@ -78,6 +78,28 @@ def _probe_images(path: Path) -> list[np.ndarray]:
     return []
 
 
+def _probe_format(probe: list[np.ndarray]) -> tuple[list[tuple[int, int]], bool]:
+    """The distinct (H, W) sizes of probed images, and whether any of them has colour."""
+    sizes = sorted({a.shape[:2] for a in probe})
+    colour = any(a.shape[2] == 3 and not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+                 for a in probe)
+    return sizes, colour
+
+
+def native_format(spec: str) -> tuple[int, int | None] | None:
+    """(channels, square size) of a folder / zip / npz from its first images; the size is None when they are
+    not all one square size, and the result is None when nothing readable was found."""
+    from atelier.data import expand_source
+
+    path = Path(expand_source(spec))
+    probe = _probe_images(path) if path.exists() else []
+    if not probe:
+        return None
+    sizes, colour = _probe_format(probe)
+    h, w = sizes[0]
+    return (3 if colour else 1), (h if len(sizes) == 1 and h == w else None)
+
+
 def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int = 0) -> ImageSet:
     """Read a data source for ``evaluator``: named datasets as they are, files at their native size.
 
@@ -97,9 +119,7 @@ def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int
         if not probe:
             ds = open_source(spec, channels=1, resolution=ev.resolution or 299)  # raises the data layer's error
         else:
-            sizes = sorted({a.shape[:2] for a in probe})
-            colour = any(a.shape[2] == 3 and not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
-                         for a in probe)
+            sizes, colour = _probe_format(probe)
             h, w = sizes[0]
             evaluator.check(3 if colour else 1, h, w, spec)
             if len(sizes) > 1 and ev.resolution is not None:

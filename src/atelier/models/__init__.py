@@ -29,7 +29,8 @@ class ModelSpec:
     # build(resolution=, channels=, **config) -> {"G": generator, "D": discriminator, ...}
     build: Callable[..., dict[str, torch.nn.Module]]
     networks: dict[str, type[torch.nn.Module]]
-    # "gan": noise -> image (sampled with atelier.load(run).sample); "translation": image -> image.
+    # "gan": noise -> image (sampled with atelier.load(run).sample); "translation": image -> image;
+    # "vae": a decoder "G" (noise -> image, sampled like a GAN's G) trained with its encoder "D" on the ELBO.
     kind: str = "gan"
 
 
@@ -48,7 +49,7 @@ def registered() -> list[str]:
 
 def _ensure_loaded() -> None:
     # Import the model files so that their register() calls run.
-    from atelier.models import dcgan, pix2pix  # noqa: F401
+    from atelier.models import dcgan, pix2pix, resnet, vae  # noqa: F401
 
 
 def get(name: str) -> ModelSpec:
@@ -68,6 +69,8 @@ def model_config_class(name: str) -> type[BaseModel]:
 def build(model_cfg: dict[str, Any], resolution: int, channels: int) -> dict[str, torch.nn.Module]:
     params = dict(model_cfg)
     spec = get(params.pop("name"))
+    # Through the config class, so keys added since a run was saved take their defaults.
+    params = spec.config.model_validate(params).model_dump()
     return spec.build(resolution=resolution, channels=channels, **params)
 
 

@@ -13,6 +13,12 @@ document's system with its two bugs fixed: the dense layer has 7*7*256 units, an
 Resolution 28 or 32 starts from res/4 with two upsamplings; 64 starts from 8 with three. Keras'
 defaults are kept where they change the maths: Glorot-uniform kernels, zero biases, BatchNorm with
 eps = 1e-3 and momentum 0.99 (PyTorch's momentum = 1 - Keras' momentum).
+
+Options for the GAN-family work (all off by default, so the default is still exactly the tutorial):
+``num_classes`` makes it a conditional GAN (Mirza & Osindero 2014): G reads z concatenated with a
+learned class embedding, D adds a class projection (Miyato & Koyama 2018); ``spectral_norm_d`` /
+``spectral_norm_g``; ``attention`` inserts a SAGAN self-attention block at that feature resolution
+in G and D (see atelier.models.layers).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn.utils import parametrize
 
 from atelier.models import ModelSpec, register
+from atelier.models.layers import ClassProjection, SelfAttention, apply_spectral_norm, check_labels
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 
@@ -36,6 +44,29 @@ def _plan(resolution: int) -> tuple[int, int]:
     if resolution not in plans:
         raise ValueError(f"dcgan supports resolutions {sorted(plans)}, got {resolution}")
     return plans[resolution]
+
+
+# Width of the class embedding G concatenates to z (conditional models).
+EMBED_DIM = 32
+
+
+def _attention_sizes(resolution: int) -> list[int]:
+    """Feature resolutions where a self-attention block can sit (inside the network, not the output)."""
+    start, n = _plan(resolution)
+    return [start * 2**i for i in range(n)]
+
+
+def check_attention(attention: int | None, resolution: int, sizes: list[int]) -> None:
+    if attention is not None and attention not in sizes:
+        raise ValueError(f"model.attention must be one of the feature resolutions {sizes} at {resolution} px "
+                         f"(or null), got {attention}")
+
+
+def _raw_weight(module: nn.Module) -> torch.Tensor:
+    """A layer's stored weight; reading ``.weight`` of a spectral-normalised layer would run a power iteration."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
 
 
 def _glorot(module: nn.Module) -> None:
@@ -57,21 +88,29 @@ class DCGANConfig(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     # The issue and the source document state 0.2 (Keras' LeakyReLU default would be 0.3).
     negative_slope: float = Field(0.2, ge=0.0, lt=1.0)
+    num_classes: int = Field(0, ge=0, le=10_000)
+    spectral_norm_d: bool = False
+    spectral_norm_g: bool = False
+    attention: int | None = Field(None, ge=4)
 
 
 class Generator(nn.Module):
     def __init__(self, *, resolution: int = 28, channels: int = 1, z_dim: int = 100, width: int = 64,
-                 negative_slope: float = 0.2) -> None:
+                 negative_slope: float = 0.2, num_classes: int = 0, spectral_norm: bool = False,
+                 attention: int | None = None) -> None:
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         start, n_up = _plan(resolution)
+        check_attention(attention, resolution, _attention_sizes(resolution))
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                                           negative_slope=negative_slope)
-        self.z_dim, self.start = z_dim, start
+                                           negative_slope=negative_slope, num_classes=num_classes,
+                                           spectral_norm=spectral_norm, attention=attention)
+        self.z_dim, self.start, self.num_classes = z_dim, start, num_classes
         c0 = width * 2**n_up  # 256 for the tutorial
         self.c0 = c0
-        self.fc = nn.Linear(z_dim, c0 * start * start, bias=False)
+        self.embed = nn.Embedding(num_classes, EMBED_DIM) if num_classes else None
+        self.fc = nn.Linear(z_dim + (EMBED_DIM if num_classes else 0), c0 * start * start, bias=False)
         self.bn0 = nn.BatchNorm1d(c0 * start * start, **_BN)
         layers: list[nn.Module] = [
             nn.LeakyReLU(negative_slope),
@@ -80,58 +119,82 @@ class Generator(nn.Module):
             nn.BatchNorm2d(c0 // 2, **_BN),
             nn.LeakyReLU(negative_slope),
         ]
-        c = c0 // 2
+        c, size = c0 // 2, start
         for i in range(n_up):
+            if size == attention:
+                layers.append(SelfAttention(c))
             last = i == n_up - 1
             out = channels if last else c // 2
             # "same" padding with stride 2: padding 2 + output_padding 1 doubles the size exactly.
             layers.append(nn.ConvTranspose2d(c, out, 5, stride=2, padding=2, output_padding=1, bias=False))
             if not last:
                 layers += [nn.BatchNorm2d(out, **_BN), nn.LeakyReLU(negative_slope)]
-            c = out
+            c, size = out, size * 2
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         _glorot(self)
+        if spectral_norm:
+            apply_spectral_norm(self, skip=(nn.Embedding,))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+        check_labels(y, self.num_classes, z.shape[0])
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y).to(z.dtype)], dim=1)   # (B, z_dim + EMBED_DIM)
         x = self.bn0(self.fc(z))                                   # (B, c0*s*s)
         x = x.view(-1, self.c0, self.start, self.start)            # (B, c0, s, s)
         # Keep the activation layout the conv weights use (channels_last when the model was converted).
-        if self.net[1].weight.is_contiguous(memory_format=torch.channels_last):
+        if _raw_weight(self.net[1]).is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)                                         # (B, C, res, res) in [-1, 1]
 
 
 class Discriminator(nn.Module):
     def __init__(self, *, resolution: int = 28, channels: int = 1, width: int = 64, dropout: float = 0.3,
-                 negative_slope: float = 0.2) -> None:
+                 negative_slope: float = 0.2, num_classes: int = 0, spectral_norm: bool = False,
+                 attention: int | None = None) -> None:
         super().__init__()
         start, n_down = _plan(resolution)
+        check_attention(attention, resolution, _attention_sizes(resolution))
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
-                                           dropout=dropout, negative_slope=negative_slope)
+                                           dropout=dropout, negative_slope=negative_slope, num_classes=num_classes,
+                                           spectral_norm=spectral_norm, attention=attention)
+        self.num_classes = num_classes
         layers: list[nn.Module] = []
         c_in, c, size = channels, width, resolution
         for _ in range(n_down):
             layers += [nn.Conv2d(c_in, c, 5, stride=2, padding=2), nn.LeakyReLU(negative_slope),
                        nn.Dropout(dropout)]
             c_in, c, size = c, c * 2, (size + 1) // 2
+            if size == attention:
+                layers.append(SelfAttention(c_in))
         self.features = nn.Sequential(*layers)                     # (B, c_in, start, start)
         self.fc = nn.Linear(c_in * size * size, 1)
+        self.project = ClassProjection(num_classes, c_in * size * size) if num_classes else None
         _glorot(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).flatten(1))               # (B, 1) logits
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(y, self.num_classes, x.shape[0])
+        h = self.features(x).flatten(1)                            # (B, F)
+        out = self.fc(h)                                           # (B, 1) logits
+        if self.project is not None:
+            out = out + self.project(h, y)
+        return out
 
 
-def _build(*, resolution: int, channels: int, z_dim: int, width: int, dropout: float,
-           negative_slope: float) -> dict[str, nn.Module]:
+def _build(*, resolution: int, channels: int, z_dim: int, width: int, dropout: float, negative_slope: float,
+           num_classes: int, spectral_norm_d: bool, spectral_norm_g: bool, attention: int | None
+           ) -> dict[str, nn.Module]:
     return {
         "G": Generator(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                       negative_slope=negative_slope),
+                       negative_slope=negative_slope, num_classes=num_classes, spectral_norm=spectral_norm_g,
+                       attention=attention),
         "D": Discriminator(resolution=resolution, channels=channels, width=width, dropout=dropout,
-                           negative_slope=negative_slope),
+                           negative_slope=negative_slope, num_classes=num_classes, spectral_norm=spectral_norm_d,
+                           attention=attention),
     }
 
 

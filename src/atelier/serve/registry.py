@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atelier.data import class_names
 from atelier.errors import RunError
 
 __all__ = ["BACKENDS", "GeneratorModel", "ModelKind", "ModelStore", "ServedModel", "TranslatorModel", "detect_kind",
@@ -62,7 +63,7 @@ class ServedModel:
 
 
 class GeneratorModel(ServedModel):
-    """An unconditional GAN generator (DCGAN today): seeds -> images, eager PyTorch or ONNX Runtime."""
+    """A GAN generator: seeds (and a class, for a conditional one) -> images, eager PyTorch or ONNX Runtime."""
 
     kind = "unconditional"
     capabilities = ("generate",)
@@ -73,7 +74,10 @@ class GeneratorModel(ServedModel):
         super().__init__(name, run_dir)
         self.g = atelier.load(run_dir, device=device)
         self.backend = backend
-        self.classes: list[str] | None = None
+        self.classes: list[str] | None = (list(class_names(self.g.cfg.data.source, self.g.num_classes))
+                                          if self.g.num_classes else None)
+        if self.classes:
+            self.kind = "conditional"
         self._session = None
         if backend == "onnx":
             from atelier.export import onnx_session
@@ -98,13 +102,20 @@ class GeneratorModel(ServedModel):
         return self.g.metadata(backend=self.backend, **fields)
 
     def export_spec(self) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-        return self.g.network, {"z": torch.zeros(2, self.z_dim)}
+        example = {"z": torch.zeros(2, self.z_dim)}
+        if self.g.num_classes:  # the largest class, so parity checks draw labels from the whole range
+            example["y"] = torch.full((2,), self.g.num_classes - 1, dtype=torch.long)
+        return self.g.network, example
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with self.lock:
             if self._session is None:
-                return self.g.generate(z)
-            x = torch.from_numpy(self._session.run(None, {"z": z.float().numpy()})[0])
+                return self.g.generate(z, labels=labels)
+            feed = {"z": z.float().numpy()}
+            y = self.g.class_labels(labels, z.shape[0])
+            if y is not None:
+                feed["y"] = y.numpy()
+            x = torch.from_numpy(self._session.run(None, feed)[0])
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
@@ -192,8 +203,8 @@ def _model_kind(cfg: dict[str, Any]) -> str | None:
     return get(model["name"]).kind
 
 
-register_kind(ModelKind("unconditional", GeneratorModel.capabilities,
-                        lambda cfg: _model_kind(cfg) == "gan" and not (cfg.get("model") or {}).get("num_classes"),
+# A VAE's decoder samples like a GAN's generator.
+register_kind(ModelKind("generate", GeneratorModel.capabilities, lambda cfg: _model_kind(cfg) in ("gan", "vae"),
                         GeneratorModel))
 register_kind(ModelKind("translate", TranslatorModel.capabilities,
                         lambda cfg: _model_kind(cfg) == "translation", TranslatorModel))

@@ -125,11 +125,14 @@ class StyleModel:
     """A trained fast style network, callable on an image: ``atelier.load("runs/wave")(photo)``."""
 
     def __init__(self, network: TransformerNet, run_dir: Path | None = None, step: int = 0,
-                 style: str | None = None) -> None:
+                 style: str | None = None, weights: Path | None = None) -> None:
         self.network = network.eval()
         self.run_dir = run_dir
         self.step = step
+        from atelier.provenance import weights_sha256
+
         self.style = style
+        self.weights_sha256 = weights_sha256(weights)  # of the checkpoint file, in every image's metadata
 
     @property
     def device(self) -> torch.device:
@@ -148,9 +151,10 @@ class StyleModel:
         return tensor_to_image(self.stylize_tensor(image_to_tensor(image, size, what="content image")))
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        return {"workflow": "stylize", "method": "fast (Johnson et al. 2016)",
-                "run": self.run_dir.name if self.run_dir else "", "step": self.step, "style": self.style or "",
-                **fields}
+        from atelier.provenance import model_metadata
+
+        return model_metadata(self.run_dir, self.step, self.weights_sha256, **{
+            "workflow": "stylize", "method": "fast (Johnson et al. 2016)", "style": self.style or "", **fields})
 
 
 def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, device: str = "cpu") -> StyleModel:
@@ -173,7 +177,8 @@ def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, devic
     net = TransformerNet(**raw.get("model", {}))
     net.load_state_dict(ckpt.read(path, tensors_only="s.net"))
     styles = ", ".join(Path(str(s)).name for s in raw.get("style", []))
-    return StyleModel(net.to(resolve_device(device)), run_dir, CheckpointManager.read_step(path), styles)
+    return StyleModel(net.to(resolve_device(device)), run_dir, CheckpointManager.read_step(path), styles,
+                      weights=path)
 
 
 def as_uint8(x: torch.Tensor) -> np.ndarray:

@@ -222,10 +222,11 @@ class StylizeResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None, strip_metadata: bool = False) -> Path:
         from atelier.imageio import save_image
 
-        return save_image(self.image, path, {"workflow": "stylize", "features": self.features, **(metadata or {})})
+        return save_image(self.image, path, {"workflow": "stylize", "features": self.features, **(metadata or {})},
+                          strip_metadata=strip_metadata)
 
 
 def _normalise_styles(style: Any) -> list[tuple[ImageSource, float]]:

@@ -19,6 +19,25 @@ def _params(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()):,}"
 
 
+def _loss_text(cfg) -> str:
+    lc = cfg.loss
+    parts = [lc.name]
+    if lc.gp_weight:
+        parts.append(f"gradient penalty {lc.gp_weight:g}")
+    if lc.r1_gamma:
+        parts.append(f"R1 gamma {lc.r1_gamma:g} every {lc.r1_every} steps")
+    if lc.n_critic > 1:
+        parts.append(f"{lc.n_critic} D steps per G step")
+    return ", ".join(parts)
+
+
+def _augment_text(trainer: GANTrainer) -> str:
+    a = trainer.cfg.augment
+    how = (f"adaptive p (ADA, target {a.ada_target:g}), final p {trainer.augment.p:.3f}" if a.ada_target is not None
+           else f"p {a.p:g}")
+    return f"DiffAugment {a.policy}, {how}"
+
+
 def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
     from atelier import __version__
 
@@ -27,6 +46,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
     name = model.pop("name")
     rate = result.images_seen / result.seconds if result.seconds else 0.0
     grid = result.grid.relative_to(trainer.run_dir).as_posix() if result.grid else None
+    objective, final = trainer.describe_objective(result.metrics)
     lines = [
         f"# Model card: {trainer.run_dir.name}",
         "",
@@ -40,7 +60,8 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         f"- Parameters: G {_params(trainer.G)}, D {_params(trainer.D)}; "
         + (f"sampling uses the EMA generator (half-life {cfg.train.ema_half_life_kimg} kimg)"
            if trainer.ema is not None else "inference uses G"),
-        f"- Loss: {cfg.loss.name}; Adam lr G {cfg.optim.lr_g:g}, D {cfg.optim.lr_d:g}, betas {list(cfg.optim.betas)}",
+        f"- Loss: {objective}",
+        *([f"- Augmentation before D: {_augment_text(trainer)}"] if trainer.augment.enabled else []),
         "",
         "## Training data",
         f"- Source: `{ds.name}` ({len(ds):,} images{', ' + str(len(ds.classes)) + ' classes' if ds.classes else ''})",
@@ -51,8 +72,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         f"({result.images_seen / 1000:,.1f} kimg seen){' — interrupted, resumable' if result.interrupted else ''}",
         f"- Training time: {result.seconds / 60:.1f} min ({rate:,.0f} images/s), device `{trainer.device}`, "
         f"precision {cfg.train.precision}, {torch.get_num_threads()} threads",
-        f"- Final losses: D {result.metrics.get('loss_d', float('nan')):.4f}, "
-        f"G {result.metrics.get('loss_g', float('nan')):.4f}",
+        f"- Final losses: {final}",
         f"- Seed {cfg.seed}; resolved config in `config.yaml`; per-step metrics in `metrics.jsonl`",
         f"- Software: atelier {__version__}, PyTorch {torch.__version__}, Python {platform.python_version()}",
         f"- Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}",
@@ -62,9 +82,7 @@ def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
         "",
     ]
     if grid:
-        title = "Samples (EMA generator, fixed latents)" if trainer.ema is not None else \
-            "Held-out examples: input | output | target"
-        lines += [f"## {title}", "", f"![samples]({grid})", ""]
+        lines += [f"## {trainer.grid_title}", "", f"![samples]({grid})", ""]
     if (trainer.run_dir / "loss.png").is_file():
         lines += ["![losses](loss.png)", ""]
     path = trainer.run_dir / "model_card.md"

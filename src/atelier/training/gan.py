@@ -2,14 +2,15 @@
 
 One step (images counted as the real images D sees):
 
-    phase D   fake = G(z); logits = D([real, fake.detach()]); step D's optimiser on d_loss
-    phase G   D frozen (requires_grad_ False); step G's optimiser on g_loss(D(fake))
-    EMA       G_ema <- lerp(G_ema, G, 1 - beta)
+    phase D   fake = G(z, y); logits = D(A([real, fake.detach()]), y); step D on d_loss + penalties
+    phase G   every n_critic steps, D frozen: step G on g_loss(D(A(fake), y)); then EMA of G
 
-G runs forward once per step and its output feeds both phases, as in pytorch/examples' DCGAN; the
-G phase sees the freshly updated D ("alternate D and G steps"). Everything random draws from the
-global torch generator, whose state is checkpointed with the data loader's position, so a resumed
-run continues bit for bit.
+``A`` is the augmentation (DiffAugment / ADA, identity when off), ``y`` the class labels of a
+conditional model (real labels for reals, uniformly drawn ones for fakes). The penalties are WGAN-GP's
+gradient penalty and lazy R1 (see atelier.losses). G runs forward once per step and its output feeds
+both phases, as in pytorch/examples' DCGAN; the G phase sees the freshly updated D. Everything random
+draws from the global torch generator, whose state is checkpointed with the data loader's position
+and the augmentation probability, so a resumed run continues bit for bit.
 
 Under ``torchrun`` (see :mod:`atelier.training.distributed`) G and D are wrapped in DDP, each process
 trains on its share of the global batch (``train.batch_size``), draws its own noise (rank r > 0 reseeds
@@ -26,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from atelier.config import RunConfig, save_config
 from atelier.data import BatchLoader, ImageDataset, open_source
+from atelier.data.augment import Augment
+from atelier.errors import DataError
 from atelier.imageio import make_grid, save_image
-from atelier.losses import get_loss
+from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
 from atelier.training import distributed
 from atelier.training.checkpoint import CheckpointManager
@@ -97,6 +101,9 @@ class GANTrainer:
         # fp16 only: one loss scaler per optimiser, applied in _optimize.
         self.scalers = {"g": make_scaler(self.device, self.precision), "d": make_scaler(self.device, self.precision)}
         self.loss = get_loss(cfg.loss.name)
+        self.augment = Augment(cfg.augment, cfg.train.batch_size)
+        self.num_classes = int(cfg.model.get("num_classes", 0) or 0)
+        self._check_labels()
         self._setup_samples()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep=cfg.log.keep_checkpoints)
         self.evals = None  # FID every eval.every steps and checkpoints/best.safetensors (atelier.metrics)
@@ -105,6 +112,7 @@ class GANTrainer:
 
             self.evals = TrainingEval(cfg, self.run_dir, self.device)
         self.step = 0
+        self._last_g = 0.0  # G's loss, from the last step that trained G (n_critic > 1)
         self._images_seen = 0
         self.train_seconds = 0.0
         self._stop_signal: int | None = None
@@ -125,6 +133,15 @@ class GANTrainer:
 
     # Hooks that other trainers (pix2pix) override; the loop, checkpoints and logs are shared.
     uses_ema = True
+    grid_title = "Samples (EMA generator, fixed latents)"  # the model card's heading of the progress grid
+
+    def describe_objective(self, metrics: dict[str, float]) -> tuple[str, str]:
+        """(what is optimised, its last values) for the model card's Loss and Final losses lines."""
+        from atelier.training.card import _loss_text
+
+        c, nan = self.cfg, float("nan")
+        return (f"{_loss_text(c)}; Adam lr G {c.optim.lr_g:g}, D {c.optim.lr_d:g}, betas {list(c.optim.betas)}",
+                f"D {metrics.get('loss_d', nan):.4f}, G {metrics.get('loss_g', nan):.4f}")
 
     def _open_data(self) -> ImageDataset:
         d = self.cfg.data
@@ -133,11 +150,28 @@ class GANTrainer:
     def _crop_size(self) -> int | None:
         return None
 
+    def _check_labels(self) -> None:
+        if not self.num_classes:
+            return
+        labels = self.dataset.labels
+        if labels is None:
+            raise DataError(f"model.num_classes is {self.num_classes} but {self.dataset.name} has no labels; use a "
+                            "labelled source (mnist, fashion-mnist, a folder per class, an .npz with labels) or "
+                            "set model.num_classes: 0")
+        top = int(labels.max())
+        if top >= self.num_classes:
+            raise DataError(f"{self.dataset.name} has labels up to {top}, but model.num_classes is "
+                            f"{self.num_classes}; set model.num_classes: {top + 1}")
+
     def _setup_samples(self) -> None:
         self.z_dim = int(self.cfg.model["z_dim"])
-        # The progress grids always show the same latents, so changes over time are the model's.
+        # The progress grids always show the same latents, so changes over time are the model's. A
+        # conditional model's grid has one row per class (log.grid images each).
+        n = self.cfg.log.grid * (self.num_classes or self.cfg.log.grid)
         g = torch.Generator().manual_seed(self.cfg.seed + 2_718_281)
-        self.fixed_z = torch.randn(self.cfg.log.grid**2, self.z_dim, generator=g).to(self.device)
+        self.fixed_z = torch.randn(n, self.z_dim, generator=g).to(self.device)
+        self.fixed_y = (torch.arange(self.num_classes).repeat_interleave(self.cfg.log.grid).to(self.device)
+                        if self.num_classes else None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -147,6 +181,7 @@ class GANTrainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "loader": self.loader.state_dict(), "step": self.step, "images_seen": self.images_seen,
             "train_seconds": self.train_seconds, "rng": {"cpu": torch.get_rng_state()},
+            "augment": self.augment.state_dict(),
         }
         if self.ema is not None:
             state["G_ema"] = self.ema.model.state_dict()
@@ -171,6 +206,8 @@ class GANTrainer:
         self.loader.load_state_dict(state["loader"])
         self.step, self._images_seen = int(state["step"]), int(state["images_seen"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        if "augment" in state:
+            self.augment.load_state_dict(state["augment"])
         rng = state["rng"]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -208,35 +245,65 @@ class GANTrainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.G(z) if y is None else self.G(z, y)
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.D(x) if y is None else self.D(x, y)
+
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         B = real.shape[0]
+        lc = self.cfg.loss
         real = real.to(self.device, non_blocking=True)
         if self.cfg.train.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
+        y_real = y_fake = y_both = None
+        if self.num_classes:
+            y_real = labels.to(self.device)
+            y_fake = torch.randint(0, self.num_classes, (B,), device=self.device)
+            y_both = torch.cat([y_real, y_fake])
         z = torch.randn(B, self.z_dim, device=self.device)
+        g_step = (self.step + 1) % lc.n_critic == 0
 
-        # ---- phase D: push D(real) -> 1 and D(G(z)) -> 0 --------------------------------------
+        # ---- phase D: push D(real) up and D(G(z)) down ----------------------------------------------
         self.D.requires_grad_(True)
+        with autocast(self.device, self.precision), torch.set_grad_enabled(g_step):
+            fake = self._g(z, y_fake)                                 # (B, C, H, W)
         with autocast(self.device, self.precision):
-            fake = self.G(z)                                          # (B, C, H, W)
             # One D forward over real and fake together: D has no batch statistics, so this is the
             # same maths as two calls, in one larger (faster) convolution.
-            logits = self.D(torch.cat([real, fake.detach()]))         # (2B, 1)
+            both = self.augment(torch.cat([real, fake.detach()]))    # (2B, C, H, W)
+            logits = self._d(both, y_both)                            # (2B, 1)
         d_terms = self.loss.d_loss(logits[:B], logits[B:])
-        self._optimize(d_terms["loss"], self.opt_d)
+        d_total = d_terms["loss"]
+        if lc.gp_weight:
+            gp = gradient_penalty(lambda x: self._d(x, y_real), both[:B], both[B:])
+            d_terms["gp"] = gp.detach()
+            d_total = d_total + lc.gp_weight * gp
+        if lc.r1_gamma and self.step % lc.r1_every == 0:
+            r1 = r1_penalty(lambda x: self._d(x, y_real), both[:B])
+            d_terms["r1"] = r1.detach()
+            d_total = d_total + (lc.r1_gamma / 2) * lc.r1_every * r1   # lazy: k times the weight, every k steps
+        self.augment.observe(logits[:B])
+        self._optimize(d_total, self.opt_d)
+        out = {"loss_d": d_terms["loss"].item()}
+        out.update({k: float(v) for k, v in d_terms.items() if k != "loss"})
 
-        # ---- phase G: push the updated D(G(z)) -> 1, D frozen ------------------------------------
-        self.D.requires_grad_(False)
-        with autocast(self.device, self.precision):
-            fake_logits = self.D(fake)
-        g_terms = self.loss.g_loss(fake_logits)
-        self._optimize(g_terms["loss"], self.opt_g)
-
+        # ---- phase G: push the updated D(G(z)) up, D frozen ------------------------------------------
+        if g_step:
+            self.D.requires_grad_(False)
+            with autocast(self.device, self.precision):
+                fake_logits = self._d(self.augment(fake), y_fake)
+            g_terms = self.loss.g_loss(fake_logits)
+            self._optimize(g_terms["loss"], self.opt_g)
+            self._last_g = g_terms["loss"].item()
         self.step += 1
         self.images_seen += B
-        self.ema.update(self.G, B, self.images_seen)
-        out = {"loss_d": d_terms["loss"].item(), "loss_g": g_terms["loss"].item()}
-        out.update({k: float(v) for k, v in d_terms.items() if k != "loss"})
+        if g_step:
+            # G moved after n_critic batches: the EMA's half-life counts those images.
+            self.ema.update(self.G, B * lc.n_critic, self.images_seen)
+        out["loss_g"] = self._last_g
+        out.update(self.augment.stats())
         return out
 
     def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
@@ -259,12 +326,15 @@ class GANTrainer:
     @torch.no_grad()
     def write_grid(self, logger: RunLogger | None = None) -> Path:
         """The progress grid of the fixed latents (fit calls it on rank 0 only)."""
-        images = self.ema.model(self.fixed_z)
+        images = self.ema.model(self.fixed_z) if self.fixed_y is None else self.ema.model(self.fixed_z, self.fixed_y)
         grid = make_grid(images, nrow=self.cfg.log.grid, scale=_grid_scale(self.cfg.data.resolution))
+        return self._save_grid(grid, logger, generator="ema")
+
+    def _save_grid(self, grid: Image.Image, logger: RunLogger | None, **fields: str) -> Path:
+        """Write ``samples/grid-<step>.png`` (with provenance) and show it in TensorBoard."""
         path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
-                                "generator": "ema"})
+        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step, **fields})
         if logger is not None:
             logger.add_image("samples", grid, self.step)
         return path
@@ -296,9 +366,9 @@ class GANTrainer:
             self.evals.resume(self.step)
         try:
             while self.step < total and not self._agreed_stop():
-                real, _ = self.loader.next()
+                real, labels = self.loader.next()
                 t0 = time.perf_counter()
-                last = self.train_step(real)
+                last = self.train_step(real, labels)
                 dt = time.perf_counter() - t0
                 self.train_seconds += dt
                 window_t += dt

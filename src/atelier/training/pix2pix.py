@@ -20,7 +20,7 @@ import torch
 from atelier.data import ImageDataset
 from atelier.data.paired import load_paired
 from atelier.errors import ConfigError
-from atelier.imageio import make_grid, save_image
+from atelier.imageio import make_grid
 from atelier.training.engine import autocast
 from atelier.training.gan import GANTrainer
 from atelier.training.logging import RunLogger
@@ -30,6 +30,7 @@ __all__ = ["Pix2PixTrainer"]
 
 class Pix2PixTrainer(GANTrainer):
     uses_ema = False  # the paper samples from G itself; dropout and BN make an EMA of little use here
+    grid_title = "Held-out examples: input | output | target"
 
     def _open_data(self) -> ImageDataset:
         d = self.cfg.data
@@ -48,7 +49,7 @@ class Pix2PixTrainer(GANTrainer):
                             limit=min(self.cfg.log.grid, 8))
         self.fixed_pairs = (fixed.images.float() / 127.5 - 1).to(self.device)
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         C = self.cfg.data.channels
         B = batch.shape[0]
         batch = batch.to(self.device, non_blocking=True)
@@ -94,11 +95,4 @@ class Pix2PixTrainer(GANTrainer):
         fake = self.G(x).float()
         self.G.train(was_training)
         rows = torch.stack([x, fake, y], dim=1).flatten(0, 1)               # input | output | target rows
-        grid = make_grid(rows, nrow=3, pad=4)
-        path = self.run_dir / "samples" / f"grid-{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path, {"workflow": "train-progress", "run": self.run_dir.name, "step": self.step,
-                                "generator": "G", "layout": "input|output|target"})
-        if logger is not None:
-            logger.add_image("samples", grid, self.step)
-        return path
+        return self._save_grid(make_grid(rows, nrow=3, pad=4), logger, generator="G", layout="input|output|target")

@@ -1,0 +1,97 @@
+"""Building blocks shared by the GAN backbones: self-attention, conditional batch norm, class
+projection and spectral normalisation.
+
+- Self-attention: Zhang, Goodfellow, Metaxas & Odena, "Self-Attention Generative Adversarial
+  Networks", ICML 2019 (arXiv:1805.08318).
+- Conditional batch norm: de Vries et al. 2017; Dumoulin et al. 2017 (as used by Miyato & Koyama).
+- Projection discriminator: Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
+- Spectral normalisation: Miyato, Kataoka, Koyama & Yoshida, ICLR 2018 (PyTorch's parametrization).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+__all__ = ["ConditionalBatchNorm2d", "ClassProjection", "SelfAttention", "apply_spectral_norm"]
+
+
+class SelfAttention(nn.Module):
+    """SAGAN's attention block: every position attends to every other one, and a learned gate
+    ``gamma`` (initialised to 0) lets the network start local and add global structure as it learns.
+
+    Queries and keys use C/8 channels; values C/2 projected back to C (the BigGAN variant), and keys
+    and values are max-pooled 2x2 to cut the attention matrix by 4 (as in SAGAN's reference code).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.q = nn.Conv2d(channels, max(channels // 8, 1), 1, bias=False)
+        self.k = nn.Conv2d(channels, max(channels // 8, 1), 1, bias=False)
+        self.v = nn.Conv2d(channels, max(channels // 2, 1), 1, bias=False)
+        self.out = nn.Conv2d(max(channels // 2, 1), channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q = self.q(x).flatten(2)                                         # (B, c8, HW)
+        pool = H % 2 == 0 and W % 2 == 0
+        kv_in = nn.functional.max_pool2d(x, 2) if pool else x
+        k = self.k(kv_in).flatten(2)                                     # (B, c8, HW')
+        v = self.v(kv_in).flatten(2)                                     # (B, c2, HW')
+        attn = torch.softmax(q.transpose(1, 2) @ k, dim=-1)              # (B, HW, HW')
+        o = (v @ attn.transpose(1, 2)).view(B, -1, H, W)                 # (B, c2, H, W)
+        return x + self.gamma * self.out(o)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (initialised to the identity)."""
+
+    def __init__(self, channels: int, num_classes: int, **bn_kwargs) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False, **bn_kwargs)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class ClassProjection(nn.Module):
+    """The projection discriminator's class term: <embed(y), phi(x)> added to D's unconditional logit."""
+
+    def __init__(self, num_classes: int, features: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.xavier_uniform_(self.embed.weight)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (self.embed(y) * h).sum(1, keepdim=True)                 # (B, 1)
+
+
+def apply_spectral_norm(module: nn.Module, skip: tuple[type[nn.Module], ...] = ()) -> nn.Module:
+    """Spectral-normalise every conv, linear and embedding weight of ``module`` (in place).
+
+    ``skip`` names layer types to leave alone (G's class embeddings), and the per-class gains of
+    conditional batch norm are never normalised (they are scales, not a linear map).
+    """
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
+    inside_cbn = {id(m) for cbn in module.modules() if isinstance(cbn, ConditionalBatchNorm2d)
+                  for m in cbn.modules()}
+    for m in list(module.modules()):
+        if isinstance(m, kinds) and not isinstance(m, skip) and id(m) not in inside_cbn:
+            spectral_norm(m)
+    return module
+
+
+def check_labels(y: torch.Tensor | None, num_classes: int, batch: int) -> None:
+    """Conditional networks need one label per image; unconditional ones take none."""
+    if num_classes and y is None:
+        raise ValueError(f"this network is class-conditional ({num_classes} classes): pass labels y")
+    if not num_classes and y is not None:
+        raise ValueError("this network is unconditional; it takes no labels")
+    if y is not None and (y.ndim != 1 or y.shape[0] != batch):
+        raise ValueError(f"expected labels of shape ({batch},), got {tuple(y.shape)}")

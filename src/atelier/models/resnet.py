@@ -1,0 +1,199 @@
+"""A ResNet GAN backbone in the style of SNGAN: Miyato, Kataoka, Koyama & Yoshida, "Spectral
+Normalization for Generative Adversarial Networks", ICLR 2018 (arXiv:1802.05957), whose CIFAR
+networks follow Gulrajani et al. 2017 (WGAN-GP, appendix F).
+
+    G: z -> Linear(s*s*ch) -> [GBlock up x2] * n -> BN -> ReLU -> Conv3x3(C) -> tanh
+       GBlock: BN -> ReLU -> up -> Conv3x3 -> BN -> ReLU -> Conv3x3, + (up -> Conv1x1) shortcut
+    D: DBlock0 (optimised first block, down) -> [DBlock down] * (n - 1) -> DBlock -> DBlock
+       -> ReLU -> global sum pool -> Linear(1) (+ class projection)
+       DBlock: ReLU -> Conv3x3 -> ReLU -> Conv3x3 -> (avgpool), + (Conv1x1 -> avgpool) shortcut
+
+Spectral normalisation on every layer of D is on by default (the paper's setting, with the hinge
+loss). Class-conditional G uses conditional batch norm in every block; D adds a projection term
+(Miyato & Koyama 2018). ``attention`` inserts SAGAN self-attention at that feature resolution.
+Widths are constant across blocks (``width``; SNGAN's CIFAR G uses 256, D 128: the default 64 keeps a
+CPU step affordable). Resolutions 28 (start 7), 32 (start 4) and 64 (start 4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from atelier.models import ModelSpec, register
+from atelier.models.dcgan import check_attention
+from atelier.models.layers import (
+    ClassProjection,
+    ConditionalBatchNorm2d,
+    SelfAttention,
+    apply_spectral_norm,
+    check_labels,
+)
+
+__all__ = ["ResNetConfig", "ResNetDiscriminator", "ResNetGenerator"]
+
+
+def _plan(resolution: int) -> tuple[int, int]:
+    plans = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
+    if resolution not in plans:
+        raise ValueError(f"resnet supports resolutions {sorted(plans)}, got {resolution}")
+    return plans[resolution]
+
+
+def _sizes(resolution: int) -> list[int]:
+    start, n = _plan(resolution)
+    return [start * 2**i for i in range(n)]
+
+
+def _init(module: nn.Module) -> None:
+    # SNGAN's reference code: Xavier-uniform, gain sqrt(2) inside residual branches, 1 elsewhere.
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight, gain=math.sqrt(2) if ".c1" in name or ".c2" in name else 1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ResNetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    z_dim: int = Field(128, ge=1, le=4096)
+    width: int = Field(64, ge=4, le=1024)
+    num_classes: int = Field(0, ge=0, le=10_000)
+    spectral_norm_d: bool = True
+    spectral_norm_g: bool = False
+    attention: int | None = Field(None, ge=4)
+
+
+class _Norm(nn.Module):
+    """Batch norm, or conditional batch norm when the network is class-conditional."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.bn(x, y) if y is not None else self.bn(x)
+
+
+class GBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, num_classes: int) -> None:
+        super().__init__()
+        self.b1, self.b2 = _Norm(cin, num_classes), _Norm(cout, num_classes)
+        self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.sc = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.b1(x, y)), scale_factor=2, mode="nearest")
+        h = self.c2(F.relu(self.b2(self.c1(h), y)))
+        return h + self.sc(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, down: bool, first: bool = False) -> None:
+        super().__init__()
+        self.down, self.first = down, first
+        self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.sc = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The first block sees images, so it starts with a conv rather than a ReLU (SNGAN's "optimized" block).
+        h = self.c2(F.relu(self.c1(x if self.first else F.relu(x))))
+        s = x
+        if self.first:  # shortcut: pool then 1x1 conv on the raw image
+            s = self.sc(F.avg_pool2d(s, 2))
+        elif self.sc is not None:
+            s = self.sc(s)
+            s = F.avg_pool2d(s, 2) if self.down else s
+        if self.down:
+            h = F.avg_pool2d(h, 2)
+        return h + s
+
+
+class ResNetGenerator(nn.Module):
+    def __init__(self, *, resolution: int = 32, channels: int = 3, z_dim: int = 128, width: int = 64,
+                 num_classes: int = 0, spectral_norm: bool = False, attention: int | None = None) -> None:
+        super().__init__()
+        start, n_up = _plan(resolution)
+        check_attention(attention, resolution, _sizes(resolution))
+        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
+                                           num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
+        self.z_dim, self.start, self.width, self.num_classes = z_dim, start, width, num_classes
+        self.attention_at = attention
+        self.fc = nn.Linear(z_dim, start * start * width)
+        self.blocks = nn.ModuleList(GBlock(width, width, num_classes) for _ in range(n_up))
+        self.attn = SelfAttention(width) if attention else None
+        self.bn = nn.BatchNorm2d(width)
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+        _init(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+        check_labels(y, self.num_classes, z.shape[0])
+        h = self.fc(z).view(-1, self.width, self.start, self.start)     # (B, ch, s, s)
+        size = self.start
+        for block in self.blocks:
+            if size == self.attention_at:
+                h = self.attn(h)
+            h = block(h, y)                                             # (B, ch, 2s, 2s)
+            size *= 2
+        return torch.tanh(self.out(F.relu(self.bn(h))))                 # (B, C, res, res)
+
+
+class ResNetDiscriminator(nn.Module):
+    def __init__(self, *, resolution: int = 32, channels: int = 3, width: int = 64, num_classes: int = 0,
+                 spectral_norm: bool = True, attention: int | None = None) -> None:
+        super().__init__()
+        _, n_down = _plan(resolution)
+        check_attention(attention, resolution, _sizes(resolution))
+        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
+                                           num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
+        self.num_classes = num_classes
+        blocks: list[nn.Module] = [DBlock(channels, width, down=True, first=True)]
+        size = resolution // 2
+        if size == attention:
+            blocks.append(SelfAttention(width))
+        for _ in range(n_down - 1):
+            blocks.append(DBlock(width, width, down=True))
+            size //= 2
+            if size == attention:
+                blocks.append(SelfAttention(width))
+        blocks += [DBlock(width, width, down=False), DBlock(width, width, down=False)]
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(width, 1)
+        self.project = ClassProjection(num_classes, width) if num_classes else None
+        _init(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(y, self.num_classes, x.shape[0])
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))                      # (B, ch): global sum pooling
+        out = self.fc(h)                                                # (B, 1) logit
+        if self.project is not None:
+            out = out + self.project(h, y)
+        return out
+
+
+def _build(*, resolution: int, channels: int, z_dim: int, width: int, num_classes: int, spectral_norm_d: bool,
+           spectral_norm_g: bool, attention: int | None) -> dict[str, nn.Module]:
+    return {
+        "G": ResNetGenerator(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
+                             num_classes=num_classes, spectral_norm=spectral_norm_g, attention=attention),
+        "D": ResNetDiscriminator(resolution=resolution, channels=channels, width=width, num_classes=num_classes,
+                                 spectral_norm=spectral_norm_d, attention=attention),
+    }
+
+
+register(ModelSpec(name="resnet", config=ResNetConfig, build=_build,
+                   networks={"G": ResNetGenerator, "D": ResNetDiscriminator}))
