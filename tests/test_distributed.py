@@ -148,6 +148,17 @@ def _gan_steps(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor, 
         opt_g.step()
 
 
+def _ada():
+    from atelier.config import AugmentConfig
+    from atelier.data.augment import Augment
+
+    return Augment(AugmentConfig(policy="translation", p=0.5, ada_target=0.6, ada_interval=1, ada_kimg=0.1), 8)
+
+
+def _ada_logits() -> torch.Tensor:
+    return torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0])[:, None]  # global mean sign 0.25 < 0.6
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -159,13 +170,16 @@ def _worker(rank: int, port: int, out: str) -> None:
     shard = slice(4 * rank, 4 * rank + 4)
     Gw, Dw = distributed.wrap(G, device), distributed.wrap(D, device)
     _gan_steps(Gw, Dw, real[shard], z[shard])
+    # ADA: rank 0 sees D(real) > 0, rank 1 sees D(real) < 0 more often; p moves by the global statistic.
+    ada = _ada()
+    ada.observe(_ada_logits()[shard])
     if world.is_main:
-        torch.save({"G": G.state_dict(), "D": D.state_dict()}, out)
+        torch.save({"G": G.state_dict(), "D": D.state_dict(), "ada_p": ada.p}, out)
     distributed.barrier()
     distributed.cleanup()
 
 
-def test_ddp_step_pattern_matches_one_process_exactly(tmp_path):
+def test_ddp_step_pattern_and_ada_match_one_process_exactly(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -176,6 +190,10 @@ def test_ddp_step_pattern_matches_one_process_exactly(tmp_path):
     real, z = torch.randn(8, 8, generator=gen), torch.randn(8, 4, generator=gen)
     _gan_steps(G, D, real, z)
     two = torch.load(out, weights_only=True)
+    ada = _ada()
+    ada.observe(_ada_logits())
+    assert ada.p == pytest.approx(0.42) and two["ada_p"] == pytest.approx(ada.p)  # rank 0 alone would raise p
+    del two["ada_p"]
     for name, net in (("G", G), ("D", D)):
         for key, value in net.state_dict().items():
             torch.testing.assert_close(two[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")

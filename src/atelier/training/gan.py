@@ -72,7 +72,7 @@ class GANTrainer:
         self.world, self.device = distributed.init(resolve_device(cfg.train.device))
         self.precision = cfg.train.precision
         check_precision(self.device, self.precision)
-        tune_allocator()  # +16% images/s on CPU: steps reuse freed pages instead of faulting them in again
+        tune_allocator()  # faster CPU steps: freed pages are reused instead of faulted in again (engine.py)
         self.dataset = dataset if dataset is not None else self._open_data()
         self.loader = BatchLoader(self.dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip,
                                   crop=self._crop_size(), rank=self.world.rank, world_size=self.world.world_size)
