@@ -177,6 +177,7 @@ def train(config, run_dir, data, steps, batch_size, seed, checkpoint_every, samp
       atelier train --config configs/mnist-dcgan.yaml --data fashion-mnist --steps 5000
       atelier train --run-dir runs/mnist-dcgan --steps 4000     # resume and train further
       atelier train --config configs/mnist-dcgan.yaml --set model.width=32 --dry-run
+      torchrun --standalone --nproc_per_node=2 -m atelier train --run-dir runs/ddp   # 2 processes (DDP)
     """
     if run_dir is None:
         run_dir = Path("runs") / (config.stem if config else "mnist-dcgan")
