@@ -65,7 +65,7 @@ def tune_allocator(on: bool = True) -> bool:
     With glibc's defaults every training step's large activations are mmap'ed and unmapped again, so the
     step pays fresh page faults each time; a 32 MB mmap threshold and a trim threshold that never shrinks
     the heap let the next step reuse the pages. MNIST DCGAN on the 2-core CPU: +8% to +65% images/s on a quiet
-    machine (PERF.md lever 2, there set with GLIBC_TUNABLES); +4% median (0.92x to 1.99x) over 10 fresh-process
+    machine (PERF.md lever 2, there set with GLIBC_TUNABLES); +4% median (0.91x to 1.99x) over 13 fresh-process
     pairs on a machine loaded by other jobs (benchmarks/train_speed.py --compare --allocator-pairs). A training
     process only grows its heap to its peak working set, which it reaches on the first step anyway.
     ``on=False`` restores glibc's initial thresholds. Returns False where there is no glibc (macOS, Windows,
