@@ -154,10 +154,11 @@ def test_vgg19_download_checks_sha256(server, tmp_path, monkeypatch):  # noqa: F
 
 
 # ---------------------------------------------------------------------------------------- fast network
+@pytest.mark.parametrize("arch", ["lean", "johnson"])
 @pytest.mark.parametrize("shape", [(1, 3, 37, 53), (2, 3, 64, 48), (1, 3, 5, 9)])
-def test_transformer_output_size_follows_input(shape):
+def test_transformer_output_size_follows_input(shape, arch):
     torch.manual_seed(0)
-    net = TransformerNet(width=4, res_blocks=1)
+    net = TransformerNet(width=4, res_blocks=1, arch=arch)
     with torch.no_grad():
         y = net(torch.rand(shape))
     assert y.shape == shape
@@ -177,6 +178,51 @@ def test_transformer_save_load_round_trip(tmp_path):
     assert back.config == net.config and torch.equal(back(x), net.eval()(x))
     with pytest.raises(RunError, match="not a saved style network"):
         load_transformer(tmp_path)
+
+
+def test_networks_saved_before_arch_existed_load_as_johnson(tmp_path):
+    import json
+
+    from atelier.models import save_pretrained
+
+    torch.manual_seed(2)
+    old = TransformerNet(width=4, res_blocks=1, arch="johnson")
+    save_pretrained(old, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["config"]["arch"]  # what a network saved before the lean layout holds
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    back = load_transformer(tmp_path / "m")
+    assert back.config["arch"] == "johnson"
+    x = torch.rand(1, 3, 24, 20)
+    assert torch.equal(back(x), old.eval()(x))
+
+
+def test_bf16_inference_stays_close_to_fp32():
+    torch.manual_seed(3)
+    net = TransformerNet(width=8, res_blocks=2)
+    for p in net.parameters():
+        p.data.normal_(0, 0.2)
+    x = torch.rand(1, 3, 64, 48)
+    fp32, bf16 = StyleModel(net, precision="fp32"), StyleModel(net, precision="bf16")
+    assert not fp32.bf16 and bf16.bf16 and bf16.metadata()["precision"] == "bf16"
+    a, b = fp32.stylize_tensor(x), bf16.stylize_tensor(x)
+    assert b.dtype == torch.float32 and a.shape == b.shape
+    assert 0 < float((a - b).abs().mean()) < 2 / 255  # bf16 did run, and moved pixels by under 2 grey levels
+    with pytest.raises(ValueError, match="precision"):
+        StyleModel(net, precision="fp16")
+
+
+def test_gram_backward_matches_autograd():
+    from atelier.style.gatys import gram
+
+    f = torch.rand(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(2, 5, 5, dtype=torch.float64)
+    for centered in (False, True):
+        (got,) = torch.autograd.grad((gram(f, centered) * w).sum(), f)
+        flat = f.reshape(2, 5, 12)
+        flat = flat - flat.mean(2, keepdim=True) if centered else flat
+        (want,) = torch.autograd.grad((flat @ flat.transpose(1, 2) / 12 * w).sum(), f)
+        assert torch.allclose(got, want)
 
 
 @pytest.fixture
@@ -203,7 +249,7 @@ def _tiny_run(run_dir: Path, photos: Path, style: Path, steps: int, batch_size: 
 
 def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
     _, style = pair
-    result = _tiny_run(tmp_path / "run", photos, style, steps=25)
+    result = _tiny_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())[-1] == "grid-0000025.png"
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
@@ -212,11 +258,12 @@ def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
     assert isinstance(model, StyleModel) and model.step == 25
     # photos/0.png is held out of training (holdout=1 takes the first file).
     held = image_to_tensor(photos / "0.png")
-    loss = PerceptualLoss(RandomFeatures(seed=0), [(image_to_tensor(style, 32), 1.0)])
+    # The style image at the size the trainer used: size 32 x style_scale 2 (the default).
+    loss = PerceptualLoss(RandomFeatures(seed=0), [(image_to_tensor(style, 64), 1.0)])
     with torch.no_grad():
         before = float(loss.style_loss(loss.net(held)))
         after = float(loss.style_loss(loss.net(model.stylize_tensor(held))))
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.4 * before, (before, after)  # measured: 2.97 -> 0.71
     assert result.metrics["loss_style"] > 0
     assert model(photos / "0.png").size == (72, 56)
 
@@ -231,6 +278,20 @@ def test_train_style_resume_is_exact(tmp_path, photos, pair):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(atelier.AtelierError, match="different settings"):
         _tiny_run(tmp_path / "b", photos, style, steps=6, batch_size=3)
+
+
+def test_runs_trained_before_arch_existed_load_and_resume(tmp_path, photos, pair):
+    import yaml
+
+    run = tmp_path / "old"
+    train_style(run, style=[str(pair[1])], content_dir=str(photos), size=32, steps=2, batch_size=1, style_scale=1.0,
+                model={"width": 4, "res_blocks": 1, "arch": "johnson"}, progress=False,
+                log={"checkpoint_every": 1, "tensorboard": False})
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["model"]["arch"], cfg["style_scale"]  # what a run folder from before both fields holds
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert atelier.load(run).network.config["arch"] == "johnson"
+    assert train_style(run, steps=3, progress=False).step == 3
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -170,6 +170,15 @@ def test_cli_synth_and_data_info(tiny_run, tmp_path):
     assert res.exit_code == 2 and "give a .npz file or a folder" in res.output
     res = runner.invoke(cli, ["synth", str(tiny_run), "--n", "5", "--out", str(out), "--force", "--no-labels"])
     assert res.exit_code == 0 and "labels: none (not asked)" in res.output
+    with np.load(out, allow_pickle=False) as npz:
+        assert "provenance" in npz.files
+
+    res = runner.invoke(cli, ["synth", str(tiny_run), "--n", "5", "--out", str(out), "--force", "--no-metadata"])
+    assert res.exit_code == 0, res.output
+    with np.load(out, allow_pickle=False) as npz:
+        assert "provenance" not in npz.files
+    events = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "no-metadata" and e.get("workflow") == "synth" for e in events)
 
 
 # --------------------------------------------------------------------------------------------------- CAS

@@ -845,20 +845,27 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [default: 3e-3].")
 @click.option("--style-weight", type=click.FloatRange(min=0))
 @click.option("--content-weight", type=click.FloatRange(min=0))
+@click.option("--style-scale", type=click.FloatRange(min=0, max=8, min_open=True),
+              help="Style image's long side relative to --size [default: 2, about the photos' scale].")
 @click.option("--features", type=click.Choice(["auto", "vgg19", "random"]), help="Feature network [auto].")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG-19 weights file.")
 @click.option("--width", type=click.IntRange(1, 256), help="Network width (Johnson: 32) [default: 16].")
+@click.option("--arch", type=click.Choice(["lean", "johnson"]),
+              help="Network layout: lean (~5x faster at the same width) or Johnson's [default: lean].")
 @click.option("--seed", type=click.IntRange(min=0))
 @click.option("--sample-every", type=click.IntRange(min=1), help="Steps between sample grids [100].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints [100].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, features,
-                vgg_weights, width, seed, sample_every, checkpoint_every, device) -> None:
+def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style_weight, content_weight, style_scale,
+                features, vgg_weights, width, arch, seed, sample_every, checkpoint_every, device) -> None:
     """Train a fast feed-forward style network (Johnson et al. 2016) into a run folder, or resume it.
 
     \b
     Examples:
       atelier train-style --style great_wave.jpg --content-dir photos/ --run-dir runs/wave --steps 600
+      # a usable network in ~10 CPU-minutes (see the README's style section):
+      atelier train-style --style starry_night.jpg --content-dir photos/ --run-dir runs/starry --size 128 \\
+          --batch-size 2 --steps 1600 --content-weight 0.05
       atelier train-style --run-dir runs/wave --steps 1200        # resume and train further
       atelier stylize --model runs/wave --content photo.jpg --out wave.png
     """
@@ -869,8 +876,10 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
         log = {"sample_every": sample_every or 100, "checkpoint_every": checkpoint_every or 100}
     result = run_train(run_dir, style=list(styles) or None, content_dir=str(content_dir) if content_dir else None,
                        size=size, steps=steps, batch_size=batch_size, lr=lr, style_weight=style_weight,
-                       content_weight=content_weight, features=features, vgg_weights=vgg_weights,
-                       model={"width": width} if width else None, seed=seed, device=device, log=log)
+                       content_weight=content_weight, style_scale=style_scale, features=features,
+                       vgg_weights=vgg_weights,
+                       model={k: v for k, v in (("width", width), ("arch", arch)) if v} or None, seed=seed,
+                       device=device, log=log)
     state = "interrupted at" if result.interrupted else "finished"
     m = result.metrics
     click.echo(f"{state} step {result.step} in {result.seconds:.1f} s of training; features: {result.features}")
@@ -902,8 +911,9 @@ def train_style(styles, content_dir, run_dir, size, steps, batch_size, lr, style
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA (GAN runs).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@no_metadata_option
 def synth(run: Path, n: int | None, per_class: int | None, out: Path, fmt: str | None, seed: int, batch_size: int,
-          no_labels: bool, force: bool, raw: bool, device: str) -> None:
+          no_labels: bool, force: bool, raw: bool, device: str, no_metadata: bool) -> None:
     """Write a labelled synthetic dataset from a trained run, which atelier's loader reads back.
 
     Labels: a class-conditional run's own classes (balanced); for an unconditional run trained on MNIST
@@ -935,7 +945,12 @@ def synth(run: Path, n: int | None, per_class: int | None, out: Path, fmt: str |
 
         raise RunError(f"{run} is an image-to-image or style run; synth needs a generator run (a GAN or a VAE)")
     s = synthesize(g, n, per_class=per_class, seed=seed, batch_size=batch_size, labels=not no_labels)
-    path = write_npz(s, out) if out_format == "npz" else write_folder(s, out)
+    if out_format == "npz":
+        path = write_npz(s, out, strip_metadata=no_metadata)
+    else:
+        path = write_folder(s, out, strip_metadata=no_metadata)
+    if no_metadata:
+        _log_no_metadata(run, g.step, [path], len(s.images), "synth")
     shape = "x".join(str(v) for v in s.images.shape[1:])
     click.echo(f"wrote {len(s.images):,} images ({shape}) to {path}")
     click.echo(f"labels: {s.label_source}")

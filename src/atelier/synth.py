@@ -204,8 +204,9 @@ def check_output(out: str | Path, force: bool = False, fmt: str | None = None) -
     return fmt
 
 
-def write_npz(s: SynthSet, out: str | Path) -> Path:
-    """``images`` uint8 N x H x W (gray) or N x H x W x C, ``labels`` int64, ``classes``, ``provenance``."""
+def write_npz(s: SynthSet, out: str | Path, strip_metadata: bool = False) -> Path:
+    """``images`` uint8 N x H x W (gray) or N x H x W x C, ``labels`` int64, ``classes``, ``provenance``
+    (left out with ``strip_metadata``)."""
     from atelier.utils import atomic_write
 
     out = Path(out)
@@ -214,7 +215,8 @@ def write_npz(s: SynthSet, out: str | Path) -> Path:
     if s.labels is not None:
         arrays["labels"] = s.labels.numpy().astype(np.int64)
         arrays["classes"] = np.array(s.classes, dtype=np.str_)
-    arrays["provenance"] = np.array(json.dumps(s.provenance, sort_keys=True), dtype=np.str_)
+    if not strip_metadata:
+        arrays["provenance"] = np.array(json.dumps(s.provenance, sort_keys=True), dtype=np.str_)
 
     atomic_write(out, lambda fh: np.savez_compressed(fh, **arrays))
     return out
@@ -226,7 +228,7 @@ def _folder_name(i: int, name: str, width: int) -> str:
     return f"{i:0{width}d}" + (f"_{slug}" if slug and slug != str(i) else "")
 
 
-def write_folder(s: SynthSet, out: str | Path, progress: bool | None = None) -> Path:
+def write_folder(s: SynthSet, out: str | Path, progress: bool | None = None, strip_metadata: bool = False) -> Path:
     """One sub-folder per class (or a flat folder without labels) of PNGs, each through save_image."""
     from atelier.imageio import save_image
     from atelier.utils import atomic_write_text
@@ -245,11 +247,13 @@ def write_folder(s: SynthSet, out: str | Path, progress: bool | None = None) -> 
                 fields = {**meta, "index": i}
                 if s.labels is not None:
                     fields["label"] = int(s.labels[i])
-                save_image(a[..., 0] if a.shape[-1] == 1 else a, tmp / sub / f"{i:06d}.png", fields)
+                save_image(a[..., 0] if a.shape[-1] == 1 else a, tmp / sub / f"{i:06d}.png", fields,
+                           strip_metadata=strip_metadata)
                 bar.update(1)
         atomic_write_text(tmp / ".atelier-synth.json",
                           json.dumps({"n": len(arr), "classes": list(s.classes), "folders": dirs,
-                                      "label_source": s.label_source, "provenance": s.provenance}, indent=2))
+                                      "label_source": s.label_source,
+                                      "provenance": None if strip_metadata else s.provenance}, indent=2))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)

@@ -171,17 +171,20 @@ class Discriminator(nn.Module):
                 layers.append(SelfAttention(c_in))
         self.features = nn.Sequential(*layers)                     # (B, c_in, start, start)
         self.fc = nn.Linear(c_in * size * size, 1)
-        self.project = ClassProjection(num_classes, c_in * size * size) if num_classes else None
+        # The class term projects the spatially pooled features (c_in values), as in the projection
+        # discriminator, not the flattened map: a per-class template over all 7x7 positions let D reward
+        # one prototype per class, and G collapsed to it (every latent of a class gave the same digit).
+        self.project = ClassProjection(num_classes, c_in) if num_classes else None
         _glorot(self)
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])
-        h = self.features(x).flatten(1)                            # (B, F)
-        out = self.fc(h)                                           # (B, 1) logits
+        h = self.features(x)                                       # (B, c, s, s)
+        out = self.fc(h.flatten(1))                                # (B, 1) logits
         if self.project is not None:
-            out = out + self.project(h, y)
+            out = out + self.project(h.sum(dim=(2, 3)), y)        # + <embed(y), sum-pooled features>
         return out
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from atelier.config import _Strict
 from atelier.errors import ConfigError, DataError
 from atelier.imageio import IMAGE_SUFFIXES, make_grid, save_image
-from atelier.style.fast import KIND, TransformerNet, as_uint8
+from atelier.style.fast import KIND, TransformerNet, as_uint8, network_config
 from atelier.style.features import build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, parse_style_spec, total_variation
 from atelier.training.checkpoint import CheckpointManager
@@ -52,6 +52,7 @@ class StyleLogConfig(_Strict):
 class StyleModelConfig(_Strict):
     width: int = Field(16, ge=1, le=256)
     res_blocks: int = Field(3, ge=0, le=16)
+    arch: Literal["lean", "johnson"] = "lean"   # see atelier.style.fast; runs without it are "johnson"
 
 
 class FastStyleConfig(_Strict):
@@ -59,6 +60,12 @@ class FastStyleConfig(_Strict):
     style: list[str]                       # "path" or "path:weight"
     content_dir: str
     size: int = Field(256, ge=32, le=2048)  # square training crops
+    # Style image's long side relative to ``size``. The crops are cut from photos scaled to 1.25 x size on
+    # their short side (~2 x size on the long one), so at 1.0 the painting is shrunk ~2x against the photos
+    # and its brush strokes fall below the features' finest scale: the network learned a colour tint.
+    # At 2.0 painting and photos have about the same scale, as in `atelier stylize`. (Runs without this
+    # field were trained at 1.0.)
+    style_scale: float = Field(2.0, gt=0, le=8)
     steps: int = Field(600, ge=1)
     batch_size: int = Field(4, ge=1)
     # 3e-3, not Johnson's 1e-3: budgets here are hundreds of steps, not 40k; 1e-2 diverged.
@@ -97,7 +104,8 @@ class FastStyleTrainer:
         self.device = resolve_device(cfg.device)
         # Inputs first: a bad style or content file fails here, before anything is written.
         styles = [parse_style_spec(s) for s in cfg.style]
-        style_t = [(image_to_tensor(p, cfg.size, what="style image").to(self.device), w) for p, w in styles]
+        style_t = [(image_to_tensor(p, round(cfg.size * cfg.style_scale), what="style image").to(self.device), w)
+                   for p, w in styles]
         files = _content_files(Path(cfg.content_dir))
         held = files[: min(cfg.holdout, len(files) - 1)] if len(files) > 1 else []
         self.train_files = [f for f in files if f not in held] or files
@@ -274,6 +282,8 @@ def train_style(run_dir: str | Path, progress: bool | None = None, callback=None
         stored = read_yaml(stored_path)
         if not isinstance(stored, dict) or stored.get("kind") != KIND:
             raise ConfigError(f"{run_dir} holds another kind of run; pick a new --run-dir for train-style")
+        stored["model"] = network_config(stored.get("model"))
+        stored.setdefault("style_scale", 1.0)  # what runs from before the field used
         if "features" in options:
             options["features"] = _resolve_features(options["features"], options.get("vgg_weights"))
         def same(key: str, value: Any) -> bool:
