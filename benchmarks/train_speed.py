@@ -2,11 +2,19 @@
 
 The reference loop is written here from scratch with the identical architecture (atelier's
 Generator/Discriminator classes, default PyTorch memory format, fp32, separate D(real)/D(fake)
-calls), so the ratio isolates what atelier's trainer adds or saves. Both run in this one process,
-interleaved, on the same synthetic-free data (MNIST from ATELIER_DATA / the cache).
+calls), so the ratio isolates what atelier's trainer adds or saves. Everything runs in this one
+process, interleaved round by round, on the same MNIST images, so ratios hold on a busy machine
+even where absolute figures do not.
 
     python benchmarks/train_speed.py                    # batch 64 and 256, fp32 and bf16
     python benchmarks/train_speed.py --batch 256 --steps 30 --rounds 3
+    python benchmarks/train_speed.py --compare          # atelier vs plain vs best, GFLOP/s, % of GEMM ceiling
+    python benchmarks/train_speed.py --compare --profile  # + torch.profiler's top entries of one step
+
+``--compare`` also counts the training FLOPs per image with ``torch.utils.flop_counter`` (the
+TensorFlow tutorial's step, whose one D(fake) forward serves both losses: 452 MFLOP; atelier's step
+runs D on the fake batch again after D's update, 472 MFLOP) and measures the GEMM ceiling (fp32 and
+bf16 ``torch.mm``, and a 1x1 convolution through oneDNN) in the same run.
 """
 
 from __future__ import annotations
@@ -14,24 +22,30 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from atelier.config import load_config
 from atelier.data import open_source
 from atelier.models.dcgan import Discriminator, Generator
 from atelier.training import GANTrainer
 
-FLOP_PER_IMAGE = 452e6  # the TF-tutorial DCGAN's training FLOPs per image (PERF.md)
+FLOP_PER_IMAGE = 452e6  # the TF-tutorial DCGAN's training FLOPs per image; --compare recounts it
 
 
-def plain_loop(real_batches: list[torch.Tensor], steps: int, batch: int) -> float:
-    """The textbook PyTorch DCGAN step, fp32, default memory format. Returns images/s."""
+def _nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
     torch.manual_seed(0)
     G, D = Generator(), Discriminator()
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    return G, D, opt_g, opt_d
+
+
+def plain_step(G, D, opt_g, opt_d, batch: int) -> Callable[[torch.Tensor], None]:
+    """The textbook PyTorch DCGAN step, fp32, default memory format."""
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
 
     def step(real: torch.Tensor) -> None:
@@ -47,24 +61,174 @@ def plain_loop(real_batches: list[torch.Tensor], steps: int, batch: int) -> floa
         loss_g.backward()
         opt_g.step()
 
-    for real in real_batches[:3]:  # warm-up
+    return step
+
+
+def tutorial_step(G, D, opt_g, opt_d, batch: int) -> Callable[[torch.Tensor], None]:
+    """The TensorFlow tutorial's step: one D(fake) forward feeds both losses (for counting its FLOPs)."""
+    ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+
+    def step(real: torch.Tensor) -> None:
+        fake = G(torch.randn(batch, 100))
+        real_out, fake_out = D(real), D(fake)
+        loss_g = F.binary_cross_entropy_with_logits(fake_out, ones)
+        loss_d = F.binary_cross_entropy_with_logits(real_out, ones) + F.binary_cross_entropy_with_logits(fake_out,
+                                                                                                          zeros)
+        g_grads = torch.autograd.grad(loss_g, list(G.parameters()), retain_graph=True)
+        d_grads = torch.autograd.grad(loss_d, list(D.parameters()))
+        for p, g in zip(G.parameters(), g_grads, strict=True):
+            p.grad = g
+        for p, g in zip(D.parameters(), d_grads, strict=True):
+            p.grad = g
+        opt_g.step()
+        opt_d.step()
+
+    return step
+
+
+def timed(step: Callable[[torch.Tensor], None], batches: list[torch.Tensor], steps: int, batch: int) -> float:
+    for real in batches[:2]:  # warm-up (oneDNN primitive creation, allocator)
         step(real)
     t0 = time.perf_counter()
     for i in range(steps):
-        step(real_batches[i % len(real_batches)])
+        step(batches[i % len(batches)])
     return steps * batch / (time.perf_counter() - t0)
+
+
+def plain_loop(real_batches: list[torch.Tensor], steps: int, batch: int) -> float:
+    """Images/s of the plain eager fp32 loop."""
+    return timed(plain_step(*_nets(), batch), real_batches, steps, batch)
+
+
+def make_trainer(batch: int, precision: str, channels_last: bool, dataset) -> GANTrainer:
+    cfg = load_config(None, {"train.batch_size": batch, "train.precision": precision,
+                             "train.channels_last": channels_last, "train.device": "cpu"})
+    return GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
 
 
 def atelier_loop(batch: int, steps: int, precision: str, channels_last: bool, dataset) -> float:
-    cfg = load_config(None, {"train.batch_size": batch, "train.precision": precision,
-                             "train.channels_last": channels_last, "train.device": "cpu"})
-    trainer = GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
+    trainer = make_trainer(batch, precision, channels_last, dataset)
+    return timed(lambda _: trainer.train_step(trainer.loader.next()[0]), [None], steps, batch)  # type: ignore[list-item]
+
+
+# ---- ceilings and FLOP counts
+def gemm_ceiling(n: int, reps: int) -> dict[str, float]:
+    """GFLOP/s of an n^3 matrix product: torch.mm fp32 (MKL) and bf16, and fp32 through oneDNN (1x1 conv)."""
+    def rate(fn: Callable[[], torch.Tensor]) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    x = torch.randn(1, n, n, 1).contiguous(memory_format=torch.channels_last)   # (1, K, M, 1)
+    w = torch.randn(n, n, 1, 1).contiguous(memory_format=torch.channels_last)   # (N, K, 1, 1)
+    return {"fp32 mm": rate(lambda: torch.mm(a, b)), "bf16 mm": rate(lambda: torch.mm(a16, b16)),
+            "fp32 oneDNN": rate(lambda: F.conv2d(x, w))}
+
+
+def count_flops(dataset, batch: int = 64) -> dict[str, float]:
+    """Training FLOPs per image (matmuls and convolutions, forward + backward), counted, not assumed."""
+    real = dataset.images[:batch].float() / 127.5 - 1
+    out = {}
+    for name, make in (("TF tutorial step", tutorial_step), ("plain PyTorch step", plain_step)):
+        step = make(*_nets(), batch)
+        with FlopCounterMode(display=False) as fc:
+            step(real)
+        out[name] = fc.get_total_flops() / batch
+    trainer = make_trainer(batch, "fp32", False, dataset)
+    with FlopCounterMode(display=False) as fc:
+        trainer.train_step(trainer.loader.next()[0])
+    out["atelier step"] = fc.get_total_flops() / batch
+    return out
+
+
+def profile_step(dataset, batch: int, rows: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = make_trainer(batch, "bf16", True, dataset)
     for _ in range(3):
         trainer.train_step(trainer.loader.next()[0])
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.train_step(trainer.loader.next()[0])
-    return steps * batch / (time.perf_counter() - t0)
+    print(f"\ntorch.profiler, one atelier step (bf16 + channels_last, batch {batch}), top {rows} by self CPU time:\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=44))
+
+
+def compare(args, dataset) -> None:
+    batch = args.batch[0]
+    real = [dataset.images[i * batch:(i + 1) * batch].float() / 127.5 - 1 for i in range(len(dataset) // batch)]
+    flops = count_flops(dataset)
+    print("| training step | MFLOP per image (counted) |\n|---|---:|")
+    for name, f in flops.items():
+        print(f"| {name} | {f / 1e6:,.1f} |")
+    per_image = flops["TF tutorial step"]
+
+    variants: dict[str, tuple[Callable[[], float], str]] = {
+        "plain eager fp32": (lambda: plain_loop(real, args.steps, batch), "fp32"),
+        "atelier fp32": (lambda: atelier_loop(batch, args.steps, "fp32", False, dataset), "fp32"),
+        "atelier default (bf16 + channels_last + malloc thresholds)": (
+            lambda: atelier_loop(batch, args.steps, "bf16", True, dataset), "bf16"),
+    }
+    results: dict[str, list[float]] = {k: [] for k in variants}
+    ceilings: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        # The ceiling is measured before and after the round's variants: on a shared machine the load moves.
+        for name, (fn, _) in [("", (lambda: 0.0, "")), *variants.items()]:
+            if name:
+                results[name].append(fn())
+            for k, v in gemm_ceiling(args.gemm, 3).items():
+                ceilings.setdefault(k, []).append(v)
+    ceil = {k: statistics.median(v) for k, v in ceilings.items()}
+    fp32_ceiling = max(ceil["fp32 mm"], ceil["fp32 oneDNN"])
+    print(f"\nGEMM ceiling, {args.gemm}^3, this run (GFLOP/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in ceil.items()))
+    print(f"\nbatch {batch}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds of "
+          f"{args.steps} steps; GFLOP/s at {per_image / 1e6:.0f} MFLOP per image; % of the GEMM ceiling of the "
+          "variant's precision (fp32: the faster fp32 GEMM)\n")
+    print("| implementation | images/s | GFLOP/s | % of GEMM ceiling | vs plain |")
+    print("|---|---:|---:|---:|---:|")
+    base = statistics.median(results["plain eager fp32"])
+    best = max(results, key=lambda k: statistics.median(results[k]))
+    for name, vals in results.items():
+        med = statistics.median(vals)
+        ceiling = ceil["bf16 mm"] if variants[name][1] == "bf16" else fp32_ceiling
+        gflops = med * per_image / 1e9
+        label = f"**{name}** (best)" if name == best else name
+        print(f"| {label} | {med:,.0f} | {gflops:,.0f} | {100 * gflops / ceiling:.0f}% | {med / base:.2f}x |")
+    if args.allocator_pairs:
+        allocator_ab(batch, args.steps, args.allocator_pairs)
+    if args.profile:
+        profile_step(dataset, batch, args.profile_rows)
+
+
+def allocator_ab(batch: int, steps: int, pairs: int) -> None:
+    """The malloc-threshold lever against glibc's real default, which adapts its mmap threshold at run time and
+    cannot be restored once mallopt has been called: so each measurement is a fresh process, alternating."""
+    import subprocess
+    import sys
+
+    ratios = []
+    for _ in range(pairs):
+        rate = {}
+        for mode in ("off", "on"):
+            out = subprocess.run([sys.executable, __file__, "--allocator-child", mode, "--batch", str(batch),
+                                  "--steps", str(steps), "--threads", str(torch.get_num_threads())],
+                                 capture_output=True, text=True, check=True).stdout
+            rate[mode] = float(out.split()[-1])
+        ratios.append(rate["on"] / rate["off"])
+    print(f"\nglibc malloc thresholds (engine.tune_allocator) vs glibc's default, {pairs} alternating pairs of fresh "
+          f"processes: median {statistics.median(ratios):.2f}x (" + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+
+
+def allocator_child(mode: str, batch: int, steps: int) -> None:
+    import atelier.training.gan as gan
+
+    if mode == "off":
+        gan.tune_allocator = lambda on=True: False  # type: ignore[assignment]
+    dataset = open_source("mnist", channels=1, resolution=28, limit=4096)
+    print(atelier_loop(batch, steps, "bf16", True, dataset))
 
 
 @torch.no_grad()
@@ -85,10 +249,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--variants", nargs="+", default=["fp32", "fp32+cl", "bf16", "bf16+cl"])
+    ap.add_argument("--compare", action="store_true",
+                    help="atelier vs plain eager fp32 vs the best variant, with GFLOP/s and %% of the GEMM ceiling "
+                         "(first --batch only)")
+    ap.add_argument("--gemm", type=int, default=2048, help="matrix size of the GEMM ceiling (--compare)")
+    ap.add_argument("--profile", action="store_true", help="with --compare: profile one training step")
+    ap.add_argument("--profile-rows", type=int, default=12)
+    ap.add_argument("--allocator-pairs", type=int, default=0,
+                    help="with --compare: fresh-process A/B pairs of the malloc-threshold lever")
+    ap.add_argument("--allocator-child", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.allocator_child:
+        allocator_child(args.allocator_child, args.batch[0], args.steps)
+        return
 
     dataset = open_source("mnist", channels=1, resolution=28, limit=8192)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    if args.compare:
+        compare(args, dataset)
+        return
     print("| batch | implementation | images/s | GFLOP/s | ratio vs plain |")
     print("|---:|---|---:|---:|---:|")
     for batch in args.batch:

@@ -199,7 +199,12 @@ def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Pa
     run_dir = Path(run_dir)
     cfg, resuming = prepare_run(config, run_dir, overrides or {})
     trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer, "vae": VAETrainer}[get(cfg.model["name"]).kind]
-    trainer = trainer_cls(cfg, run_dir, progress=progress)
-    if resuming:
-        trainer.resume()
-    return trainer.fit(callback=callback)
+    from atelier.training import distributed
+
+    try:
+        trainer = trainer_cls(cfg, run_dir, progress=progress)
+        if resuming:
+            trainer.resume()
+        return trainer.fit(callback=callback)
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op in one process)

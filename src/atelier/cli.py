@@ -96,6 +96,10 @@ def _train_overrides(data, steps, batch_size, seed, checkpoint_every, sample_eve
 
 
 def _report(result, dry_run: bool = False) -> None:
+    from atelier.training.distributed import is_main
+
+    if not is_main():
+        return  # under torchrun, rank 0 reports for all processes
     rate = result.images_seen / result.seconds if result.seconds else 0.0
     state = "interrupted at" if result.interrupted else "finished"
     click.echo(f"{state} step {result.step:,} ({result.images_seen / 1000:,.1f} kimg, "
@@ -148,7 +152,8 @@ def _common_train_options(f):
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key, e.g. --set model.width=32 (repeatable)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="fp32, or bf16 autocast."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                     help="fp32, bf16 autocast, or fp16 autocast with loss scaling (CUDA only)."),
         click.option("--dry-run", is_flag=True, help="Run 2 steps on 8 images in a temporary folder."),
     ]
     for option in reversed(options):
@@ -172,6 +177,7 @@ def train(config, run_dir, data, steps, batch_size, seed, checkpoint_every, samp
       atelier train --config configs/mnist-dcgan.yaml --data fashion-mnist --steps 5000
       atelier train --run-dir runs/mnist-dcgan --steps 4000     # resume and train further
       atelier train --config configs/mnist-dcgan.yaml --set model.width=32 --dry-run
+      torchrun --standalone --nproc_per_node=2 -m atelier train --run-dir runs/ddp   # 2 processes (DDP)
     """
     if run_dir is None:
         run_dir = Path("runs") / (config.stem if config else "mnist-dcgan")

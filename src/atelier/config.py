@@ -120,12 +120,15 @@ class OptimConfig(_Strict):
 
 class TrainConfig(_Strict):
     steps: int = Field(2000, ge=1)
-    # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU.
+    # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU. It is the global
+    # batch: under torchrun each of the N processes trains on batch_size / N images per step, so a run
+    # means the same maths (and resumes) whatever the number of processes.
     batch_size: int = Field(256, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast: 1.6x the images/s of fp32 for the MNIST DCGAN on a 2-core AVX512-BF16 CPU
-    # (benchmarks/train_speed.py); weights and optimiser state stay fp32.
-    precision: Literal["fp32", "bf16"] = "bf16"
+    # (benchmarks/train_speed.py); weights and optimiser state stay fp32. fp16 (CUDA only) adds one
+    # GradScaler per optimiser.
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     # EMA of G with a half-life counted in images (StyleGAN2's ema_kimg), ramped up early on so the
     # average does not drag the random init along for the first thousands of images.

@@ -115,7 +115,12 @@ class Augment:
         self._sign_n += real_logits.numel()
         self._steps += 1
         if self._steps % self.cfg.ada_interval == 0:
-            r_t = self._sign_sum / max(self._sign_n, 1)
+            from atelier.training.distributed import all_mean
+
+            # Under DDP every rank must move p alike: the statistic is over the global batch (ratio of means
+            # over ranks = ratio of sums). In one process all_mean returns its input.
+            ada = all_mean({"sum": self._sign_sum, "n": float(self._sign_n)})
+            r_t = ada["sum"] / max(ada["n"], 1)
             step = self.batch_size * self.cfg.ada_interval / (self.cfg.ada_kimg * 1000)
             direction = 1.0 if r_t > self.cfg.ada_target else -1.0
             self.p = min(max(self.p + direction * step, 0.0), 1.0)

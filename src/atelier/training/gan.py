@@ -11,6 +11,10 @@ gradient penalty and lazy R1 (see atelier.losses). G runs forward once per step 
 both phases, as in pytorch/examples' DCGAN; the G phase sees the freshly updated D. Everything random
 draws from the global torch generator, whose state is checkpointed with the data loader's position
 and the augmentation probability, so a resumed run continues bit for bit.
+
+Under ``torchrun`` (see :mod:`atelier.training.distributed`) G and D are wrapped in DDP, each process
+trains on its share of the global batch (``train.batch_size``), draws its own noise (rank r > 0 reseeds
+after the shared weight init), and only rank 0 writes files; logged losses are the mean over ranks.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from atelier.errors import DataError
 from atelier.imageio import make_grid, save_image
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
+from atelier.training import distributed
 from atelier.training.checkpoint import CheckpointManager
 from atelier.training.ema import EMA
-from atelier.training.engine import autocast, resolve_device
+from atelier.training.engine import autocast, check_precision, make_scaler, resolve_device, tune_allocator
 from atelier.training.logging import RunLogger, plot_losses
 
 __all__ = ["GANTrainer", "TrainResult"]
@@ -64,11 +69,13 @@ class GANTrainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.device = resolve_device(cfg.train.device)
+        self.world, self.device = distributed.init(resolve_device(cfg.train.device))
         self.precision = cfg.train.precision
+        check_precision(self.device, self.precision)
+        tune_allocator()  # faster CPU steps: freed pages are reused instead of faulted in again (engine.py)
         self.dataset = dataset if dataset is not None else self._open_data()
         self.loader = BatchLoader(self.dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip,
-                                  crop=self._crop_size())
+                                  crop=self._crop_size(), rank=self.world.rank, world_size=self.world.world_size)
 
         torch.manual_seed(cfg.seed)  # weight init is part of the seeded run
         nets = build(cfg.model, resolution=cfg.data.resolution, channels=cfg.data.channels)
@@ -77,9 +84,22 @@ class GANTrainer:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         self.ema = EMA(self.G, cfg.train.ema_half_life_kimg, cfg.train.ema_rampup) if self.uses_ema else None
+        if self.ema is not None:
+            self.ema.world_size = self.world.world_size  # train_step passes its own rank's batch size
+        # DDP (a no-op in one process). SyncBatchNorm only exists for CUDA; on CPU each rank normalises
+        # over its share of the batch.
+        sync_bn = self.device.type == "cuda"
+        self.G = distributed.wrap(self.G, self.device, sync_batchnorm=sync_bn)
+        self.D = distributed.wrap(self.D, self.device, sync_batchnorm=sync_bn)
+        if self.world.rank > 0:
+            # Every rank built the same weights from cfg.seed; from here each draws its own noise and
+            # dropout masks (rank 0 keeps the one-process stream).
+            torch.manual_seed(self._rank_seed(0))
         betas = tuple(cfg.optim.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
+        # fp16 only: one loss scaler per optimiser, applied in _optimize.
+        self.scalers = {"g": make_scaler(self.device, self.precision), "d": make_scaler(self.device, self.precision)}
         self.loss = get_loss(cfg.loss.name)
         self.augment = Augment(cfg.augment, cfg.train.batch_size)
         self.num_classes = int(cfg.model.get("num_classes", 0) or 0)
@@ -87,15 +107,29 @@ class GANTrainer:
         self._setup_samples()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep=cfg.log.keep_checkpoints)
         self.evals = None  # FID every eval.every steps and checkpoints/best.safetensors (atelier.metrics)
-        if cfg.eval.every:
+        if cfg.eval.every and self.world.is_main:
             from atelier.metrics.training import TrainingEval
 
             self.evals = TrainingEval(cfg, self.run_dir, self.device)
         self.step = 0
         self._last_g = 0.0  # G's loss, from the last step that trained G (n_critic > 1)
-        self.images_seen = 0
+        self._images_seen = 0
         self.train_seconds = 0.0
         self._stop_signal: int | None = None
+
+    @property
+    def images_seen(self) -> int:
+        """Images of the global batch seen so far (all ranks together)."""
+        return self._images_seen
+
+    @images_seen.setter
+    def images_seen(self, value: int) -> None:
+        # train_step adds its own batch (``self.images_seen += B``): under DDP each of the N ranks saw
+        # that many, so the increment counts N times. In one process this is a plain assignment.
+        self._images_seen += (int(value) - self._images_seen) * self.world.world_size
+
+    def _rank_seed(self, step: int) -> int:
+        return (self.cfg.seed * 1_000_003 + step) * 7_919 + self.world.rank
 
     # Hooks that other trainers (pix2pix) override; the loop, checkpoints and logs are shared.
     uses_ema = True
@@ -141,8 +175,9 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """This process's state (networks unwrapped from DDP: the same keys whatever the world size)."""
         state: dict[str, Any] = {
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G": distributed.unwrap(self.G).state_dict(), "D": distributed.unwrap(self.D).state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "loader": self.loader.state_dict(), "step": self.step, "images_seen": self.images_seen,
             "train_seconds": self.train_seconds, "rng": {"cpu": torch.get_rng_state()},
@@ -152,23 +187,41 @@ class GANTrainer:
             state["G_ema"] = self.ema.model.state_dict()
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        for name, scaler in self.scalers.items():
+            if scaler is not None:
+                state[f"scaler_{name}"] = scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
+        distributed.unwrap(self.G).load_state_dict(state["G"])
+        distributed.unwrap(self.D).load_state_dict(state["D"])
         if self.ema is not None:
             self.ema.model.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for name, scaler in self.scalers.items():
+            # A checkpoint from a bf16/fp32 run resumed in fp16 starts the scale afresh.
+            if scaler is not None and f"scaler_{name}" in state:
+                scaler.load_state_dict(state[f"scaler_{name}"])
         self.loader.load_state_dict(state["loader"])
-        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
+        self.step, self._images_seen = int(state["step"]), int(state["images_seen"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "augment" in state:
             self.augment.load_state_dict(state["augment"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.world.distributed:
+            # Each rank continues its own noise stream when the world size is unchanged (bit-exact resume);
+            # on another world size, rank r > 0 starts a fresh stream seeded by the step.
+            ranks = rng.get("cpu_ranks")
+            if ranks is not None and ranks.shape[0] == self.world.world_size:
+                torch.set_rng_state(ranks[self.world.rank].clone())
+                if "cuda_ranks" in rng and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(rng["cuda_ranks"][self.world.rank].clone(), self.device)
+            elif self.world.rank > 0:
+                torch.manual_seed(self._rank_seed(self.step))
 
     def resume(self) -> bool:
         """Load the newest checkpoint of the run folder, if any. True when resumed."""
@@ -179,7 +232,17 @@ class GANTrainer:
         return True
 
     def save_checkpoint(self) -> Path:
-        return self.ckpt.save(self.step, self.state_dict())
+        """Write a checkpoint (rank 0), with every rank's RNG state; all ranks must call it together."""
+        state = self.state_dict()
+        if self.world.distributed:
+            state["rng"]["cpu_ranks"] = distributed.all_gather_tensor(torch.get_rng_state())
+            if self.device.type == "cuda":
+                state["rng"]["cuda_ranks"] = distributed.all_gather_tensor(torch.cuda.get_rng_state(self.device))
+        path = self.ckpt.path_for(self.step)
+        if self.world.is_main:
+            path = self.ckpt.save(self.step, state)
+        distributed.barrier()  # no rank moves on (or exits) before the checkpoint is on disk
+        return path
 
     # ------------------------------------------------------------------ one step
     def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -244,14 +307,25 @@ class GANTrainer:
         return out
 
     def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """One optimiser step on ``loss`` (the single place where gradients are computed and applied)."""
+        """One optimiser step on ``loss`` (the single place where gradients are computed and applied).
+
+        Under DDP the backward pass also averages the gradients over ranks. In fp16 the loss is scaled
+        by that optimiser's GradScaler, which unscales before the step and skips steps with inf/NaN.
+        """
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler = self.scalers["g" if opt is self.opt_g else "d"]
+        if scaler is None:
+            loss.backward()
+            opt.step()
+            return
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
     def write_grid(self, logger: RunLogger | None = None) -> Path:
+        """The progress grid of the fixed latents (fit calls it on rank 0 only)."""
         images = self.ema.model(self.fixed_z) if self.fixed_y is None else self.ema.model(self.fixed_z, self.fixed_y)
         grid = make_grid(images, nrow=self.cfg.log.grid, scale=_grid_scale(self.cfg.data.resolution))
         return self._save_grid(grid, logger, generator="ema")
@@ -273,13 +347,16 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, callback=None) -> TrainResult:
+        """Train to ``train.steps``. Under torchrun every rank calls it; rank 0 alone writes the run folder."""
         cfg, log = self.cfg, self.cfg.log
         total = cfg.train.steps
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, self.step, tensorboard=log.tensorboard)
+        main, world = self.world.is_main, self.world.world_size
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        logger = RunLogger(self.run_dir, self.step, tensorboard=log.tensorboard) if main else None
         tty = sys.stderr.isatty() if self.progress is None else self.progress
-        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, disable=not tty,
+        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, disable=not (tty and main),
                    desc=self.run_dir.name)
         handlers = self._install_signal_handlers()
         last: dict[str, float] = {}
@@ -288,51 +365,61 @@ class GANTrainer:
         if self.evals is not None:
             self.evals.resume(self.step)
         try:
-            while self.step < total and self._stop_signal is None:
+            while self.step < total and not self._agreed_stop():
                 real, labels = self.loader.next()
                 t0 = time.perf_counter()
                 last = self.train_step(real, labels)
                 dt = time.perf_counter() - t0
                 self.train_seconds += dt
                 window_t += dt
-                window_imgs += real.shape[0]
+                window_imgs += real.shape[0] * world
                 bar.update(1)
                 if self.step % log.every == 0 or self.step == total:
+                    last = distributed.all_mean(last)
                     rate = window_imgs / max(window_t, 1e-9)
                     row = {"kimg": round(self.images_seen / 1000, 3), **{k: round(v, 5) for k, v in last.items()},
                            "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"],
                            "img_per_s": round(rate, 1), "train_seconds": round(self.train_seconds, 2)}
-                    logger.log(self.step, row)
+                    if logger is not None:
+                        logger.log(self.step, row)
                     bar.set_postfix(d=f"{last['loss_d']:.3f}", g=f"{last['loss_g']:.3f}", img_s=f"{rate:.0f}")
-                    if not tty:
+                    if not tty and main:
                         print(f"step {self.step}/{total}  kimg {self.images_seen / 1000:.1f}  "
                               f"loss_d {last['loss_d']:.4f}  loss_g {last['loss_g']:.4f}  img/s {rate:.0f}",
                               flush=True)
                     window_t, window_imgs = 0.0, 0
-                if self.step % log.sample_every == 0 or self.step == total:
+                if main and (self.step % log.sample_every == 0 or self.step == total):
                     grid = self.write_grid(logger)
-                if self.step % log.checkpoint_every == 0 or self.step == total or self._stop_signal is not None:
+                if self.step % log.checkpoint_every == 0 or self.step == total or self._agreed_stop():
                     self.save_checkpoint()
                 if self.evals is not None and self.evals.due(self.step, total):
                     self.evals(self)
                 if callback is not None:
                     callback(self)
             # A signal that arrived after this step's checkpoint check still gets its checkpoint.
-            if self._stop_signal is not None and self.ckpt.latest_path() != self.ckpt.path_for(self.step):
+            if self._agreed_stop() and self.ckpt.latest_path() != self.ckpt.path_for(self.step):
                 self.save_checkpoint()
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
             self._restore_signal_handlers(handlers)
         result = TrainResult(self.run_dir, self.step, self.images_seen, self.train_seconds,
                              interrupted=self._stop_signal is not None, metrics=last)
-        if self.step > 0:
+        if self.step > 0 and main:
             result.grid = grid or self._latest_grid()
             result.loss_plot = plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
             from atelier.training.card import write_model_card
 
             result.model_card = write_model_card(self, result)
+        distributed.barrier()
         return result
+
+    def _agreed_stop(self) -> bool:
+        """Whether to stop; under DDP every rank must agree on the step (a signal may reach one first)."""
+        if self.world.distributed and distributed.any_flag(self._stop_signal is not None):
+            self._stop_signal = self._stop_signal or signal.SIGTERM
+        return self._stop_signal is not None
 
     def _latest_grid(self) -> Path | None:
         grids = sorted((self.run_dir / "samples").glob("grid-*.png"))

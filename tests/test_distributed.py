@@ -1,0 +1,212 @@
+"""Data-parallel training: torchrun + DDP over gloo on this CPU, compared with one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+import atelier
+from atelier.data import BatchLoader, ImageDataset
+from atelier.errors import ConfigError, DataError
+from atelier.training import distributed
+from atelier.training.checkpoint import CheckpointManager
+from atelier.training.engine import check_precision
+from conftest import mnist_available
+
+REPO = Path(__file__).resolve().parents[1]
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+
+# Global batch 32: one process trains on 32 images per step, two processes on 16 each.
+RUN = {"model.width": 8, "model.z_dim": 16, "data.limit": 256, "train.batch_size": 32, "train.steps": 12,
+       "train.device": "cpu", "train.precision": "fp32", "log.every": 1, "log.sample_every": 6,
+       "log.checkpoint_every": 6, "log.grid": 2, "log.tensorboard": False}
+
+
+def _torchrun(run_dir: Path, overrides: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "atelier", "train", "--run-dir", str(run_dir), *sets]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _curve(run_dir: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss_d" in r]
+
+
+@needs_mnist
+def test_two_processes_follow_the_one_process_loss_curve_and_resume_in_one(tmp_path):
+    one = atelier.train(None, tmp_path / "one", dict(RUN), progress=False)
+    proc = _torchrun(tmp_path / "two", RUN)
+    # Rank 0 alone reports, logs and writes: one report, one metrics line per step.
+    assert proc.stdout.count("finished step 12") == 1
+    a, b = _curve(tmp_path / "one"), _curve(tmp_path / "two")
+    assert [r["step"] for r in b] == list(range(1, 13)) and [r["kimg"] for r in a] == [r["kimg"] for r in b]
+    # Same init, same images per step (the ranks' shards make up the one-process batch), but each rank draws
+    # its own noise and dropout masks and normalises G's BatchNorm over its 16 images, so the curves agree
+    # statistically, not bit for bit. Measured over the 12 steps: mean |diff| 0.040 (loss_d, which is ~1.5) and
+    # 0.012 (loss_g, ~0.69), max 0.081 and 0.041. Tolerance: twice the measured mean, 2.5-3x the max.
+    for key, mean_tol, max_tol in (("loss_d", 0.08, 0.2), ("loss_g", 0.025, 0.12)):
+        diffs = [abs(x[key] - y[key]) for x, y in zip(a, b, strict=True)]
+        assert sum(diffs) / len(diffs) < mean_tol and max(diffs) < max_tol, (key, diffs)
+    assert abs(one.metrics["loss_d"] - b[-1]["loss_d"]) < 0.2
+
+    # The 2-process checkpoint of step 6 resumes in one process: copy the run without its later steps.
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    (resumed / "config.yaml").write_text((tmp_path / "two" / "config.yaml").read_text())
+    ckpt = (tmp_path / "two" / "checkpoints" / "step-0000006.safetensors").read_bytes()
+    (resumed / "checkpoints" / "step-0000006.safetensors").write_bytes(ckpt)
+    (resumed / "checkpoints" / "latest").write_text("step-0000006.safetensors\n")
+    state = CheckpointManager.read(resumed / "checkpoints" / "step-0000006.safetensors")
+    assert state["rng"]["cpu_ranks"].shape[0] == 2 and state["images_seen"] == 6 * 32
+    result = atelier.train(None, resumed, {"train.steps": 12}, progress=False)
+    assert result.step == 12 and result.images_seen == 12 * 32
+    c = _curve(resumed)
+    assert [r["step"] for r in c] == list(range(7, 13))
+    diffs = [abs(x["loss_d"] - y["loss_d"]) for x, y in zip(b[6:], c, strict=True)]
+    assert sum(diffs) / len(diffs) < 0.08, diffs
+
+
+def _dataset(n: int = 64) -> ImageDataset:
+    g = torch.Generator().manual_seed(0)
+    return ImageDataset(torch.randint(0, 256, (n, 2, 12, 12), dtype=torch.uint8, generator=g),
+                        torch.arange(n), "synthetic")
+
+
+def test_rank_shards_make_up_the_one_process_batch_with_the_same_augmentation():
+    ds = _dataset()
+    one = BatchLoader(ds, 16, seed=3, hflip=True, crop=10)
+    ranks = [BatchLoader(ds, 16, seed=3, hflip=True, crop=10, rank=r, world_size=4) for r in range(4)]
+    for _ in range(9):  # past an epoch boundary (64 images, 4 batches per epoch)
+        x, y = one.next()
+        parts = [loader.next() for loader in ranks]
+        assert all(p[0].shape == (4, 2, 10, 10) for p in parts)
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    # The position is global: a one-process state resumes a rank and vice versa.
+    assert ranks[2].state_dict() == one.state_dict()
+    with pytest.raises(DataError, match="multiple of 3"):
+        BatchLoader(ds, 16, seed=0, rank=0, world_size=3)
+
+
+def test_fp16_is_refused_on_cpu_with_a_clear_message(tmp_path, tiny):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        check_precision(torch.device("cpu"), "fp16")
+    with pytest.raises(ConfigError, match="use bf16"):
+        atelier.train(None, tmp_path / "r", {**tiny, "train.precision": "fp16"}, progress=False)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_single_process_helpers_are_no_ops():
+    world, device = distributed.init(torch.device("cpu"))
+    assert (world.rank, world.world_size, world.is_main, world.distributed) == (0, 1, True, False)
+    net = nn.Linear(2, 2)
+    assert distributed.wrap(net, device) is net and distributed.unwrap(net) is net
+    assert distributed.all_mean({"a": 1.5}) == {"a": 1.5} and distributed.any_flag(True)
+    assert distributed.all_gather_tensor(torch.ones(3)).shape == (1, 3)
+
+
+# ---- DDP and the GAN step pattern, exactly: two processes vs one, same data and noise ----------------------
+def _gan_nets() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+    D = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    return G, D
+
+
+def _gan_steps(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor, steps: int = 3) -> None:
+    """D phase with two D forwards and an R1 penalty (double backward), then G through a frozen D."""
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1)
+    for _ in range(steps):
+        fake = G(z)
+        D.requires_grad_(True)
+        x = real.detach().requires_grad_(True)
+        real_logits, fake_logits = D(x), D(fake.detach())
+        (grad,) = torch.autograd.grad(real_logits.sum(), x, create_graph=True)
+        loss_d = nn.functional.softplus(-real_logits).mean() + nn.functional.softplus(fake_logits).mean()
+        loss_d = loss_d + 5.0 * grad.square().sum(1).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        loss_g = nn.functional.softplus(-D(fake)).mean()
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+
+def _ada():
+    from atelier.config import AugmentConfig
+    from atelier.data.augment import Augment
+
+    return Augment(AugmentConfig(policy="translation", p=0.5, ada_target=0.6, ada_interval=1, ada_kimg=0.1), 8)
+
+
+def _ada_logits() -> torch.Tensor:
+    return torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0])[:, None]  # global mean sign 0.25 < 0.6
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world, device = distributed.init(torch.device("cpu"))
+    G, D = _gan_nets()
+    gen = torch.Generator().manual_seed(1)
+    real, z = torch.randn(8, 8, generator=gen), torch.randn(8, 4, generator=gen)
+    shard = slice(4 * rank, 4 * rank + 4)
+    Gw, Dw = distributed.wrap(G, device), distributed.wrap(D, device)
+    _gan_steps(Gw, Dw, real[shard], z[shard])
+    # ADA: rank 0 sees D(real) > 0, rank 1 sees D(real) < 0 more often; p moves by the global statistic.
+    ada = _ada()
+    ada.observe(_ada_logits()[shard])
+    if world.is_main:
+        torch.save({"G": G.state_dict(), "D": D.state_dict(), "ada_p": ada.p}, out)
+    distributed.barrier()
+    distributed.cleanup()
+
+
+def test_ddp_step_pattern_and_ada_match_one_process_exactly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two.pt"
+    mp.start_processes(_worker, args=(port, str(out)), nprocs=2, start_method="spawn")
+    G, D = _gan_nets()
+    gen = torch.Generator().manual_seed(1)
+    real, z = torch.randn(8, 8, generator=gen), torch.randn(8, 4, generator=gen)
+    _gan_steps(G, D, real, z)
+    two = torch.load(out, weights_only=True)
+    ada = _ada()
+    ada.observe(_ada_logits())
+    assert ada.p == pytest.approx(0.42) and two["ada_p"] == pytest.approx(ada.p)  # rank 0 alone would raise p
+    del two["ada_p"]
+    for name, net in (("G", G), ("D", D)):
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(two[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_mnist
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_training_runs_and_resumes(tmp_path, tiny, precision):
+    overrides = {**tiny, "train.device": "cuda", "train.precision": precision}
+    result = atelier.train(None, tmp_path / "r", overrides, progress=False)
+    assert result.step == 6 and all(map(lambda v: v == v, result.metrics.values()))
+    state = CheckpointManager.read(CheckpointManager(tmp_path / "r" / "checkpoints").latest_path())
+    assert ("scaler_g" in state) == (precision == "fp16")
+    assert atelier.train(None, tmp_path / "r", {"train.steps": 8}, progress=False).step == 8
