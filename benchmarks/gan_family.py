@@ -78,6 +78,8 @@ def main() -> None:
         cas_text = f"{cas['value']:.1%} ({cas.get('ceiling', float('nan')):.1%})" if cas else "—"
         cfg = g.cfg
         what = f"{cfg.loss.name}{' + GP' if cfg.loss.gp_weight else ''} / {cfg.model['name']}"
+        if cfg.model["name"] == "vae":
+            what = f"ELBO, beta {cfg.model['beta']:g} / vae"
         if cfg.augment.policy:
             what += f", DiffAugment{' + ADA' if cfg.augment.ada_target else ''}"
         if cfg.data.limit:
