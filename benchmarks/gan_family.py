@@ -21,7 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# name -> (config file, extra overrides). "mnist-1k-noaug" is the ablation of the DiffAugment config.
+# name -> (config file, extra overrides). "mnist-1k-noaug" is the ablation of the DiffAugment config;
+# the 100-image pair asks whether augmentation wins once D can memorise its data.
 ROWS = {
     "mnist-dcgan": ("mnist-dcgan", {}),
     "mnist-cgan": ("mnist-cgan", {}),
@@ -31,6 +32,8 @@ ROWS = {
     "mnist-1k-diffaugment": ("mnist-1k-diffaugment", {}),
     "mnist-1k-noaug": ("mnist-1k-diffaugment", {"augment.policy": ""}),
     "mnist-1k-ada": ("mnist-1k-diffaugment", {"augment.p": 0.0, "augment.ada_target": 0.6}),
+    "mnist-100-diffaugment": ("mnist-1k-diffaugment", {"data.limit": 100}),
+    "mnist-100-noaug": ("mnist-1k-diffaugment", {"data.limit": 100, "augment.policy": ""}),
 }
 
 

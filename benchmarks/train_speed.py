@@ -1,14 +1,15 @@
 """Training and sampling speed of the MNIST DCGAN: atelier's trainer vs a plain eager fp32 loop.
 
 The reference loop is written here from scratch with the identical architecture (atelier's
-Generator/Discriminator classes, default PyTorch memory format, fp32, separate D(real)/D(fake)
-calls), so the ratio isolates what atelier's trainer adds or saves. Everything runs in this one
+Generator/Discriminator classes with PyTorch's own ``nn.Dropout``, default PyTorch memory format,
+fp32, separate D(real)/D(fake) calls), so the ratio isolates what atelier's trainer adds or saves. Everything runs in this one
 process, interleaved round by round, on the same MNIST images, so ratios hold on a busy machine
 even where absolute figures do not.
 
     python benchmarks/train_speed.py                    # batch 64 and 256, fp32 and bf16
     python benchmarks/train_speed.py --batch 256 --steps 30 --rounds 3
-    python benchmarks/train_speed.py --compare          # atelier vs plain vs best, GFLOP/s, % of GEMM ceiling
+    python benchmarks/train_speed.py --compare          # atelier vs plain vs best, GFLOP/s, % of GEMM ceiling,
+                                                        # and the default without its fast dropout masks
     python benchmarks/train_speed.py --compare --profile  # + torch.profiler's top entries of one step
 
 ``--compare`` also counts the training FLOPs per image with ``torch.utils.flop_counter`` (the
@@ -31,14 +32,24 @@ from torch.utils.flop_counter import FlopCounterMode
 from atelier.config import load_config
 from atelier.data import open_source
 from atelier.models.dcgan import Discriminator, Generator
+from atelier.models.layers import Dropout
 from atelier.training import GANTrainer
 
 FLOP_PER_IMAGE = 452e6  # the TF-tutorial DCGAN's training FLOPs per image; --compare recounts it
 
 
+def torch_dropout(D: torch.nn.Module) -> torch.nn.Module:
+    """Swap atelier's fast CPU dropout for PyTorch's own (the plain reference, and the "before" of that lever)."""
+    for name, m in list(D.named_modules()):
+        if isinstance(m, Dropout):
+            parent = D.get_submodule(name.rpartition(".")[0])
+            setattr(parent, name.rpartition(".")[2], torch.nn.Dropout(m.p))
+    return D
+
+
 def _nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    G, D = Generator(), Discriminator()
+    G, D = Generator(), torch_dropout(Discriminator())
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     return G, D, opt_g, opt_d
@@ -100,14 +111,18 @@ def plain_loop(real_batches: list[torch.Tensor], steps: int, batch: int) -> floa
     return timed(plain_step(*_nets(), batch), real_batches, steps, batch)
 
 
-def make_trainer(batch: int, precision: str, channels_last: bool, dataset) -> GANTrainer:
+def make_trainer(batch: int, precision: str, channels_last: bool, dataset, plain_dropout: bool = False) -> GANTrainer:
     cfg = load_config(None, {"train.batch_size": batch, "train.precision": precision,
                              "train.channels_last": channels_last, "train.device": "cpu"})
-    return GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
+    trainer = GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
+    if plain_dropout:
+        torch_dropout(trainer.D)
+    return trainer
 
 
-def atelier_loop(batch: int, steps: int, precision: str, channels_last: bool, dataset) -> float:
-    trainer = make_trainer(batch, precision, channels_last, dataset)
+def atelier_loop(batch: int, steps: int, precision: str, channels_last: bool, dataset,
+                 plain_dropout: bool = False) -> float:
+    trainer = make_trainer(batch, precision, channels_last, dataset, plain_dropout)
     return timed(lambda _: trainer.train_step(trainer.loader.next()[0]), [None], steps, batch)  # type: ignore[list-item]
 
 
@@ -169,7 +184,9 @@ def compare(args, dataset) -> None:
     variants: dict[str, tuple[Callable[[], float], str]] = {
         "plain eager fp32": (lambda: plain_loop(real, args.steps, batch), "fp32"),
         "atelier fp32": (lambda: atelier_loop(batch, args.steps, "fp32", False, dataset), "fp32"),
-        "atelier default (bf16 + channels_last + malloc thresholds)": (
+        "atelier bf16 + channels_last + malloc thresholds, PyTorch's dropout": (
+            lambda: atelier_loop(batch, args.steps, "bf16", True, dataset, plain_dropout=True), "bf16"),
+        "atelier default (the above + fast CPU dropout masks)": (
             lambda: atelier_loop(batch, args.steps, "bf16", True, dataset), "bf16"),
     }
     results: dict[str, list[float]] = {k: [] for k in variants}

@@ -57,3 +57,25 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     g2 = load_pretrained(tmp_path / "g").eval()
     z = torch.randn(4, 10)
     assert torch.equal(g(z), g2(z))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_dropout_keeps_nn_dropouts_maths(dtype):
+    from atelier.models.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(200_000, dtype=dtype, requires_grad=True)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.005                                   # the drop rate is p
+    assert torch.allclose(y[y != 0].float(), torch.full_like(y[y != 0].float(), 1 / 0.7), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, y != 0)                             # gradient flows through kept elements only
+    a, b = drop(torch.ones(64, 64)), drop(torch.ones(64, 64))
+    assert not torch.equal(a, b)                                        # a fresh mask per call
+    torch.manual_seed(1)
+    c = drop(torch.ones(64, 64))
+    torch.manual_seed(1)
+    assert torch.equal(c, drop(torch.ones(64, 64)))                     # seeded by the default generator
+    assert torch.equal(drop.eval()(x), x)                               # identity in eval mode

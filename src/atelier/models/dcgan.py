@@ -37,6 +37,7 @@ from atelier.models import ModelSpec, register
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
+    Dropout,
     SelfAttention,
     apply_spectral_norm,
     check_labels,
@@ -182,7 +183,7 @@ class Discriminator(nn.Module):
         c_in, c, size = channels + (num_classes if self.input_labels else 0), width, resolution
         for _ in range(n_down):
             layers += [nn.Conv2d(c_in, c, 5, stride=2, padding=2), nn.LeakyReLU(negative_slope),
-                       nn.Dropout(dropout)]
+                       Dropout(dropout)]
             c_in, c, size = c, c * 2, (size + 1) // 2
             if size == attention:
                 layers.append(SelfAttention(c_in))
