@@ -22,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (config file, extra overrides). "mnist-1k-noaug" is the ablation of the DiffAugment config;
-# the 100-image pair asks whether augmentation wins once D can memorise its data.
+# the 100-image pair asks whether augmentation wins once D can memorise its data, and the -d0 pair
+# whether it wins once D loses its own regulariser (the DCGAN's dropout 0.3); the last three split the policy.
 ROWS = {
     "mnist-dcgan": ("mnist-dcgan", {}),
     "mnist-cgan": ("mnist-cgan", {}),
@@ -34,6 +35,11 @@ ROWS = {
     "mnist-1k-ada": ("mnist-1k-diffaugment", {"augment.p": 0.0, "augment.ada_target": 0.6}),
     "mnist-100-diffaugment": ("mnist-1k-diffaugment", {"data.limit": 100}),
     "mnist-100-noaug": ("mnist-1k-diffaugment", {"data.limit": 100, "augment.policy": ""}),
+    "mnist-1k-diffaugment-d0": ("mnist-1k-diffaugment", {"model.dropout": 0.0}),
+    "mnist-1k-noaug-d0": ("mnist-1k-diffaugment", {"model.dropout": 0.0, "augment.policy": ""}),
+    "mnist-1k-color": ("mnist-1k-diffaugment", {"augment.policy": "color"}),
+    "mnist-1k-translation": ("mnist-1k-diffaugment", {"augment.policy": "translation"}),
+    "mnist-1k-cutout": ("mnist-1k-diffaugment", {"augment.policy": "cutout"}),
 }
 
 

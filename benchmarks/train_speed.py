@@ -2,9 +2,9 @@
 
 The reference loop is written here from scratch with the identical architecture (atelier's
 Generator/Discriminator classes with PyTorch's own ``nn.Dropout``, default PyTorch memory format,
-fp32, separate D(real)/D(fake) calls), so the ratio isolates what atelier's trainer adds or saves. Everything runs in this one
-process, interleaved round by round, on the same MNIST images, so ratios hold on a busy machine
-even where absolute figures do not.
+fp32, separate D(real)/D(fake) calls), so the ratio isolates what atelier's trainer adds or saves.
+Everything runs in this one process, interleaved round by round, on the same MNIST images, so ratios
+hold on a busy machine even where absolute figures do not.
 
     python benchmarks/train_speed.py                    # batch 64 and 256, fp32 and bf16
     python benchmarks/train_speed.py --batch 256 --steps 30 --rounds 3
