@@ -195,8 +195,8 @@ def _format_validation(exc: ValidationError, prefix: str = "") -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/mnist-dcgan.yaml for every key)"
-        elif "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
+        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"   # a whole section (a cross-field check) is not echoed back
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
