@@ -42,32 +42,29 @@ def tiny() -> dict:
     return dict(TINY)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """One tiny trained DCGAN run folder, trained once per test session (alone in its parent folder)."""
+def _train_tiny(tmp_path_factory, folder: str, name: str, overrides: dict) -> Path:
+    """Train a tiny run once per test session, alone in its own parent folder, with a private cache."""
     if not mnist_available():
         pytest.skip("MNIST mirror (ATELIER_DATA) not present")
     import atelier
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATELIER_CACHE", str(tmp_path_factory.mktemp("cache")))
-        run = tmp_path_factory.mktemp("runs") / "tiny-dcgan"
-        atelier.train(None, run, dict(TINY), progress=False)
+        run = tmp_path_factory.mktemp(folder) / name
+        atelier.train(None, run, overrides, progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny trained DCGAN run folder, trained once per test session (alone in its parent folder)."""
+    return _train_tiny(tmp_path_factory, "runs", "tiny-dcgan", dict(TINY))
 
 
 @pytest.fixture(scope="session")
 def tiny_cgan_run(tmp_path_factory) -> Path:
     """One tiny class-conditional DCGAN run (10 MNIST classes), alone in its parent folder."""
-    if not mnist_available():
-        pytest.skip("MNIST mirror (ATELIER_DATA) not present")
-    import atelier
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ATELIER_CACHE", str(tmp_path_factory.mktemp("cache")))
-        run = tmp_path_factory.mktemp("cruns") / "tiny-cgan"
-        atelier.train(None, run, {**TINY, "model.num_classes": 10, "train.steps": 3}, progress=False)
-    return run
+    return _train_tiny(tmp_path_factory, "cruns", "tiny-cgan", {**TINY, "model.num_classes": 10, "train.steps": 3})
 
 
 def mnist_available() -> bool:

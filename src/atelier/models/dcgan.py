@@ -40,7 +40,9 @@ from atelier.models.layers import (
     Dropout,
     SelfAttention,
     apply_spectral_norm,
+    check_attention,
     check_labels,
+    resolution_plan,
 )
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
@@ -48,24 +50,8 @@ __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 
-def _plan(resolution: int) -> tuple[int, int]:
-    """(start size, number of stride-2 upsamplings) for a supported output resolution."""
-    plans = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
-    if resolution not in plans:
-        raise ValueError(f"dcgan supports resolutions {sorted(plans)}, got {resolution}")
-    return plans[resolution]
-
-
-def _attention_sizes(resolution: int) -> list[int]:
-    """Feature resolutions where a self-attention block can sit (inside the network, not the output)."""
-    start, n = _plan(resolution)
-    return [start * 2**i for i in range(n)]
-
-
-def check_attention(attention: int | None, resolution: int, sizes: list[int]) -> None:
-    if attention is not None and attention not in sizes:
-        raise ValueError(f"model.attention must be one of the feature resolutions {sizes} at {resolution} px "
-                         f"(or null), got {attention}")
+# (start size, number of stride-2 upsamplings) per supported output resolution
+PLANS = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
 
 
 def _raw_weight(module: nn.Module) -> torch.Tensor:
@@ -110,8 +96,8 @@ class Generator(nn.Module):
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
-        start, n_up = _plan(resolution)
-        check_attention(attention, resolution, _attention_sizes(resolution))
+        start, n_up = resolution_plan("dcgan", PLANS, resolution)
+        check_attention(attention, resolution, (start, n_up))
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
                                            negative_slope=negative_slope, num_classes=num_classes,
                                            spectral_norm=spectral_norm, attention=attention)
@@ -170,8 +156,8 @@ class Discriminator(nn.Module):
                  negative_slope: float = 0.2, num_classes: int = 0, conditioning: str = "input",
                  spectral_norm: bool = False, attention: int | None = None) -> None:
         super().__init__()
-        start, n_down = _plan(resolution)
-        check_attention(attention, resolution, _attention_sizes(resolution))
+        start, n_down = resolution_plan("dcgan", PLANS, resolution)
+        check_attention(attention, resolution, (start, n_down))
         if conditioning not in ("input", "projection"):
             raise ValueError(f"conditioning must be 'input' or 'projection', got {conditioning!r}")
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,

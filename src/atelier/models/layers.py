@@ -14,7 +14,24 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["ConditionalBatchNorm2d", "ClassProjection", "Dropout", "SelfAttention", "apply_spectral_norm"]
+__all__ = ["ConditionalBatchNorm2d", "ClassProjection", "Dropout", "SelfAttention", "apply_spectral_norm",
+           "check_attention", "resolution_plan"]
+
+
+def resolution_plan(family: str, plans: dict[int, tuple[int, int]], resolution: int) -> tuple[int, int]:
+    """(start size, number of stride-2 steps) of a backbone family at a supported output resolution."""
+    if resolution not in plans:
+        raise ValueError(f"{family} supports resolutions {sorted(plans)}, got {resolution}")
+    return plans[resolution]
+
+
+def check_attention(attention: int | None, resolution: int, plan: tuple[int, int]) -> None:
+    """A self-attention block can sit at any feature resolution inside the network (not the output)."""
+    start, n = plan
+    sizes = [start * 2**i for i in range(n)]
+    if attention is not None and attention not in sizes:
+        raise ValueError(f"model.attention must be one of the feature resolutions {sizes} at {resolution} px "
+                         f"(or null), got {attention}")
 
 
 class Dropout(nn.Dropout):

@@ -26,28 +26,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from atelier.models import ModelSpec, register
-from atelier.models.dcgan import check_attention
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
     SelfAttention,
     apply_spectral_norm,
+    check_attention,
     check_labels,
+    resolution_plan,
 )
 
 __all__ = ["ResNetConfig", "ResNetDiscriminator", "ResNetGenerator"]
 
 
-def _plan(resolution: int) -> tuple[int, int]:
-    plans = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
-    if resolution not in plans:
-        raise ValueError(f"resnet supports resolutions {sorted(plans)}, got {resolution}")
-    return plans[resolution]
-
-
-def _sizes(resolution: int) -> list[int]:
-    start, n = _plan(resolution)
-    return [start * 2**i for i in range(n)]
+# (start size, number of stride-2 steps) per supported output resolution
+PLANS = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
 
 
 def _init(module: nn.Module) -> None:
@@ -121,8 +114,8 @@ class ResNetGenerator(nn.Module):
     def __init__(self, *, resolution: int = 32, channels: int = 3, z_dim: int = 128, width: int = 64,
                  num_classes: int = 0, spectral_norm: bool = False, attention: int | None = None) -> None:
         super().__init__()
-        start, n_up = _plan(resolution)
-        check_attention(attention, resolution, _sizes(resolution))
+        start, n_up = resolution_plan("resnet", PLANS, resolution)
+        check_attention(attention, resolution, (start, n_up))
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
                                            num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
         self.z_dim, self.start, self.width, self.num_classes = z_dim, start, width, num_classes
@@ -154,8 +147,9 @@ class ResNetDiscriminator(nn.Module):
     def __init__(self, *, resolution: int = 32, channels: int = 3, width: int = 64, num_classes: int = 0,
                  spectral_norm: bool = True, attention: int | None = None) -> None:
         super().__init__()
-        _, n_down = _plan(resolution)
-        check_attention(attention, resolution, _sizes(resolution))
+        plan = resolution_plan("resnet", PLANS, resolution)
+        check_attention(attention, resolution, plan)
+        n_down = plan[1]
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
                                            num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
         self.num_classes = num_classes

@@ -30,16 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from atelier.models import ModelSpec, register
+from atelier.models.layers import resolution_plan
 
 __all__ = ["Decoder", "Encoder", "VAEConfig", "elbo_terms", "kl_divergence", "reconstruction_nll"]
 
 
-def _plan(resolution: int) -> tuple[int, int]:
-    """(bottom size, number of stride-2 steps) for a supported resolution."""
-    plans = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
-    if resolution not in plans:
-        raise ValueError(f"vae supports resolutions {sorted(plans)}, got {resolution}")
-    return plans[resolution]
+# (bottom size, number of stride-2 steps) per supported resolution
+PLANS = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
 
 
 class VAEConfig(BaseModel):
@@ -64,7 +61,7 @@ class Encoder(nn.Module):
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
-        start, n = _plan(resolution)
+        start, n = resolution_plan("vae", PLANS, resolution)
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width)
         self.resolution, self.channels = resolution, channels
         layers: list[nn.Module] = []
@@ -96,7 +93,7 @@ class Decoder(nn.Module):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
-        start, n = _plan(resolution)
+        start, n = resolution_plan("vae", PLANS, resolution)
         self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
                                            likelihood=likelihood)
         self.z_dim, self.start, self.likelihood = z_dim, start, likelihood

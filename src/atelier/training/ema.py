@@ -20,13 +20,10 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.half_life_kimg = half_life_kimg
         self.rampup = rampup
-        # Under DDP each rank passes its own share of the batch; the half-life counts global images.
-        self.world_size = 1
 
     def beta(self, batch_size: int, images_seen: int) -> float:
         if self.half_life_kimg <= 0:
             return 0.0
-        batch_size *= self.world_size
         half_life = self.half_life_kimg * 1000
         if self.rampup is not None:
             # Early on, the half-life is at most rampup * images seen, so the init is forgotten quickly.

@@ -84,8 +84,6 @@ class GANTrainer:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         self.ema = EMA(self.G, cfg.train.ema_half_life_kimg, cfg.train.ema_rampup) if self.uses_ema else None
-        if self.ema is not None:
-            self.ema.world_size = self.world.world_size  # train_step passes its own rank's batch size
         # DDP (a no-op in one process). SyncBatchNorm only exists for CUDA; on CPU each rank normalises
         # over its share of the batch.
         sync_bn = self.device.type == "cuda"
@@ -113,20 +111,14 @@ class GANTrainer:
             self.evals = TrainingEval(cfg, self.run_dir, self.device)
         self.step = 0
         self._last_g = 0.0  # G's loss, from the last step that trained G (n_critic > 1)
-        self._images_seen = 0
+        self.images_seen = 0  # images of the global batch seen so far (all ranks together)
         self.train_seconds = 0.0
         self._stop_signal: int | None = None
 
-    @property
-    def images_seen(self) -> int:
-        """Images of the global batch seen so far (all ranks together)."""
-        return self._images_seen
-
-    @images_seen.setter
-    def images_seen(self, value: int) -> None:
-        # train_step adds its own batch (``self.images_seen += B``): under DDP each of the N ranks saw
-        # that many, so the increment counts N times. In one process this is a plain assignment.
-        self._images_seen += (int(value) - self._images_seen) * self.world.world_size
+    def _count_images(self, batch: int) -> int:
+        """Add one step's images to ``images_seen``: each of the N ranks trained on ``batch`` of them."""
+        self.images_seen += batch * self.world.world_size
+        return batch * self.world.world_size
 
     def _rank_seed(self, step: int) -> int:
         return (self.cfg.seed * 1_000_003 + step) * 7_919 + self.world.rank
@@ -204,7 +196,7 @@ class GANTrainer:
             if scaler is not None and f"scaler_{name}" in state:
                 scaler.load_state_dict(state[f"scaler_{name}"])
         self.loader.load_state_dict(state["loader"])
-        self.step, self._images_seen = int(state["step"]), int(state["images_seen"])
+        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         if "augment" in state:
             self.augment.load_state_dict(state["augment"])
@@ -298,10 +290,10 @@ class GANTrainer:
             self._optimize(g_terms["loss"], self.opt_g)
             self._last_g = g_terms["loss"].item()
         self.step += 1
-        self.images_seen += B
+        global_batch = self._count_images(B)
         if g_step:
-            # G moved after n_critic batches: the EMA's half-life counts those images.
-            self.ema.update(self.G, B * lc.n_critic, self.images_seen)
+            # G moved after n_critic global batches: the EMA's half-life counts those images.
+            self.ema.update(self.G, global_batch * lc.n_critic, self.images_seen)
         out["loss_g"] = self._last_g
         out.update(self.augment.stats())
         return out

@@ -82,7 +82,7 @@ class Pix2PixTrainer(GANTrainer):
         self._optimize(loss_g, self.opt_g)
 
         self.step += 1
-        self.images_seen += B
+        self._count_images(B)
         out.update(loss_g=loss_g.item(), g_adv=g_adv.item(), l1=l1.item())
         return out
 

@@ -114,7 +114,7 @@ class VAETrainer(GANTrainer):
         self._optimize(terms["loss"], _Joint(self.opt_g, self.opt_d))  # type: ignore[arg-type]
 
         self.step += 1
-        self.images_seen += B
+        self._count_images(B)
         loss = terms["loss"].item()
         # loss_g / loss_d are the names the shared loop prints and plots; a VAE has no adversary.
         return {"loss_g": loss, "loss_d": 0.0, "recon": float(terms["recon"]), "kl": float(terms["kl"]),
