@@ -9,7 +9,7 @@ hold on a busy machine even where absolute figures do not.
     python benchmarks/train_speed.py                    # batch 64 and 256, fp32 and bf16
     python benchmarks/train_speed.py --batch 256 --steps 30 --rounds 3
     python benchmarks/train_speed.py --compare          # atelier vs plain vs best, GFLOP/s, % of GEMM ceiling,
-                                                        # and the default without its fast dropout masks
+                                                        # and the default without its CPU levers
     python benchmarks/train_speed.py --compare --profile  # + torch.profiler's top entries of one step
 
 ``--compare`` also counts the training FLOPs per image with ``torch.utils.flop_counter`` (the
@@ -21,6 +21,7 @@ bf16 ``torch.mm``, and a 1x1 convolution through oneDNN) in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atelier.config import load_config
 from atelier.data import open_source
+from atelier.models import dcgan
 from atelier.models.dcgan import Discriminator, Generator
 from atelier.models.layers import Dropout
 from atelier.training import GANTrainer
@@ -45,6 +47,34 @@ def torch_dropout(D: torch.nn.Module) -> torch.nn.Module:
             parent = D.get_submodule(name.rpartition(".")[0])
             setattr(parent, name.rpartition(".")[2], torch.nn.Dropout(m.p))
     return D
+
+
+class _NCHWMaskDropout(Dropout):
+    """The fast masks as they were drawn until the layout levers: in NCHW order whatever x's layout, and
+    converted from bool (the "before" of those levers; same maths)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        n = x.numel()
+        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)
+        keep = lanes[:n].view(x.shape) >= -32768 + round(self.p * 65536)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+@contextlib.contextmanager
+def nchw_handoffs(D: torch.nn.Module):
+    """Undo the layout levers inside this block: D's masks in NCHW order, and D's fc over an NCHW copy of
+    its channels_last features (``h.flatten(1)``) instead of ``layers.flat_linear``."""
+    for m in D.modules():
+        if type(m) is Dropout:
+            m.__class__ = _NCHWMaskDropout
+    saved = dcgan.flat_linear
+    dcgan.flat_linear = lambda fc, h: fc(h.flatten(1))
+    try:
+        yield
+    finally:
+        dcgan.flat_linear = saved
 
 
 def _nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -121,9 +151,11 @@ def make_trainer(batch: int, precision: str, channels_last: bool, dataset, plain
 
 
 def atelier_loop(batch: int, steps: int, precision: str, channels_last: bool, dataset,
-                 plain_dropout: bool = False) -> float:
+                 plain_dropout: bool = False, nchw: bool = False) -> float:
     trainer = make_trainer(batch, precision, channels_last, dataset, plain_dropout)
-    return timed(lambda _: trainer.train_step(trainer.loader.next()[0]), [None], steps, batch)  # type: ignore[list-item]
+    with nchw_handoffs(trainer.D) if nchw else contextlib.nullcontext():
+        return timed(lambda _: trainer.train_step(trainer.loader.next()[0]), [None], steps,  # type: ignore[list-item]
+                     batch)
 
 
 # ---- ceilings and FLOP counts
@@ -184,9 +216,11 @@ def compare(args, dataset) -> None:
     variants: dict[str, tuple[Callable[[], float], str]] = {
         "plain eager fp32": (lambda: plain_loop(real, args.steps, batch), "fp32"),
         "atelier fp32": (lambda: atelier_loop(batch, args.steps, "fp32", False, dataset), "fp32"),
-        "atelier bf16 + channels_last + malloc thresholds, PyTorch's dropout": (
-            lambda: atelier_loop(batch, args.steps, "bf16", True, dataset, plain_dropout=True), "bf16"),
-        "atelier default (the above + fast CPU dropout masks)": (
+        "atelier bf16 + channels_last + malloc thresholds, PyTorch's dropout, NCHW flatten": (
+            lambda: atelier_loop(batch, args.steps, "bf16", True, dataset, plain_dropout=True, nchw=True), "bf16"),
+        "the above + fast CPU dropout masks (NCHW order)": (
+            lambda: atelier_loop(batch, args.steps, "bf16", True, dataset, nchw=True), "bf16"),
+        "atelier default (the above + channels_last masks and flatten)": (
             lambda: atelier_loop(batch, args.steps, "bf16", True, dataset), "bf16"),
     }
     results: dict[str, list[float]] = {k: [] for k in variants}

@@ -79,3 +79,26 @@ def test_fast_dropout_keeps_nn_dropouts_maths(dtype):
     torch.manual_seed(1)
     assert torch.equal(c, drop(torch.ones(64, 64)))                     # seeded by the default generator
     assert torch.equal(drop.eval()(x), x)                               # identity in eval mode
+
+
+def test_fast_dropout_and_flat_linear_keep_channels_last():
+    """The layout levers of the DCGAN discriminator: same maths, and nothing falls back to NCHW order."""
+    from atelier.models.layers import Dropout, flat_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = Dropout(0.3)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.05
+    fc = torch.nn.Linear(16 * 7 * 7, 3)
+    h = x.detach().clone().requires_grad_(True)
+    out = flat_linear(fc, h)
+    ref = fc(x.detach().contiguous().flatten(1))
+    assert torch.allclose(out, ref, atol=1e-5)                          # the C, H, W column order is kept
+    out.sum().backward()
+    assert h.grad.is_contiguous(memory_format=torch.channels_last)     # the gradient stays channels_last
+    grad_w = fc.weight.grad.clone()
+    fc.weight.grad = None
+    ref.sum().backward()
+    assert torch.allclose(grad_w, fc.weight.grad, atol=1e-5)
+    assert torch.equal(flat_linear(fc, x.detach().contiguous()), fc(x.detach().contiguous().flatten(1)))

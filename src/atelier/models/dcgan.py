@@ -42,6 +42,7 @@ from atelier.models.layers import (
     apply_spectral_norm,
     check_attention,
     check_labels,
+    flat_linear,
     resolution_plan,
 )
 
@@ -189,7 +190,7 @@ class Discriminator(nn.Module):
             maps = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.features(x)                                       # (B, c, s, s)
-        out = self.fc(h.flatten(1))                                # (B, 1) logits
+        out = flat_linear(self.fc, h)                              # (B, 1) logits
         if self.project is not None:
             out = out + self.project(h.sum(dim=(2, 3)), y)        # + <embed(y), sum-pooled features>
         return out

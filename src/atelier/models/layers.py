@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = ["ConditionalBatchNorm2d", "ClassProjection", "Dropout", "SelfAttention", "apply_spectral_norm",
-           "check_attention", "resolution_plan"]
+           "check_attention", "flat_linear", "resolution_plan"]
 
 
 def resolution_plan(family: str, plans: dict[int, tuple[int, int]], resolution: int) -> tuple[int, int]:
@@ -50,8 +50,26 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         n = x.numel()
         lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)
-        keep = lanes[:n].view(x.shape) >= -32768 + round(self.p * 65536)
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))   # one scaled mask: cheapest forward + backward
+        # The mask takes x's strides (channels_last included): a mask in another memory format made
+        # every multiply, forward and backward, a strided one (1.6x slower for D's first activation).
+        keep = lanes[:n].as_strided(x.shape, x.stride()) >= -32768 + round(self.p * 65536)
+        # bool -> uint8 is a free view; uint8 -> float converts 10x faster than bool -> float does.
+        mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * mask   # one scaled mask: cheapest forward + backward
+
+
+def flat_linear(fc: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """``fc(h.flatten(1))`` for a (B, C, H, W) map, without copying a channels_last ``h`` to NCHW order.
+
+    The weight's columns (C, H, W order, the layout of its checkpoints) are permuted to H, W, C instead,
+    the same sums over a view of h. Flattening a channels_last map copied it, and the copy's NCHW-ordered
+    gradient made every backward op below it (the dropout mask, leaky ReLU) a strided one.
+    """
+    if h.is_contiguous() or not h.is_contiguous(memory_format=torch.channels_last):
+        return fc(h.flatten(1))
+    B, C, H, W = h.shape
+    weight = fc.weight.view(-1, C, H, W).permute(0, 2, 3, 1).reshape(fc.weight.shape[0], -1)
+    return nn.functional.linear(h.permute(0, 2, 3, 1).reshape(B, -1), weight, fc.bias)
 
 
 class SelfAttention(nn.Module):
