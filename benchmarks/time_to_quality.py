@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_quality.py                          # mnist-dcgan, FID every 250 steps, 4000 steps
     python benchmarks/time_to_quality.py --steps 8000 --every 500 --set train.precision=fp32
+    python benchmarks/time_to_quality.py --steps 10000 --every 500 --set train.ema_half_life_kimg=50  # FID 5 (README)
 
 Trains ``configs/mnist-dcgan.yaml`` (or ``--config``) with training-time evaluation switched on (FID of
 the EMA generator on ``--n`` fixed-latent samples against mnist:test, digits evaluator), then prints one row per
