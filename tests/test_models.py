@@ -90,6 +90,10 @@ def test_fast_dropout_and_flat_linear_keep_channels_last():
     y = Dropout(0.3)(x)
     assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
     assert abs((y == 0).float().mean().item() - 0.3) < 0.05
+    sliced = (torch.rand(8, 32, 7, 7) + 1)[:, ::2]                      # a non-dense input works too
+    ys = Dropout(0.3)(sliced)
+    assert ys.shape == sliced.shape and abs((ys == 0).float().mean().item() - 0.3) < 0.05
+    assert torch.allclose(ys[ys != 0], sliced[ys != 0] / 0.7)
     fc = torch.nn.Linear(16 * 7 * 7, 3)
     h = x.detach().clone().requires_grad_(True)
     out = flat_linear(fc, h)
