@@ -1,5 +1,6 @@
 """Building blocks shared by the GAN backbones: self-attention, conditional batch norm, class
-projection, spectral normalisation, and a dropout whose mask is cheap to draw on CPU.
+projection, spectral normalisation, the resolution plan and attention check of every backbone, and two
+CPU speed levers (a dropout whose mask is cheap to draw, a channels_last-friendly flatten + linear).
 
 - Self-attention: Zhang, Goodfellow, Metaxas & Odena, "Self-Attention Generative Adversarial
   Networks", ICML 2019 (arXiv:1805.08318).
