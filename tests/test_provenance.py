@@ -119,14 +119,14 @@ def test_watermark_commands(tmp_path):
     Image.fromarray(_picture(48)).save(tmp_path / "small.png")
     small = invoke("watermark", "embed", str(tmp_path / "small.png"), "--out", str(out))
     assert small.exit_code == 2 and "at least" in small.output
-    Image.fromarray(_picture(96)).save(tmp_path / "mid.png")  # 64-127 px: the payload-free presence pattern
-    mid = invoke("watermark", "embed", str(tmp_path / "mid.png"), "--out", str(tmp_path / "mid-out.png"))
-    assert mid.exit_code == 0 and "presence only" in mid.output
+    Image.fromarray(_picture(96)).save(tmp_path / "mid.png")  # 64-127 px: the payload is written by QIM
+    mid = invoke("watermark", "embed", str(tmp_path / "mid.png"), "--out", str(tmp_path / "mid-out.png"), "--id", "x")
+    assert mid.exit_code == 0
     found = invoke("watermark", "detect", str(tmp_path / "mid-out.png"), "--json")
-    assert found.exit_code == 0 and json.loads(found.output)["kind"] == "presence"
-    assert json.loads(found.output)["payload"] is None
+    assert found.exit_code == 0 and json.loads(found.output)["method"] == "qim"
+    assert json.loads(found.output)["payload"] == f"{model_id_hash('x'):08x}"
     report = invoke("verify", str(tmp_path / "mid-out.png"))
-    assert report.exit_code == 0 and "presence pattern without payload" in report.output
+    assert report.exit_code == 0 and "detected, payload" in report.output and "qim" in report.output
 
 
 @pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")

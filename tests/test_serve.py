@@ -98,7 +98,7 @@ def test_generate_json_matches_the_python_api(client, generator):
         assert np.array_equal(pixels, ref[0].numpy())  # the same seed is the same picture everywhere
         assert meta["atelier:seed"] == str(im["seed"])
     single, _ = _png(client.post("/api/generate", json={"model": MODEL, "seeds": [11], "scale": 4}))
-    # 112 px: the image carries the payload-free presence watermark (64-127 px), an imperceptible difference
+    # 112 px: the image carries the QIM watermark (64-127 px), an imperceptible difference
     from atelier.watermark import psnr
 
     assert single.shape == (112, 112) and psnr(single[::4, ::4], expected[1][0].numpy()) >= 38.0

@@ -444,14 +444,12 @@ def _print_verify(report: dict) -> None:
             click.echo(f"  {key}: {value if len(value) < 100 else value[:97] + '...'}")
     else:
         click.echo("metadata:   none")
-    if wm["detected"] and wm.get("kind") == "presence":
-        click.echo(f"watermark:  detected, presence pattern without payload (z-score {wm['confidence']})")
-    elif wm["detected"]:
+    if wm["detected"]:
         run = f", run {wm['run']}" if wm.get("run") else ", no matching run under ./runs"
-        click.echo(f"watermark:  detected, payload {wm['payload']} (sync z-score {wm['confidence']}){run}")
+        click.echo(f"watermark:  detected, payload {wm['payload']} ({wm['method']}, z-score {wm['confidence']}){run}")
     else:
         note = f"; {wm['note']}" if "note" in wm else ""
-        click.echo(f"watermark:  not detected (sync z-score {wm['confidence']}){note}")
+        click.echo(f"watermark:  not detected (z-score {wm['confidence']}){note}")
     extra = f" ({', '.join(c2pa['errors'])})" if c2pa.get("errors") else ""
     click.echo(f"c2pa:       {c2pa['status']}{extra}{' - ' + c2pa['detail'] if 'detail' in c2pa else ''}")
 
@@ -507,14 +505,12 @@ def watermark_embed(image: Path, out: Path, model_id: str, no_metadata: bool) ->
       atelier watermark embed photo.jpg --out marked.jpg --no-metadata
     """
     from atelier.imageio import load_image, save_image
-    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, model_id_hash
+    from atelier.watermark import MIN_SIZE, model_id_hash
 
     pixels = load_image(image, channels=3)
-    if min(pixels.shape[:2]) < PRESENCE_SIZE:
-        raise AtelierError(f"{image} is {pixels.shape[1]}x{pixels.shape[0]}; the watermark needs at least "
-                           f"{PRESENCE_SIZE} px a side ({MIN_SIZE} px for the model id payload)")
     if min(pixels.shape[:2]) < MIN_SIZE:
-        click.echo(f"note: under {MIN_SIZE} px a side the watermark carries no model id (presence only)", err=True)
+        raise AtelierError(f"{image} is {pixels.shape[1]}x{pixels.shape[0]}; the watermark needs at least "
+                           f"{MIN_SIZE} px a side")
     save_image(pixels, out, {"workflow": "watermark-embed", "model_id": model_id, "source": image.name},
                strip_metadata=no_metadata)
     if no_metadata:
@@ -540,12 +536,10 @@ def watermark_detect(image: Path, as_json: bool) -> None:
     found = detect(load_image(image, channels=3))
     if as_json:
         click.echo(json.dumps(found.to_dict()))
-    elif found.detected and found.id32 is None:
-        click.echo(f"watermark found: presence pattern without payload (z-score {found.confidence:.1f})")
     elif found.detected:
-        click.echo(f"watermark found: payload {found.id32:08x} (sync z-score {found.confidence:.1f})")
+        click.echo(f"watermark found: payload {found.id32:08x} ({found.method}, z-score {found.confidence:.1f})")
     else:
-        click.echo(f"no atelier watermark (sync z-score {found.confidence:.1f})")
+        click.echo(f"no atelier watermark (z-score {found.confidence:.1f})")
     sys.exit(0 if found.detected else 1)
 
 

@@ -159,12 +159,12 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Image.Image, str]:
     """The image with atelier's invisible watermark, and what to record about it in the metadata."""
     from atelier.provenance import model_id
-    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, embed, model_id_hash
+    from atelier.watermark import MIN_SIZE, embed, model_id_hash
 
-    if min(image.size) < PRESENCE_SIZE:
-        return image, f"none (smaller than {PRESENCE_SIZE} px: metadata only)"
+    if min(image.size) < MIN_SIZE:
+        return image, f"none (smaller than {MIN_SIZE} px: metadata only)"
     id32 = model_id_hash(model_id(fields))
-    claim = f"{id32:08x}" if min(image.size) >= MIN_SIZE else f"presence (no payload under {MIN_SIZE} px)"
+    claim = f"{id32:08x}"
     if image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     arr = np.asarray(image)
@@ -199,9 +199,8 @@ def encode_image(
     studio's server returns them, so every image leaves atelier through this one function.
 
     * ``watermark``: embed the invisible watermark (payload: a hash of the ``model_id`` / ``run`` / ``model``
-      field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` pixels a
-      side, and its payload-free presence pattern from :data:`~atelier.watermark.PRESENCE_SIZE`; images
-      whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
+      field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` (64) pixels
+      a side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
     * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
       watermark stays).
     * ``c2pa``: sign a C2PA manifest as the very last step; ``None`` signs when ``ATELIER_C2PA_CERT`` and

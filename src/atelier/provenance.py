@@ -266,7 +266,7 @@ def verify_image(path: str | Path, runs_dir: str | Path = "runs",
                  trust_anchors: str | Path | None = None) -> dict[str, Any]:
     """Everything atelier can say about an image's origin; ``recognised`` is True when it is atelier's."""
     from atelier.imageio import load_image
-    from atelier.watermark import MIN_SIZE, PRESENCE_SIZE, detect
+    from atelier.watermark import MIN_SIZE, detect
 
     path = Path(path)
     if not path.is_file():
@@ -282,12 +282,8 @@ def verify_image(path: str | Path, runs_dir: str | Path = "runs",
         wm["run"] = match_run(found.id32, runs_dir)
         claimed = meta.get(f"{PREFIX}watermark")
         wm["matches_metadata"] = None if not claimed else claimed == f"{found.id32:08x}"
-    side = min(pixels.shape[:2])
-    if side < PRESENCE_SIZE:
-        wm["note"] = f"image smaller than {PRESENCE_SIZE} px: atelier writes metadata only at this size"
-    elif side < MIN_SIZE:
-        wm["note"] = (f"image smaller than {MIN_SIZE} px: atelier writes a payload-free presence pattern at this "
-                      "size (made by atelier, no model id)")
+    if not found.detected and min(pixels.shape[:2]) < MIN_SIZE:  # (a marked 64 px image cropped can be found)
+        wm["note"] = f"image smaller than {MIN_SIZE} px: atelier writes metadata only at this size"
     c2pa = read_c2pa(path, trust_anchors)
     ai_meta = meta.get("DigitalSourceType") == DIGITAL_SOURCE_TYPE and f"{PREFIX}version" in meta
     signed = c2pa["status"] in ("valid", "trusted") and "atelier" in c2pa.get("claim_generator", [])

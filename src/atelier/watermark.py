@@ -63,7 +63,7 @@ import numpy as np
 __all__ = [
     "ATTACKS",
     "MIN_SIZE",
-    "PRESENCE_SIZE",
+    "TILE_MIN_SIZE",
     "Detection",
     "detect",
     "embed",
@@ -84,17 +84,13 @@ K = 7
 GENERATORS = (0o133, 0o171, 0o165)
 # Default strength: RMS of the added luminance pattern in 8-bit levels (PSNR = 20 log10(255 / rms)).
 STRENGTH = 3.05
-# Smallest side the payload is written on. Measured with benchmarks/watermark_robustness.py: from 128 px
-# every attack of the issue decodes with >= 98% mean bit accuracy; at 96 px 85-93%, at 64 px 61-78%.
-MIN_SIZE = 128
-# From this side up to MIN_SIZE images carry a payload-free "presence" pattern: it says "made by atelier"
-# without the model id; detected when its correlation z-score reaches PRESENCE_Z (set on clean images for
-# a false-positive rate under 1%: on 740 clean images the best of all shifts reached 4.6, of the shifts
-# along an axis 3.9, with no shift 2.5); smaller images get metadata only.
-PRESENCE_SIZE = 64
-PRESENCE_Z = 5.0
-PRESENCE_Z_AXES = 4.2  # the 127 shifts along an axis
-PRESENCE_Z_ORIGIN = 3.5  # no shift
+# Smallest side that carries the watermark (smaller images: metadata only), and the smallest side given the
+# tiled spread-spectrum pattern; images in between carry the payload by QIM (the module docstring says why).
+# Measured with benchmarks/watermark_robustness.py: the tiled pattern decodes every attack of the issue with
+# >= 98% mean bit accuracy from 128 px, at 96 px only 85-93% and at 64 px 61-78%; QIM decodes every attack
+# exactly on the same images at 64-127 px.
+MIN_SIZE = 64
+TILE_MIN_SIZE = 128
 KEY = b"atelier-watermark-v1"
 WHITEN_RADIUS = 2
 # Detector: pixels are weighted by 1 / (local energy of the high-passed picture over a 5x5 window + this
@@ -233,19 +229,6 @@ def _unit_tile(values: np.ndarray) -> np.ndarray:
     return tile
 
 
-@lru_cache(maxsize=1)
-def _presence_values() -> np.ndarray:
-    """Known +-1+-1j values on every used bin: the payload-free pattern of images under MIN_SIZE."""
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(KEY + b"-presence").digest()[:8], "big"))
-    n = len(_layout().rows)
-    return rng.choice([-1.0, 1.0], n) + 1j * rng.choice([-1.0, 1.0], n)
-
-
-@lru_cache(maxsize=1)
-def _presence_tile() -> np.ndarray:
-    return _unit_tile(_presence_values())
-
-
 @lru_cache(maxsize=64)
 def _tile(id32: int) -> np.ndarray:
     """The 64x64 watermark tile for a payload, with unit RMS (float32)."""
@@ -298,20 +281,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH, *, min_size: int = MIN_SIZE,
-          presence_size: int = PRESENCE_SIZE) -> np.ndarray:
+def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH) -> np.ndarray:
     """Return a watermarked copy of a uint8 ``(H, W)`` or ``(H, W, C)`` image carrying ``id32``.
 
-    Images with a side under ``min_size`` carry the payload-free presence pattern instead (from
-    ``presence_size``), smaller ones are returned unchanged (metadata only); the benchmark lowers
-    ``min_size`` to measure what the payload would do on smaller images.
+    ``strength`` is the RMS of the change in 8-bit levels. Images with a side under :data:`MIN_SIZE` are
+    returned unchanged (metadata only); under :data:`TILE_MIN_SIZE` the payload is written by QIM.
     """
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {arr.dtype}")
     h, w = arr.shape[:2]
-    if min(h, w) < min(min_size, presence_size):
+    if min(h, w) < MIN_SIZE:
         return arr
-    tile = _tile(id32 & 0xFFFFFFFF) if min(h, w) >= min_size else _presence_tile()
+    if min(h, w) < TILE_MIN_SIZE:
+        return _qim_embed(arr, id32 & 0xFFFFFFFF, strength)
+    tile = _tile(id32 & 0xFFFFFFFF)
     pattern = np.tile(tile, (-(-h // TILE), -(-w // TILE)))[:h, :w]
     delta = pattern * _mask(_luma(arr)) * strength
     if arr.ndim == 3:
@@ -322,18 +305,17 @@ def embed(arr: np.ndarray, id32: int, strength: float = STRENGTH, *, min_size: i
 # ------------------------------------------------------------------------------------------------ detect
 @dataclass
 class Detection:
-    """What :func:`detect` found. ``detected``: the payload's CRC-16 matches, or (``kind == "presence"``,
-    images under MIN_SIZE) the presence pattern's z-score passes its threshold; ``id32`` is None then."""
+    """What :func:`detect` found. ``detected``: a payload was decoded and its CRC-16 matches."""
 
     detected: bool
     id32: int | None  # the decoded 32-bit model id hash (None unless detected)
-    confidence: float  # z-score of the synchronisation peak (about 4 or less on unmarked images)
-    shift: tuple[int, int]
+    confidence: float  # z-score of the synchronisation (tile) or lattice fit (QIM); about 4 or less unmarked
+    shift: tuple[int, int]  # where the tile / QIM window grid starts in this image
     bits: np.ndarray  # the 48 decoded payload bits (also when the CRC fails)
-    kind: str = "payload"  # "payload", or "presence": the payload-free pattern of an image under MIN_SIZE
+    method: str = "tile"  # "tile": the spread-spectrum tile (from 128 px); "qim": 64-127 px
 
     def to_dict(self) -> dict[str, object]:
-        return {"detected": self.detected, "kind": self.kind,
+        return {"detected": self.detected, "method": self.method,
                 "payload": None if self.id32 is None else f"{self.id32:08x}",
                 "confidence": round(self.confidence, 2), "shift": list(self.shift)}
 
@@ -424,7 +406,8 @@ def _soft_at(front: _Front, shift: tuple[int, int]) -> np.ndarray:
 
 
 def detect(arr: np.ndarray, candidates: int = 3) -> Detection:
-    """Blind detection: find the tile shift from the sync pattern, then decode and check the payload."""
+    """Blind detection: the tiled pattern (find the tile shift from the sync part, decode, check the CRC);
+    then, on images under TILE_MIN_SIZE that it did not find, the QIM payload."""
     lay = _layout()
     front = _front(arr)
     z = _correlate(front, lay.sync, slice(0, SYNC_BINS))
@@ -439,19 +422,10 @@ def detect(arr: np.ndarray, candidates: int = 3) -> Detection:
             return found
         best = best or found
     assert best is not None
-    if min(arr.shape[:2]) < MIN_SIZE:
-        zp = _correlate(front, _presence_values(), slice(None))
-        # Most edits keep the tile's origin (re-encoding, resizing back, a crop from the right or bottom) or
-        # move it along one axis (a crop from the left or top): fewer shifts tested, so a lower threshold
-        # holds the same false-positive rate as the best of all 4096 shifts.
-        on_axes = np.zeros((TILE, TILE), dtype=bool)
-        on_axes[0, :] = on_axes[:, 0] = True
-        for where, threshold in ((zp[:1, :1], PRESENCE_Z_ORIGIN), (np.where(on_axes, zp, -np.inf), PRESENCE_Z_AXES),
-                                 (zp, PRESENCE_Z)):
-            flat = int(np.argmax(where))
-            if where.ravel()[flat] >= threshold:
-                shift = divmod(flat, TILE) if where.shape == zp.shape else (0, 0)
-                return Detection(True, None, float(where.ravel()[flat]), shift, best.bits, "presence")
+    # A tiled image cropped under 128 px is found above; a QIM image (64-127 px) keeps its size or loses a
+    # crop's worth (a 64 px image cropped by 10% has 58 px).
+    if QIM_MIN_DETECT <= min(arr.shape[:2]) < TILE_MIN_SIZE:
+        return _qim_detect(arr)
     return best
 
 
@@ -463,6 +437,230 @@ def _correlate(front: _Front, pattern: np.ndarray, bins: slice) -> np.ndarray:
     # Cropping by (dy, dx) multiplies bin k by exp(+2 pi i k.d / T); fft2 tries every d at once. Dividing by
     # the correlation's standard deviation on a picture without a watermark gives a z-score.
     return np.fft.fft2(grid).real / np.sqrt(np.sum(front.weights[bins] ** 2 * front.noise[bins]))
+
+
+# -------------------------------------------------------------- 64-127 px: QIM on lapped-transform coefficients
+QIM_HOP = 16  # MLT hop; each window spans 2 * QIM_HOP pixels and overlaps its neighbours by half
+QIM_FREQS = 4  # k = 0..3 on each axis: (k + 1/2) / 32 cycles/pixel = 0.016-0.109, well inside what a 0.5x resize keeps
+QIM_PERIOD = 8  # the slot layout repeats every 8 windows along an axis (long images)
+QIM_MIN_DETECT = 3 * QIM_HOP  # two windows along an axis: what a 10% crop leaves of a 64 px image has 58 px
+# Scale search (the step the detector assumes, relative to QIM's reference step): brightness, the step's
+# size adjustment and a resize's attenuation, modelled as s * exp(-r f^2) per coefficient class.
+QIM_SCALES = (0.55, 1.8)
+QIM_COARSE = (48, (0.0, 4.0, 8.0, 12.0, 20.0, 30.0))  # first pass over every window offset: scales, r values
+QIM_FINE = (120, 17, 40.0)  # the best offsets: scales, r values in [0, 40]
+QIM_STAGE2 = 32  # window offsets (of 256) given the full fit
+QIM_OFFSETS = 3  # of which decoded, each with up to QIM_BLOCK_OFFSETS block alignments (12 CRC tests)
+QIM_BLOCK_OFFSETS = 4
+
+
+@dataclass(frozen=True)
+class _Qim:
+    phi: np.ndarray  # (K, 2N) the MLT basis vectors of one window (orthonormal with the neighbours')
+    pu: np.ndarray  # (P,) frequency index along y of each coefficient class
+    pv: np.ndarray  # (P,) along x
+    f2: np.ndarray  # (P,) squared frequency (cycles/pixel)^2
+    dither: np.ndarray  # (P,) key-dependent lattice offset, in steps
+    slot: np.ndarray  # (T, T, P) the coded bit each class of a window carries (window index mod T)
+    dc_free: np.ndarray  # classes with k >= 1 on both axes: no DC, small values, a coarse scale grid does
+
+
+@lru_cache(maxsize=1)
+def _qim() -> _Qim:
+    n, k = np.arange(2 * QIM_HOP), np.arange(QIM_FREQS)
+    window = np.sin(np.pi * (n + 0.5) / (2 * QIM_HOP))  # the MLT's sine window: smooth, ~0 at both ends
+    phi = np.sqrt(2 / QIM_HOP) * window * np.cos(np.pi / QIM_HOP * (n + 0.5 + QIM_HOP / 2) * (k[:, None] + 0.5))
+    pu, pv = (a.ravel() for a in np.meshgrid(k, k, indexing="ij"))
+    freq = (k + 0.5) / (2 * QIM_HOP)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(KEY + b"-qim").digest()[:8], "big"))
+    dither = rng.uniform(0.0, 1.0, len(pu))
+    # Coded bits in order of need: the first two generators (a rate-1/2 code on their own) before the third,
+    # each shuffled in trellis time so that one bad window hits scattered bits. Windows are filled ring by
+    # ring from the top-left, so a 3x3-window image (64 px) carries 144 distinct coded bits.
+    steps, n_gen = PAYLOAD_BITS + K - 1, len(GENERATORS)
+    first = np.array([n_gen * t + g for t in range(steps) for g in range(2)])
+    rest = np.array([n_gen * t + g for t in range(steps) for g in range(2, n_gen)])
+    order = np.concatenate([rng.permutation(first), rng.permutation(rest)])
+    blocks = sorted(((by, bx) for by in range(QIM_PERIOD) for bx in range(QIM_PERIOD)), key=lambda b: (max(b), b))
+    slot = np.empty((QIM_PERIOD, QIM_PERIOD, len(pu)), dtype=np.int64)
+    for i, (by, bx) in enumerate(blocks):
+        slot[by, bx, rng.permutation(len(pu))] = order[(i * len(pu) + np.arange(len(pu))) % len(order)]
+    dc_free = np.flatnonzero((pu >= 1) & (pv >= 1))
+    return _Qim(phi, pu, pv, freq[pu] ** 2 + freq[pv] ** 2, dither, slot, dc_free)
+
+
+def _qim_windows(length: int) -> int:
+    return (length - 2 * QIM_HOP) // QIM_HOP + 1
+
+
+def _qim_ref_step(strength: float) -> float:
+    """The step that spends ``strength`` RMS on one window per hop^2 pixels (dithered QIM: step^2 / 12 per
+    coefficient); a smaller image has fewer windows per pixel and gets a larger step (:func:`_qim_embed`)."""
+    return float(np.sqrt(12.0 * strength**2 * QIM_HOP**2 / len(_qim().pu)))
+
+
+def _qim_coefs(y: np.ndarray) -> np.ndarray:
+    """(P, H - 2N + 1, W - 2N + 1): the used coefficients of the window starting at every pixel."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    q = _qim()
+    span = 2 * QIM_HOP
+    a = np.einsum("ki,hwi->khw", q.phi, sliding_window_view(y, span, axis=0))
+    return np.einsum("lj,khwj->klhw", q.phi, sliding_window_view(a, span, axis=2))[q.pu, q.pv]
+
+
+def _qim_synth(dc: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of coefficient changes ``dc`` (P, ny, nx) on the windows at multiples of the hop."""
+    q = _qim()
+    _, ny, nx = dc.shape
+    full = np.zeros((QIM_FREQS, QIM_FREQS, ny, nx))
+    full[q.pu, q.pv] = dc
+    pix = np.einsum("ki,klab,lj->aibj", q.phi, full, q.phi)  # (ny, 2N, nx, 2N)
+    out = np.zeros(shape)
+    span = 2 * QIM_HOP
+    for a in range(2):  # windows of one parity do not overlap: one reshaped add each
+        for b in range(2):
+            part = pix[a::2, :, b::2, :]
+            rows, cols = part.shape[0] * span, part.shape[2] * span
+            out[a * QIM_HOP:a * QIM_HOP + rows, b * QIM_HOP:b * QIM_HOP + cols] += part.reshape(rows, cols)
+    return out
+
+
+def _qim_embed(arr: np.ndarray, id32: int, strength: float) -> np.ndarray:
+    """Dithered QIM: move each used coefficient of every window to the nearest point of its bit's lattice."""
+    q = _qim()
+    h, w = arr.shape[:2]
+    ny, nx = _qim_windows(h), _qim_windows(w)
+    coded = conv_encode(encode_payload(id32))
+    bits = coded[q.slot[np.arange(ny)[:, None] % QIM_PERIOD, np.arange(nx)[None, :] % QIM_PERIOD]]
+    base = arr.astype(np.float64)
+    step = _qim_ref_step(strength) * np.sqrt(h * w / (ny * nx * QIM_HOP**2))
+    # The change is step^2 / 12 per coefficient only on average (few coefficients, clipping, and which lattice
+    # point is nearest changes with the step): rescale the step until the RMS change is within 5% under to 2%
+    # over ``strength`` (38.3-38.9 dB at the default); the detector's scale search absorbs the difference.
+    tried: list[tuple[float, np.ndarray]] = []
+    for attempt in range(8):
+        out = _qim_apply(base, bits.transpose(2, 0, 1), step)
+        rms = float(np.sqrt(np.mean((out - base) ** 2)))
+        tried.append((rms, out))
+        if rms == 0.0 or 0.95 * strength <= rms <= 1.02 * strength:
+            break
+        step *= strength / rms * (0.97 if attempt >= 3 else 1.0)  # damped when it keeps missing
+    fits = [t for t in tried if t[0] <= 1.02 * strength]
+    rms, out = max(fits, key=lambda t: t[0]) if fits else min(tried, key=lambda t: t[0])
+    return out.astype(np.uint8)
+
+
+def _qim_apply(base: np.ndarray, bits: np.ndarray, step: float, passes: int = 2) -> np.ndarray:
+    """The watermarked image (float, rounded and clipped); the second pass re-quantises what rounding and
+    clipping (black or white areas) moved off the lattice."""
+    q = _qim()
+    _, ny, nx = bits.shape
+    offset = (q.dither[:, None, None] + 0.5 * bits) * step
+    delta = np.zeros(base.shape[:2])
+    out = base
+    for _ in range(passes):
+        c = _qim_coefs(_luma(out).astype(np.float64))[:, ::QIM_HOP, ::QIM_HOP][:, :ny, :nx]
+        target = np.round((c - offset) / step) * step + offset
+        delta += _qim_synth(target - c, delta.shape)
+        out = np.clip(np.rint(base + (delta[:, :, None] if base.ndim == 3 else delta)), 0, 255)
+    return out
+
+
+def _qim_fit(x: np.ndarray, classes: np.ndarray, scales: np.ndarray, rs: np.ndarray) -> tuple[float, float, float]:
+    """Best (fit, s, r): mean cos of 4 pi (x / (s exp(-r f^2) ref) - dither), which is 1 when every
+    coefficient ``x`` (classes x samples) sits on either bit's lattice."""
+    q = _qim()
+    ref = _qim_ref_step(STRENGTH)
+    best = (-np.inf, 1.0, 0.0)
+    for r in rs:
+        g = scales[:, None] * np.exp(-r * q.f2[classes])[None, :] * ref
+        fit = np.cos(4 * np.pi * (x[None] / g[:, :, None] - q.dither[classes][None, :, None])).mean(axis=(1, 2))
+        j = int(np.argmax(fit))
+        if fit[j] > best[0]:
+            best = (float(fit[j]), float(scales[j]), float(r))
+    return best
+
+
+def _qim_offsets(c: np.ndarray) -> np.ndarray:
+    """Window-grid offsets (flat index into hop x hop) ranked by a coarse lattice fit of the DC-free classes,
+    over at most 4 windows a side (enough to rank, and bounded time on larger images)."""
+    q = _qim()
+    n = QIM_HOP
+    sub = c[q.dc_free][:, : 3 * n + 1, : 3 * n + 1]
+    hp, wp = -(-sub.shape[1] // n) * n, -(-sub.shape[2] // n) * n
+    count = np.zeros((hp, wp))
+    count[: sub.shape[1], : sub.shape[2]] = 1
+    count = np.maximum(count.reshape(hp // n, n, wp // n, n).sum(axis=(0, 2)), 1)
+    ref = _qim_ref_step(STRENGTH)
+    n_scales, rs = QIM_COARSE
+    scales = np.exp(np.linspace(*np.log(QIM_SCALES), n_scales))
+    best = np.full((n, n), -np.inf)
+    acc = np.zeros((hp, wp))
+    for r in rs:
+        att = np.exp(-r * q.f2[q.dc_free])[:, None, None] * ref
+        for s in scales:
+            phase = sub / (s * att) - q.dither[q.dc_free, None, None]
+            acc[: sub.shape[1], : sub.shape[2]] = np.cos(4 * np.pi * phase).sum(0)
+            best = np.maximum(best, acc.reshape(hp // n, n, wp // n, n).sum(axis=(0, 2)) / count)
+    return np.argsort(best.ravel())[::-1]
+
+
+def _qim_detect(arr: np.ndarray) -> Detection:
+    """Find the window grid (offset search), the scale (brightness, resize), then decode and check the CRC."""
+    q = _qim()
+    c = _qim_coefs(_luma(arr).astype(np.float64))
+    n_scales, n_r, r_max = QIM_FINE
+    scales, rs = np.exp(np.linspace(*np.log(QIM_SCALES), n_scales)), np.linspace(0.0, r_max, n_r)
+    fitted = []
+    for flat in _qim_offsets(c)[:QIM_STAGE2]:
+        oy, ox = divmod(int(flat), QIM_HOP)
+        x = c[:, oy::QIM_HOP, ox::QIM_HOP]
+        flat_x = x.reshape(len(q.pu), -1)
+        _, s, r = _qim_fit(flat_x[q.dc_free], q.dc_free, scales, rs)
+        # refine with every class: the low ones carry large values and need a scale within 0.1%
+        every = np.arange(len(q.pu))
+        fit, s, r = _qim_fit(flat_x, every, s * np.exp(np.linspace(-0.03, 0.03, 61)),
+                             np.clip(r + np.linspace(-5.0, 5.0, 11), 0.0, None))
+        fitted.append((fit, (oy, ox), x, s * np.exp(-r * q.f2) * _qim_ref_step(STRENGTH)))
+    fitted.sort(key=lambda f: -f[0])
+    first: Detection | None = None
+    for fit, shift, x, step in fitted[:QIM_OFFSETS]:
+        soft = np.cos(2 * np.pi * (x / step[:, None, None] - q.dither[:, None, None]))  # (P, ny, nx): > 0: bit 0
+        z = fit * np.sqrt(2.0 * soft.size)  # the fit's z-score for one hypothesis on an unmarked image
+        for by0, bx0 in _qim_alignments(soft):
+            index = q.slot[(np.arange(soft.shape[1])[:, None] + by0) % QIM_PERIOD,
+                           (np.arange(soft.shape[2])[None, :] + bx0) % QIM_PERIOD].transpose(2, 0, 1)
+            coded = np.bincount(index.ravel(), weights=soft.ravel(), minlength=(PAYLOAD_BITS + K - 1) * len(GENERATORS))
+            bits = viterbi_decode(coded, PAYLOAD_BITS)
+            id32 = _check_payload(bits)
+            found = Detection(id32 is not None, id32, float(z), shift, bits, "qim")
+            if found.detected:
+                return found
+            first = first or found
+    assert first is not None
+    return first
+
+
+def _qim_alignments(soft: np.ndarray) -> list[tuple[int, int]]:
+    """Which window of the layout the first visible window is. A crop of an image under 128 px removes at
+    most one window along an axis (offsets 0, 1); along an axis with a full period of windows (a long
+    image) any offset is possible, ranked by how coherently the repeated slots add up."""
+    q = _qim()
+    _, ny, nx = soft.shape
+    ays = range(QIM_PERIOD) if ny >= QIM_PERIOD else range(2)
+    axs = range(QIM_PERIOD) if nx >= QIM_PERIOD else range(2)
+    cands = [(a, b) for a in ays for b in axs]
+    if len(cands) <= QIM_BLOCK_OFFSETS:
+        return sorted(cands, key=lambda o: (o[0] + o[1], o[0]))
+    n_coded = (PAYLOAD_BITS + K - 1) * len(GENERATORS)
+
+    def coherence(o: tuple[int, int]) -> float:
+        index = q.slot[(np.arange(ny)[:, None] + o[0]) % QIM_PERIOD, (np.arange(nx)[None, :] + o[1]) % QIM_PERIOD]
+        sums = np.bincount(index.transpose(2, 0, 1).ravel(), weights=soft.ravel(), minlength=n_coded)
+        return float(np.abs(sums).sum())
+
+    return sorted(cands, key=coherence, reverse=True)[:QIM_BLOCK_OFFSETS]
 
 
 # ------------------------------------------------------------------------------ the attacks of issue 7
