@@ -2,8 +2,8 @@
 
 Prints, per image size: bit accuracy of the 48-bit payload (mean and worst over the images) after each
 attack of issue 7, the rate at which the payload is recovered exactly (CRC match), the PSNR of the
-watermarked image, embed/detect times; the detection rate of the payload-free presence pattern written
-under 128 px; then the false-positive rate of the detector on images that were never watermarked (real
+watermarked image, embed/detect times; the same on MNIST digit grids at their native size (black
+backgrounds, the hardest case); then the false-positive rate of the detector on images that were never watermarked (real
 photos, facades, MNIST digits and grids, generated samples, the benchmark images at 64-120 px).
 
     ATELIER_DATA=../shared/data python benchmarks/watermark_robustness.py
@@ -45,7 +45,8 @@ def _sources(data: Path, samples: str) -> list[tuple[str, Image.Image]]:
 def robustness(sources, sizes, max_images_large: int) -> None:
     print("\n## Bit accuracy of the 48-bit payload after each attack: mean / worst over the images "
           "(exact payload recovered: % of images)")
-    print(f"(atelier embeds only from {W.MIN_SIZE} px a side; smaller columns are forced, to show why)\n")
+    print(f"(atelier marks images from {W.MIN_SIZE} px a side: by QIM under {W.TILE_MIN_SIZE} px, with the tiled "
+          "pattern from there)\n")
     rows: dict[str, list[str]] = {name: [] for name in ATTACKS}
     psnrs, counts, t_embed, t_detect = [], [], [], []
     for size in sizes:
@@ -58,7 +59,7 @@ def robustness(sources, sizes, max_images_large: int) -> None:
             arr = np.asarray(ImageOps.fit(src, (size, size), Image.Resampling.LANCZOS))
             id32 = W.model_id_hash(f"benchmark-run-{k}")
             t0 = time.perf_counter()
-            marked = W.embed(arr, id32, min_size=1)  # also below MIN_SIZE, to show why it is there
+            marked = W.embed(arr, id32)
             te.append(time.perf_counter() - t0)
             ps.append(W.psnr(arr, marked))
             truth = W.encode_payload(id32)
@@ -86,31 +87,53 @@ def robustness(sources, sizes, max_images_large: int) -> None:
     print("| detect ms (median) | " + " | ".join(t_detect) + " |")
 
 
-def presence(sources, sizes) -> None:
-    print(f"\n## Under {W.MIN_SIZE} px: the payload-free presence pattern, detection rate after each attack "
-          f"(z >= {W.PRESENCE_Z}, along an axis >= {W.PRESENCE_Z_AXES}, at the origin >= {W.PRESENCE_Z_ORIGIN}); "
-          f"z-score median / min; columns under {W.PRESENCE_SIZE} px are forced\n")
+def _digit_grid(digits: np.ndarray, n: int, first: int) -> np.ndarray:
+    """n x n MNIST digits with 2 px black gaps, as atelier's sample grids lay them out: (30 n + 2) px."""
+    side = 30 * n + 2
+    grid = np.zeros((side, side), np.uint8)
+    for j in range(n * n):
+        r, c = divmod(j, n)
+        grid[2 + 30 * r:30 + 30 * r, 2 + 30 * c:30 + 30 * c] = digits[first + j]
+    return grid
+
+
+def mnist_grids(data: Path, grid_sizes: list[int], count: int) -> None:
+    if not (data / "mnist").is_dir():
+        return
+    from atelier.data.mnist import load_named
+
+    digits, _ = load_named("mnist", "test")
+    print("\n## MNIST digit grids at native size (black background, hard edges): bit accuracy mean / worst "
+          f"(exact), {count} grids each\n")
     rows: dict[str, list[str]] = {name: [] for name in ATTACKS}
-    for size in sizes:
-        found: dict[str, list[W.Detection]] = {name: [] for name in ATTACKS}
-        for k, (_, src) in enumerate(sources):
-            arr = np.asarray(ImageOps.fit(src, (size, size), Image.Resampling.LANCZOS))
-            marked = Image.fromarray(W.embed(arr, W.model_id_hash(f"benchmark-run-{k}"), presence_size=1))
+    psnrs = []
+    for n in grid_sizes:
+        acc: dict[str, list[float]] = {name: [] for name in ATTACKS}
+        exact: dict[str, list[bool]] = {name: [] for name in ATTACKS}
+        ps = []
+        for k in range(count):
+            grid = _digit_grid(digits, n, k * n * n)
+            id32 = W.model_id_hash(f"mnist-grid-{k}")
+            marked = W.embed(grid, id32)
+            ps.append(W.psnr(grid, marked))
             for name, attack in ATTACKS.items():
-                found[name].append(W.detect(np.asarray(attack(marked))))
-        for name, results in found.items():
-            z = [f.confidence for f in results]
-            rows[name].append(f"{100 * np.mean([f.kind == 'presence' and f.detected for f in results]):.0f}% "
-                              f"({np.median(z):.1f} / {min(z):.1f})")
-    print("| attack | " + " | ".join(f"{s}x{s}" for s in sizes) + " |")
-    print("|---|" + "---:|" * len(sizes))
+                found = W.detect(np.asarray(attack(Image.fromarray(marked))))
+                acc[name].append(float(np.mean(found.bits == W.encode_payload(id32))))
+                exact[name].append(found.id32 == id32)
+        for name in ATTACKS:
+            rows[name].append(f"{100 * np.mean(acc[name]):.1f} / {100 * np.min(acc[name]):.1f} "
+                              f"({100 * np.mean(exact[name]):.0f}%)")
+        psnrs.append(f"{min(ps):.1f} / {np.mean(ps):.1f}")
+    print("| attack | " + " | ".join(f"{n}x{n} digits ({30 * n + 2} px)" for n in grid_sizes) + " |")
+    print("|---|" + "---:|" * len(grid_sizes))
     for name, cells in rows.items():
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| PSNR dB (min / mean) | " + " | ".join(psnrs) + " |")
 
 
 def false_positives(data: Path, samples: str, n_digits: int, sources) -> None:
-    print("\n## False positives on images that were never watermarked (payload: CRC-16 match; under "
-          f"{W.MIN_SIZE} px also the presence pattern's thresholds)\n")
+    print("\n## False positives on images that were never watermarked (a payload whose CRC-16 matches; under "
+          f"{W.TILE_MIN_SIZE} px the detector also searches for QIM)\n")
     groups: dict[str, list[np.ndarray]] = {}
     photos = sorted((data / "content").glob("*")) + sorted((data / "style").glob("*"))
     groups["content + style photos (native size)"] = [load_image(p) for p in photos]
@@ -123,14 +146,15 @@ def false_positives(data: Path, samples: str, n_digits: int, sources) -> None:
         groups["MNIST grids 8x8 (224x224)"] = [
             digits[i * 64:(i + 1) * 64].reshape(8, 8, 28, 28).transpose(0, 2, 1, 3).reshape(224, 224)
             for i in range(100)]
+        groups["MNIST grids 3x3 (92x92)"] = [_digit_grid(digits, 3, 9 * i) for i in range(100)]
     gen = sorted(glob.glob(samples))
     if gen:
         groups[f"generated samples ({samples})"] = [load_image(p) for p in gen]
-    # Under MIN_SIZE the detector also tests the presence pattern: the benchmark images at 64-120 px.
+    # Under TILE_MIN_SIZE the detector also searches for QIM: the benchmark images at 64-120 px.
     groups["benchmark images at 64, 80, 96, 112, 120 px"] = [
         np.asarray(ImageOps.fit(src, (s, s), Image.Resampling.LANCZOS)) for _, src in sources
         for s in (64, 80, 96, 112, 120)]
-    print("| images | n | detected | false-positive rate | sync z-score p99 / max |")
+    print("| images | n | detected | false-positive rate | z-score p99 / max |")
     print("|---|---:|---:|---:|---:|")
     total = hits = 0
     for name, images in groups.items():
@@ -171,17 +195,18 @@ def save_cost(data: Path, tmp: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("ATELIER_DATA", "../shared/data"))
-    ap.add_argument("--sizes", default="64,96,128,192,256,512,1024,2048")
+    ap.add_argument("--sizes", default="64,80,96,112,127,128,192,256,512,1024,2048")
     ap.add_argument("--samples", default="runs/*/samples/*.png", help="Glob of generated (unmarked) images.")
     ap.add_argument("--max-large", type=int, default=4, help="Images used at sizes above 512.")
-    ap.add_argument("--presence-sizes", default="28,48,64,80,96,112", help="Sizes for the presence table.")
+    ap.add_argument("--grids", default="3,4,5", help="MNIST grids of n x n digits (30 n + 2 px) to measure.")
+    ap.add_argument("--grid-count", type=int, default=10, help="Grids of each size.")
     ap.add_argument("--digits", type=int, default=2000, help="MNIST digits in the false-positive test.")
     args = ap.parse_args()
     data = Path(args.data)
     start = time.perf_counter()
     sources = _sources(data, args.samples)
     robustness(sources, [int(s) for s in args.sizes.split(",")], args.max_large)
-    presence(sources, [int(s) for s in args.presence_sizes.split(",")])
+    mnist_grids(data, [int(n) for n in args.grids.split(",")], args.grid_count)
     false_positives(data, args.samples, args.digits, sources)
     import tempfile
 
