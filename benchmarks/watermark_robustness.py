@@ -42,22 +42,18 @@ def _sources(data: Path, samples: str) -> list[tuple[str, Image.Image]]:
     return out
 
 
-def robustness(sources, sizes, max_images_large: int) -> None:
-    print("\n## Bit accuracy of the 48-bit payload after each attack: mean / worst over the images "
-          "(exact payload recovered: % of images)")
-    print(f"(atelier marks images from {W.MIN_SIZE} px a side: by QIM under {W.TILE_MIN_SIZE} px, with the tiled "
-          "pattern from there)\n")
+def _attack_table(columns: dict[str, list[np.ndarray]], id_prefix: str) -> None:
+    """Mark every image of every column (its own payload each), run every attack, detect; print one row per
+    attack (bit accuracy mean / worst, exact %), then PSNR and the embed / detect times."""
     rows: dict[str, list[str]] = {name: [] for name in ATTACKS}
-    psnrs, counts, t_embed, t_detect = [], [], [], []
-    for size in sizes:
-        pool = sources if size <= 512 else sources[:max_images_large]
-        counts.append(len(pool))
+    extra: dict[str, list[str]] = {"images": [], "PSNR dB (min / mean)": [], "embed ms (median)": [],
+                                   "detect ms (median)": []}
+    for images in columns.values():
         acc: dict[str, list[float]] = {name: [] for name in ATTACKS}
         exact: dict[str, list[bool]] = {name: [] for name in ATTACKS}
         ps, te, td = [], [], []
-        for k, (_, src) in enumerate(pool):
-            arr = np.asarray(ImageOps.fit(src, (size, size), Image.Resampling.LANCZOS))
-            id32 = W.model_id_hash(f"benchmark-run-{k}")
+        for k, arr in enumerate(images):
+            id32 = W.model_id_hash(f"{id_prefix}-{k}")
             t0 = time.perf_counter()
             marked = W.embed(arr, id32)
             te.append(time.perf_counter() - t0)
@@ -73,18 +69,24 @@ def robustness(sources, sizes, max_images_large: int) -> None:
         for name in ATTACKS:
             rows[name].append(f"{100 * np.mean(acc[name]):.1f} / {100 * np.min(acc[name]):.1f} "
                               f"({100 * np.mean(exact[name]):.0f}%)")
-        psnrs.append(f"{min(ps):.1f} / {np.mean(ps):.1f}")
-        t_embed.append(f"{1000 * statistics.median(te):.1f}")
-        t_detect.append(f"{1000 * statistics.median(td):.1f}")
-    header = "| attack | " + " | ".join(f"{s}x{s}" for s in sizes) + " |"
-    print(header)
-    print("|---|" + "---:|" * len(sizes))
-    for name, cells in rows.items():
+        extra["images"].append(str(len(images)))
+        extra["PSNR dB (min / mean)"].append(f"{min(ps):.1f} / {np.mean(ps):.1f}")
+        extra["embed ms (median)"].append(f"{1000 * statistics.median(te):.1f}")
+        extra["detect ms (median)"].append(f"{1000 * statistics.median(td):.1f}")
+    print("| attack | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for name, cells in {**rows, **extra}.items():
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("| images | " + " | ".join(str(c) for c in counts) + " |")
-    print("| PSNR dB (min / mean) | " + " | ".join(psnrs) + " |")
-    print("| embed ms (median) | " + " | ".join(t_embed) + " |")
-    print("| detect ms (median) | " + " | ".join(t_detect) + " |")
+
+
+def robustness(sources, sizes, max_images_large: int) -> None:
+    print("\n## Bit accuracy of the 48-bit payload after each attack: mean / worst over the images "
+          "(exact payload recovered: % of images)")
+    print(f"(atelier marks images from {W.MIN_SIZE} px a side: by QIM under {W.TILE_MIN_SIZE} px, with the tiled "
+          "pattern from there)\n")
+    _attack_table({f"{size}x{size}": [np.asarray(ImageOps.fit(src, (size, size), Image.Resampling.LANCZOS))
+                                      for _, src in (sources if size <= 512 else sources[:max_images_large])]
+                   for size in sizes}, "benchmark-run")
 
 
 def _digit_grid(digits: np.ndarray, n: int, first: int) -> np.ndarray:
@@ -105,30 +107,8 @@ def mnist_grids(data: Path, grid_sizes: list[int], count: int) -> None:
     digits, _ = load_named("mnist", "test")
     print("\n## MNIST digit grids at native size (black background, hard edges): bit accuracy mean / worst "
           f"(exact), {count} grids each\n")
-    rows: dict[str, list[str]] = {name: [] for name in ATTACKS}
-    psnrs = []
-    for n in grid_sizes:
-        acc: dict[str, list[float]] = {name: [] for name in ATTACKS}
-        exact: dict[str, list[bool]] = {name: [] for name in ATTACKS}
-        ps = []
-        for k in range(count):
-            grid = _digit_grid(digits, n, k * n * n)
-            id32 = W.model_id_hash(f"mnist-grid-{k}")
-            marked = W.embed(grid, id32)
-            ps.append(W.psnr(grid, marked))
-            for name, attack in ATTACKS.items():
-                found = W.detect(np.asarray(attack(Image.fromarray(marked))))
-                acc[name].append(float(np.mean(found.bits == W.encode_payload(id32))))
-                exact[name].append(found.id32 == id32)
-        for name in ATTACKS:
-            rows[name].append(f"{100 * np.mean(acc[name]):.1f} / {100 * np.min(acc[name]):.1f} "
-                              f"({100 * np.mean(exact[name]):.0f}%)")
-        psnrs.append(f"{min(ps):.1f} / {np.mean(ps):.1f}")
-    print("| attack | " + " | ".join(f"{n}x{n} digits ({30 * n + 2} px)" for n in grid_sizes) + " |")
-    print("|---|" + "---:|" * len(grid_sizes))
-    for name, cells in rows.items():
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print("| PSNR dB (min / mean) | " + " | ".join(psnrs) + " |")
+    _attack_table({f"{n}x{n} digits ({30 * n + 2} px)": [_digit_grid(digits, n, k * n * n) for k in range(count)]
+                   for n in grid_sizes}, "mnist-grid")
 
 
 def false_positives(data: Path, samples: str, n_digits: int, sources) -> None:

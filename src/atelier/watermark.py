@@ -104,6 +104,7 @@ PAYLOAD_BITS = ID_BITS + CRC_BITS
 # Rate-1/3, K=7 convolutional code (the CCSDS/3GPP generators), terminated with K-1 zero bits.
 K = 7
 GENERATORS = (0o133, 0o171, 0o165)
+CODED_BITS = (PAYLOAD_BITS + K - 1) * len(GENERATORS)
 # Default strength: RMS of the added luminance pattern in 8-bit levels (PSNR = 20 log10(255 / rms)).
 STRENGTH = 3.05
 # Smallest side that carries the watermark (smaller images: metadata only), and the smallest side given the
@@ -231,9 +232,8 @@ def _layout() -> _Layout:
     idx = rng.permutation(np.flatnonzero(usable))
     rows, cols = iy.ravel()[idx], ix.ravel()[idx]
     sync = rng.choice([-1.0, 1.0], SYNC_BINS) + 1j * rng.choice([-1.0, 1.0], SYNC_BINS)
-    n_coded = (PAYLOAD_BITS + K - 1) * len(GENERATORS)
     n_dof = 2 * (len(idx) - SYNC_BINS)
-    dof_bit = rng.permutation(np.arange(n_dof) % n_coded)
+    dof_bit = rng.permutation(np.arange(n_dof) % CODED_BITS)
     dof_sign = rng.choice([-1.0, 1.0], n_dof)
     return _Layout(rows, cols, sync, dof_bit, dof_sign)
 
@@ -424,7 +424,7 @@ def _soft_at(front: _Front, shift: tuple[int, int]) -> np.ndarray:
     data = front.values[ns:] * phase
     dof = np.empty(2 * len(data))
     dof[0::2], dof[1::2] = data.real, data.imag
-    return np.bincount(lay.dof_bit, weights=dof * lay.dof_sign, minlength=(PAYLOAD_BITS + K - 1) * len(GENERATORS))
+    return np.bincount(lay.dof_bit, weights=dof * lay.dof_sign, minlength=CODED_BITS)
 
 
 def detect(arr: np.ndarray, candidates: int = 3) -> Detection:
@@ -549,13 +549,25 @@ def _qim_synth(dc: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _qim_slots(ny: int, nx: int, first: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(P, ny, nx): the coded bit each class of each window carries, the first window being ``first`` of
+    the layout."""
+    rows = (np.arange(ny)[:, None] + first[0]) % QIM_PERIOD
+    cols = (np.arange(nx)[None, :] + first[1]) % QIM_PERIOD
+    return _qim().slot[rows, cols].transpose(2, 0, 1)
+
+
+def _qim_coded(soft: np.ndarray, first: tuple[int, int]) -> np.ndarray:
+    """Soft values of the coded bits: each window class's soft value (P, ny, nx) added to its slot's bit."""
+    return np.bincount(_qim_slots(*soft.shape[1:], first).ravel(), weights=soft.ravel(), minlength=CODED_BITS)
+
+
 def _qim_embed(arr: np.ndarray, id32: int, strength: float) -> np.ndarray:
     """Dithered QIM: move each used coefficient of every window to the nearest point of its bit's lattice."""
-    q = _qim()
     h, w = arr.shape[:2]
     ny, nx = _qim_windows(h), _qim_windows(w)
     coded = conv_encode(encode_payload(id32))
-    bits = coded[q.slot[np.arange(ny)[:, None] % QIM_PERIOD, np.arange(nx)[None, :] % QIM_PERIOD]]
+    bits = coded[_qim_slots(ny, nx)]
     base = arr.astype(np.float64)
     step = _qim_ref_step(strength) * np.sqrt(h * w / (ny * nx * QIM_HOP**2))
     # The change is step^2 / 12 per coefficient only on average (few coefficients, clipping, and which lattice
@@ -563,7 +575,7 @@ def _qim_embed(arr: np.ndarray, id32: int, strength: float) -> np.ndarray:
     # over ``strength`` (38.3-38.9 dB at the default); the detector's scale search absorbs the difference.
     tried: list[tuple[float, np.ndarray]] = []
     for attempt in range(8):
-        out = _qim_apply(base, bits.transpose(2, 0, 1), step)
+        out = _qim_apply(base, bits, step)
         rms = float(np.sqrt(np.mean((out - base) ** 2)))
         tried.append((rms, out))
         if rms == 0.0 or 0.95 * strength <= rms <= 1.02 * strength:
@@ -653,11 +665,8 @@ def _qim_detect(arr: np.ndarray) -> Detection:
     for fit, shift, x, step in fitted[:QIM_OFFSETS]:
         soft = np.cos(2 * np.pi * (x / step[:, None, None] - q.dither[:, None, None]))  # (P, ny, nx): > 0: bit 0
         z = fit * np.sqrt(2.0 * soft.size)  # the fit's z-score for one hypothesis on an unmarked image
-        for by0, bx0 in _qim_alignments(soft):
-            index = q.slot[(np.arange(soft.shape[1])[:, None] + by0) % QIM_PERIOD,
-                           (np.arange(soft.shape[2])[None, :] + bx0) % QIM_PERIOD].transpose(2, 0, 1)
-            coded = np.bincount(index.ravel(), weights=soft.ravel(), minlength=(PAYLOAD_BITS + K - 1) * len(GENERATORS))
-            bits = viterbi_decode(coded, PAYLOAD_BITS)
+        for first_window in _qim_alignments(soft):
+            bits = viterbi_decode(_qim_coded(soft, first_window), PAYLOAD_BITS)
             id32 = _check_payload(bits)
             found = Detection(id32 is not None, id32, float(z), shift, bits, "qim")
             if found.detected:
@@ -671,21 +680,13 @@ def _qim_alignments(soft: np.ndarray) -> list[tuple[int, int]]:
     """Which window of the layout the first visible window is. A crop of an image under 128 px removes at
     most one window along an axis (offsets 0, 1); along an axis with a full period of windows (a long
     image) any offset is possible, ranked by how coherently the repeated slots add up."""
-    q = _qim()
     _, ny, nx = soft.shape
     ays = range(QIM_PERIOD) if ny >= QIM_PERIOD else range(2)
     axs = range(QIM_PERIOD) if nx >= QIM_PERIOD else range(2)
     cands = [(a, b) for a in ays for b in axs]
     if len(cands) <= QIM_BLOCK_OFFSETS:
         return sorted(cands, key=lambda o: (o[0] + o[1], o[0]))
-    n_coded = (PAYLOAD_BITS + K - 1) * len(GENERATORS)
-
-    def coherence(o: tuple[int, int]) -> float:
-        index = q.slot[(np.arange(ny)[:, None] + o[0]) % QIM_PERIOD, (np.arange(nx)[None, :] + o[1]) % QIM_PERIOD]
-        sums = np.bincount(index.transpose(2, 0, 1).ravel(), weights=soft.ravel(), minlength=n_coded)
-        return float(np.abs(sums).sum())
-
-    return sorted(cands, key=coherence, reverse=True)[:QIM_BLOCK_OFFSETS]
+    return sorted(cands, key=lambda o: float(np.abs(_qim_coded(soft, o)).sum()), reverse=True)[:QIM_BLOCK_OFFSETS]
 
 
 # ------------------------------------------------------------------------------ the attacks of issue 7
