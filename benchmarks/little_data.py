@@ -28,7 +28,7 @@ from atelier.data import open_source
 from atelier.metrics.evaluate import evaluate_images
 from atelier.metrics.evaluators import auto_evaluator, load_evaluator
 from atelier.models import build
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

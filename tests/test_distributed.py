@@ -17,9 +17,9 @@ from torch import nn
 import atelier
 from atelier.data import BatchLoader, ImageDataset
 from atelier.errors import ConfigError, DataError
-from atelier.training import distributed
-from atelier.training.checkpoint import CheckpointManager
-from atelier.training.engine import check_precision
+from atelier import distributed
+from atelier.checkpoint import CheckpointManager
+from atelier.device import check_precision
 from conftest import mnist_available
 
 REPO = Path(__file__).resolve().parents[1]

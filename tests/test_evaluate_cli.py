@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 from atelier.training.logging import read_metrics
 from conftest import mnist_available
 from test_cli import _one_line_error, run

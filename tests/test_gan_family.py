@@ -28,7 +28,7 @@ from atelier.losses import (
 )
 from atelier.models import build
 from atelier.models.layers import SelfAttention
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = torch.tensor([2.0, 0.5, -1.0])

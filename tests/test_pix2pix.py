@@ -12,7 +12,7 @@ from atelier.data import BatchLoader
 from atelier.data.paired import load_paired
 from atelier.errors import DataError
 from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator, receptive_field
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 from atelier.translation import Translator, evaluate_pairs
 
 

@@ -270,7 +270,7 @@ def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
 
 def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path):
     import atelier
-    from atelier.training.checkpoint import CheckpointManager
+    from atelier.checkpoint import CheckpointManager
     from atelier.training.style import train_style
     from atelier.utils import sha256_file
 

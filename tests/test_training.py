@@ -18,7 +18,7 @@ from atelier.api import prepare_run
 from atelier.config import load_config
 from atelier.errors import ConfigError
 from atelier.training import GANTrainer
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 from conftest import REPO, mnist_available
 
 pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")

@@ -19,7 +19,7 @@ from atelier.config import load_config
 from atelier.errors import ConfigError
 from atelier.models import load_pretrained, save_pretrained
 from atelier.models.vae import Decoder, Encoder, VAEConfig, kl_divergence, reconstruction_nll
-from atelier.training.checkpoint import CheckpointManager
+from atelier.checkpoint import CheckpointManager
 from atelier.training.vae import VAETrainer
 from conftest import REPO, mnist_available
 

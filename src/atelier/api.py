@@ -12,8 +12,8 @@ from PIL import Image
 from atelier.config import RunConfig, apply_overrides, flatten, read_yaml, validate_config
 from atelier.errors import ConfigError, RunError
 from atelier.imageio import to_uint8_array
-from atelier.training.checkpoint import CheckpointManager
-from atelier.training.engine import resolve_device
+from atelier.checkpoint import CheckpointManager
+from atelier.device import resolve_device
 from atelier.translation import Translator
 
 __all__ = ["Generator", "Translator", "load", "prepare_run", "train"]
@@ -199,7 +199,7 @@ def train(config: str | Path | dict | RunConfig | None = None, run_dir: str | Pa
     run_dir = Path(run_dir)
     cfg, resuming = prepare_run(config, run_dir, overrides or {})
     trainer_cls = {"gan": GANTrainer, "translation": Pix2PixTrainer, "vae": VAETrainer}[get(cfg.model["name"]).kind]
-    from atelier.training import distributed
+    from atelier import distributed
 
     try:
         trainer = trainer_cls(cfg, run_dir, progress=progress)

@@ -96,7 +96,7 @@ def _train_overrides(data, steps, batch_size, seed, checkpoint_every, sample_eve
 
 
 def _report(result, dry_run: bool = False) -> None:
-    from atelier.training.distributed import is_main
+    from atelier.distributed import is_main
 
     if not is_main():
         return  # under torchrun, rank 0 reports for all processes
@@ -713,7 +713,7 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
         return
 
     from atelier.metrics import evaluate_run, evaluate_source, format_table, parse_metrics
-    from atelier.training.engine import resolve_device
+    from atelier.device import resolve_device
 
     if (run is None) == (real is None):
         raise click.UsageError("give a RUN folder or --real SOURCE (one of the two)")

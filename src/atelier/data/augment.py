@@ -115,7 +115,7 @@ class Augment:
         self._sign_n += real_logits.numel()
         self._steps += 1
         if self._steps % self.cfg.ada_interval == 0:
-            from atelier.training.distributed import all_mean
+            from atelier.distributed import all_mean
 
             # Under DDP every rank must move p alike: the statistic is over the global batch (ratio of means
             # over ranks = ratio of sums). In one process all_mean returns its input.

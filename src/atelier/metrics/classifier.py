@@ -121,7 +121,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: i
     and the classifier is returned in eval mode (fp32). ``on_epoch(model, epoch, mean_loss)`` is called
     after every epoch. Seeds the global torch generator with ``seed`` (the weight init).
     """
-    from atelier.training.engine import autocast
+    from atelier.device import autocast
 
     steps_per_epoch = len(images) // batch_size
     if steps_per_epoch < 1:

@@ -235,8 +235,8 @@ class StyleModel:
 def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, device: str = "cpu") -> StyleModel:
     """The latest checkpoint of a ``train-style`` run folder as a :class:`StyleModel`."""
     from atelier.config import read_yaml
-    from atelier.training.checkpoint import CheckpointManager
-    from atelier.training.engine import resolve_device
+    from atelier.checkpoint import CheckpointManager
+    from atelier.device import resolve_device
 
     run_dir = Path(run_dir)
     if raw is None:

@@ -289,7 +289,7 @@ def stylize(
 
     ``size`` is the output's long side. Returns a :class:`StylizeResult` (PIL image, losses, timing).
     """
-    from atelier.training.engine import resolve_device
+    from atelier.device import resolve_device
 
     if init not in ("content", "noise"):
         raise ConfigError(f"init must be 'content' or 'noise', got {init!r}")

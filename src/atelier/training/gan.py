@@ -12,7 +12,7 @@ both phases, as in pytorch/examples' DCGAN; the G phase sees the freshly updated
 draws from the global torch generator, whose state is checkpointed with the data loader's position
 and the augmentation probability, so a resumed run continues bit for bit.
 
-Under ``torchrun`` (see :mod:`atelier.training.distributed`) G and D are wrapped in DDP, each process
+Under ``torchrun`` (see :mod:`atelier.distributed`) G and D are wrapped in DDP, each process
 trains on its share of the global batch (``train.batch_size``), draws its own noise (rank r > 0 reseeds
 after the shared weight init), and only rank 0 writes files; logged losses are the mean over ranks.
 """
@@ -37,10 +37,10 @@ from atelier.errors import DataError
 from atelier.imageio import make_grid, save_image
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
-from atelier.training import distributed
-from atelier.training.checkpoint import CheckpointManager
+from atelier import distributed
+from atelier.checkpoint import CheckpointManager
 from atelier.training.ema import EMA
-from atelier.training.engine import autocast, check_precision, make_scaler, resolve_device, tune_allocator
+from atelier.device import autocast, check_precision, make_scaler, resolve_device, tune_allocator
 from atelier.training.logging import RunLogger, plot_losses
 
 __all__ = ["GANTrainer", "TrainResult"]

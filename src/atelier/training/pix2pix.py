@@ -21,7 +21,7 @@ from atelier.data import ImageDataset
 from atelier.data.paired import load_paired
 from atelier.errors import ConfigError
 from atelier.imageio import make_grid
-from atelier.training.engine import autocast
+from atelier.device import autocast
 from atelier.training.gan import GANTrainer
 from atelier.training.logging import RunLogger
 

@@ -23,7 +23,7 @@ from atelier.data import ImageDataset, open_source, parse_spec
 from atelier.errors import ConfigError
 from atelier.imageio import make_grid
 from atelier.models.vae import elbo_terms
-from atelier.training.engine import autocast
+from atelier.device import autocast
 from atelier.training.gan import GANTrainer, _grid_scale
 from atelier.training.logging import RunLogger
 
