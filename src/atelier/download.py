@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from atelier.errors import DownloadError
+from atelier.utils import normal_mode
 
 __all__ = ["cache_dir", "download"]
 
@@ -40,6 +41,7 @@ def download(urls: Sequence[str], dest: Path, sha256: str, timeout: float = 30.0
     errors = []
     for url in urls:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.fchmod(fd, normal_mode())  # a cached download is readable like any file the user writes
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(url, timeout=timeout) as resp:

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,11 +230,11 @@ def _folder_name(i: int, name: str, width: int) -> str:
 def write_folder(s: SynthSet, out: str | Path, progress: bool | None = None, strip_metadata: bool = False) -> Path:
     """One sub-folder per class (or a flat folder without labels) of PNGs, each through save_image."""
     from atelier.imageio import save_image
-    from atelier.utils import atomic_write_text
+    from atelier.utils import atomic_write_text, temp_dir
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir(out.parent, prefix=f".{out.name}.")
     try:
         width = len(str(max(len(s.classes) - 1, 0)))
         dirs = [_folder_name(i, c, width) for i, c in enumerate(s.classes)]

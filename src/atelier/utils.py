@@ -9,7 +9,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "require_extra", "sha256_file"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "normal_mode", "require_extra", "sha256_file",
+           "temp_dir"]
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (a process-wide value, read once per write).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open(path, "w")`` (0o666) or ``mkdir`` (0o777) would give under the umask.
+
+    ``tempfile.mkstemp`` and ``mkdtemp`` create 0o600 / 0o700 entries on purpose; a file renamed into place
+    from one would keep them, so a web server or a teammate could not read what atelier wrote.
+    """
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A fresh folder in ``parent`` (for an atomic folder swap), with a normal folder's permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(tmp, normal_mode(directory=True))
+    return tmp
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -22,6 +46,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, normal_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
