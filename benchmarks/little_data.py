@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 import atelier
+from atelier.checkpoint import CheckpointManager
 from atelier.config import load_config
 from atelier.data import open_source
 from atelier.metrics.evaluate import evaluate_images
 from atelier.metrics.evaluators import auto_evaluator, load_evaluator
 from atelier.models import build
-from atelier.checkpoint import CheckpointManager
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from atelier import watermark as W
-from atelier.imageio import load_image, save_image
+from atelier.imageio import save_image
+from atelier.images import load_image
 
 ATTACKS = W.ATTACKS
 

@@ -15,11 +15,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import atelier
-from atelier.data import BatchLoader, ImageDataset
-from atelier.errors import ConfigError, DataError
 from atelier import distributed
 from atelier.checkpoint import CheckpointManager
+from atelier.data import BatchLoader, ImageDataset
 from atelier.device import check_precision
+from atelier.errors import ConfigError, DataError
 from conftest import mnist_available
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import atelier
+from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
 from atelier.config import load_config
 from atelier.data.augment import Augment, cutout, translation
@@ -28,7 +29,6 @@ from atelier.losses import (
 )
 from atelier.models import build
 from atelier.models.layers import SelfAttention
-from atelier.checkpoint import CheckpointManager
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = torch.tensor([2.0, 0.5, -1.0])

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from atelier.errors import ImageError
-from atelier.imageio import load_image, make_grid, save_image
+from atelier.imageio import save_image
+from atelier.images import load_image, make_grid
 from atelier.provenance import DIGITAL_SOURCE_TYPE, read_metadata
 
 

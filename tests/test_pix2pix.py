@@ -7,12 +7,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import atelier
+from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
 from atelier.data import BatchLoader
 from atelier.data.paired import load_paired
 from atelier.errors import DataError
 from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator, receptive_field
-from atelier.checkpoint import CheckpointManager
 from atelier.translation import Translator, evaluate_pairs
 
 

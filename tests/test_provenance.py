@@ -13,7 +13,8 @@ from PIL import Image
 
 from atelier.cli import cli
 from atelier.errors import AtelierError
-from atelier.imageio import load_image, save_image
+from atelier.imageio import save_image
+from atelier.images import load_image
 from atelier.provenance import (
     COMPOSITE_SOURCE_TYPE,
     DIGITAL_SOURCE_TYPE,

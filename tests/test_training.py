@@ -15,10 +15,10 @@ from safetensors import safe_open
 
 import atelier
 from atelier.api import prepare_run
+from atelier.checkpoint import CheckpointManager
 from atelier.config import load_config
 from atelier.errors import ConfigError
 from atelier.training import GANTrainer
-from atelier.checkpoint import CheckpointManager
 from conftest import REPO, mnist_available
 
 pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")

@@ -14,12 +14,12 @@ from torch.distributions import Bernoulli, Normal
 from torch.distributions import kl_divergence as torch_kl
 
 import atelier
+from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
 from atelier.config import load_config
 from atelier.errors import ConfigError
 from atelier.models import load_pretrained, save_pretrained
 from atelier.models.vae import Decoder, Encoder, VAEConfig, kl_divergence, reconstruction_nll
-from atelier.checkpoint import CheckpointManager
 from atelier.training.vae import VAETrainer
 from conftest import REPO, mnist_available
 

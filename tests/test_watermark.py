@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from atelier import watermark as W
-from atelier.imageio import load_image
+from atelier.images import load_image
 from conftest import mnist_available
 
 DATA = Path(os.environ.get("ATELIER_DATA", ""))

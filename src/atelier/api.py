@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from atelier.config import RunConfig, apply_overrides, flatten, read_yaml, validate_config
-from atelier.errors import ConfigError, RunError
-from atelier.imageio import to_uint8_array
 from atelier.checkpoint import CheckpointManager
+from atelier.config import RunConfig, apply_overrides, flatten, read_yaml, validate_config
 from atelier.device import resolve_device
+from atelier.errors import ConfigError, RunError
+from atelier.images import to_uint8_array
 from atelier.translation import Translator
 
 __all__ = ["Generator", "Translator", "load", "prepare_run", "train"]

@@ -268,7 +268,8 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
       atelier sample runs/mnist-cgan --n 80 --out per-class.png    # one row per class
     """
     import atelier
-    from atelier.imageio import make_grid, save_image, save_images
+    from atelier.imageio import save_image, save_images
+    from atelier.images import make_grid
 
     if out is None and out_dir is None:
         raise click.UsageError("give --out GRID.png or --out-dir FOLDER")
@@ -346,7 +347,8 @@ def data_info(source: str, channels: str | None, resolution: int | None, grid_ou
       atelier data info photos/ --resolution 64
     """
     from atelier.data import open_source, parse_spec
-    from atelier.imageio import make_grid, save_image
+    from atelier.imageio import save_image
+    from atelier.images import make_grid
     from atelier.provenance import COMPOSITE_SOURCE_TYPE
 
     name, split = parse_spec(source)
@@ -504,7 +506,8 @@ def watermark_embed(image: Path, out: Path, model_id: str, no_metadata: bool) ->
       atelier watermark embed edited.png --out marked.png --id mnist-dcgan
       atelier watermark embed photo.jpg --out marked.jpg --no-metadata
     """
-    from atelier.imageio import load_image, save_image
+    from atelier.imageio import save_image
+    from atelier.images import load_image
     from atelier.watermark import MIN_SIZE, model_id_hash
 
     pixels = load_image(image, channels=3)
@@ -530,7 +533,7 @@ def watermark_detect(image: Path, as_json: bool) -> None:
     """
     import json
 
-    from atelier.imageio import load_image
+    from atelier.images import load_image
     from atelier.watermark import detect
 
     found = detect(load_image(image, channels=3))
@@ -572,7 +575,8 @@ def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: 
     from PIL import Image
 
     import atelier
-    from atelier.imageio import encode_animation, make_grid, save_image
+    from atelier.imageio import encode_animation, save_image
+    from atelier.images import make_grid
     from atelier.latent import interpolate_path, truncate
     from atelier.utils import atomic_write_bytes
 
@@ -712,8 +716,8 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
                        f"L1 {record['l1']:.4f}  PSNR {record['psnr']:.2f} dB  SSIM {record['ssim']:.4f}")
         return
 
-    from atelier.metrics import evaluate_run, evaluate_source, format_table, parse_metrics
     from atelier.device import resolve_device
+    from atelier.metrics import evaluate_run, evaluate_source, format_table, parse_metrics
 
     if (run is None) == (real is None):
         raise click.UsageError("give a RUN folder or --real SOURCE (one of the two)")
@@ -795,10 +799,10 @@ def stylize(content, styles, model, out, size, steps, style_weight, content_weig
       atelier stylize --content photo.jpg --style wave.jpg --features vgg19 --vgg-weights vgg19-dcbb9e9d.pth --out o.png
       atelier stylize --model runs/wave --content photo.jpg --out wave.png
     """
-    from atelier.imageio import _format_for
+    from atelier.images import image_format
     from atelier.style.features import build_features
 
-    _format_for(out)  # a bad output name fails before minutes of work
+    image_format(out)  # a bad output name fails before minutes of work
     if model is not None:
         if styles:
             raise click.UsageError("--model restyles with a trained network: leave out --style")

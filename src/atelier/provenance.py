@@ -265,7 +265,7 @@ def match_run(id32: int, runs_dir: str | Path = "runs") -> str | None:
 def verify_image(path: str | Path, runs_dir: str | Path = "runs",
                  trust_anchors: str | Path | None = None) -> dict[str, Any]:
     """Everything atelier can say about an image's origin; ``recognised`` is True when it is atelier's."""
-    from atelier.imageio import load_image
+    from atelier.images import load_image
     from atelier.watermark import MIN_SIZE, detect
 
     path = Path(path)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from atelier.config import RunConfig
 from atelier.errors import AtelierError, DataError
-from atelier.imageio import IMAGE_SUFFIXES, load_image, save_image
+from atelier.imageio import save_image
+from atelier.images import IMAGE_SUFFIXES, load_image
 
 __all__ = ["Translator", "evaluate_pairs"]
 

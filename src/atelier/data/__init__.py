@@ -144,7 +144,7 @@ def _all_gray(images: np.ndarray) -> bool:
 def _resize_all(images: np.ndarray, resolution: int) -> np.ndarray:
     from PIL import Image
 
-    from atelier.imageio import fit_to_square
+    from atelier.images import fit_to_square
 
     return np.stack([np.asarray(fit_to_square(Image.fromarray(a[..., 0]), resolution))[..., None] for a in images])
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from atelier.errors import DataError, ImageError
-from atelier.imageio import load_image
+from atelier.images import load_image
 
 __all__ = ["load_folder", "load_npz", "load_zip"]
 
@@ -138,7 +138,7 @@ def load_npz(path: Path, channels: int, resolution: int, limit: int | None = Non
     if images.shape[1:3] != (resolution, resolution):
         from PIL import Image
 
-        from atelier.imageio import fit_to_square
+        from atelier.images import fit_to_square
 
         out = []
         for a in images:

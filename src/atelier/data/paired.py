@@ -19,7 +19,7 @@ from PIL import Image
 
 from atelier.data import ImageDataset, _folder_license, expand_source, skipped_warning
 from atelier.errors import DataError, ImageError
-from atelier.imageio import IMAGE_SUFFIXES, load_image
+from atelier.images import IMAGE_SUFFIXES, load_image
 
 __all__ = ["load_paired", "split_pair"]
 

@@ -23,7 +23,7 @@ from atelier.data import open_source, parse_spec
 from atelier.data.mnist import NAMED
 from atelier.download import cache_dir
 from atelier.errors import DataError, ImageError
-from atelier.imageio import IMAGE_SUFFIXES, open_image
+from atelier.images import IMAGE_SUFFIXES, open_image
 from atelier.metrics.evaluators import Evaluator
 
 __all__ = ["ImageSet", "native_format", "read_images", "reference_features"]

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atelier import latent
 from atelier.errors import AtelierError
-from atelier.imageio import IMAGE_SUFFIXES, encode_image, load_image, make_grid, to_uint8_array
+from atelier.imageio import encode_image
+from atelier.images import IMAGE_SUFFIXES, load_image, make_grid, to_uint8_array
 from atelier.serve.registry import ModelStore, ServedModel
 
 __all__ = ["Limits", "create_app"]

@@ -234,8 +234,8 @@ class StyleModel:
 
 def load_style_run(run_dir: str | Path, raw: dict[str, Any] | None = None, device: str = "cpu") -> StyleModel:
     """The latest checkpoint of a ``train-style`` run folder as a :class:`StyleModel`."""
-    from atelier.config import read_yaml
     from atelier.checkpoint import CheckpointManager
+    from atelier.config import read_yaml
     from atelier.device import resolve_device
 
     run_dir = Path(run_dir)

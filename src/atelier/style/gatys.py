@@ -51,7 +51,7 @@ ImageSource = str | Path | Image.Image | np.ndarray | torch.Tensor
 # ------------------------------------------------------------------------------------------ image glue
 def _read(source: ImageSource, what: str) -> np.ndarray:
     """Any accepted image source -> uint8 (H, W, 3), through atelier's one image door for files."""
-    from atelier.imageio import load_image
+    from atelier.images import load_image
 
     if isinstance(source, (str, Path)):
         arr = load_image(source, channels=3)

@@ -30,17 +30,18 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from atelier import distributed
+from atelier.checkpoint import CheckpointManager
 from atelier.config import RunConfig, save_config
 from atelier.data import BatchLoader, ImageDataset, open_source
 from atelier.data.augment import Augment
+from atelier.device import autocast, check_precision, make_scaler, resolve_device, tune_allocator
 from atelier.errors import DataError
-from atelier.imageio import make_grid, save_image
+from atelier.imageio import save_image
+from atelier.images import make_grid
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import build
-from atelier import distributed
-from atelier.checkpoint import CheckpointManager
 from atelier.training.ema import EMA
-from atelier.device import autocast, check_precision, make_scaler, resolve_device, tune_allocator
 from atelier.training.logging import RunLogger, plot_losses
 
 __all__ = ["GANTrainer", "TrainResult"]

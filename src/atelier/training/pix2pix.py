@@ -19,9 +19,9 @@ import torch
 
 from atelier.data import ImageDataset
 from atelier.data.paired import load_paired
-from atelier.errors import ConfigError
-from atelier.imageio import make_grid
 from atelier.device import autocast
+from atelier.errors import ConfigError
+from atelier.images import make_grid
 from atelier.training.gan import GANTrainer
 from atelier.training.logging import RunLogger
 

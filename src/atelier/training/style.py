@@ -23,14 +23,15 @@ import yaml
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from atelier.checkpoint import CheckpointManager
 from atelier.config import _Strict
+from atelier.device import resolve_device
 from atelier.errors import ConfigError, DataError
-from atelier.imageio import IMAGE_SUFFIXES, make_grid, save_image
+from atelier.imageio import save_image
+from atelier.images import IMAGE_SUFFIXES, make_grid
 from atelier.style.fast import KIND, TransformerNet, as_uint8, network_config
 from atelier.style.features import build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, parse_style_spec, total_variation
-from atelier.checkpoint import CheckpointManager
-from atelier.device import resolve_device
 from atelier.training.gan import TrainResult
 from atelier.training.logging import RunLogger
 from atelier.utils import atomic_write_text

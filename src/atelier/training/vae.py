@@ -20,10 +20,10 @@ import torch
 
 from atelier.config import AugmentConfig, LossConfig, RunConfig
 from atelier.data import ImageDataset, open_source, parse_spec
-from atelier.errors import ConfigError
-from atelier.imageio import make_grid
-from atelier.models.vae import elbo_terms
 from atelier.device import autocast
+from atelier.errors import ConfigError
+from atelier.images import make_grid
+from atelier.models.vae import elbo_terms
 from atelier.training.gan import GANTrainer, _grid_scale
 from atelier.training.logging import RunLogger
 
