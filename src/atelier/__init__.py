@@ -18,7 +18,6 @@ from __future__ import annotations
 from atelier.api import Generator, Translator, load, train
 from atelier.errors import AtelierError
 from atelier.style.gatys import stylize
-
-__version__ = "0.1.0"
+from atelier.version import __version__
 
 __all__ = ["AtelierError", "Generator", "Translator", "__version__", "load", "stylize", "train"]

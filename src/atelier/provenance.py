@@ -50,7 +50,7 @@ PREFIX = "atelier:"
 
 
 def build_metadata(fields: Mapping[str, object]) -> dict[str, str]:
-    from atelier import __version__
+    from atelier.version import __version__
 
     meta = {
         # Callers writing real (not generated) pixels, such as dataset previews, pass their own type.
@@ -158,7 +158,7 @@ def sign_c2pa(data: bytes, fmt: str, meta: Mapping[str, str], creds: C2paCredent
     This is the last step of writing an image: any later change of pixels or metadata breaks the signature.
     """
     c2pa = _require_c2pa()
-    from atelier import __version__
+    from atelier.version import __version__
 
     action = {"action": "c2pa.created", "digitalSourceType": meta.get("DigitalSourceType", DIGITAL_SOURCE_TYPE),
               "softwareAgent": {"name": "atelier", "version": __version__},

@@ -101,7 +101,7 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
 
 
 def _stamp(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
-    from atelier import __version__
+    from atelier.version import __version__
 
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return [{**r, **fields, "time": now, "atelier": __version__} for r in records]

@@ -245,7 +245,7 @@ class ServerTiming:
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
                limits: Limits | None = None, device: str = "cpu") -> FastAPI:
     """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
-    from atelier import __version__
+    from atelier.version import __version__
 
     limits = limits or Limits()
     store = runs if isinstance(runs, ModelStore) else ModelStore(runs, backend=backend, device=device)

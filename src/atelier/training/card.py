@@ -39,7 +39,7 @@ def _augment_text(trainer: GANTrainer) -> str:
 
 
 def write_model_card(trainer: GANTrainer, result: TrainResult) -> Path:
-    from atelier import __version__
+    from atelier.version import __version__
 
     cfg, ds = trainer.cfg, trainer.dataset
     model = dict(cfg.model)
