@@ -46,8 +46,13 @@ class ExportResult:
 
 
 def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out: str | Path,
-                  opset: int = OPSET) -> Path:
-    """Write ``module(*example.values())`` as ONNX to ``out``, with the batch axis of every input dynamic."""
+                  opset: int = OPSET, dynamic_shapes: dict[str, dict[int, Any]] | None = None,
+                  output_name: str = OUTPUT_NAME) -> Path:
+    """Write ``module(*example.values())`` as ONNX to ``out``, with the batch axis of every input dynamic.
+
+    ``dynamic_shapes`` replaces that default with ``torch.export`` dims per input (e.g. a denoiser's
+    height and width as well); ``output_name`` names the graph's output.
+    """
     require_extra("onnx", "export", "ONNX export")
     require_extra("onnxscript", "export", "ONNX export")
     out = Path(out)
@@ -67,8 +72,8 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         # Several inputs (z and a conditional model's labels) share the one batch axis, as intended.
         warnings.filterwarnings("ignore", message=r".*shares the same shape constraints", category=UserWarning)
         torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, external_data=False,
-                          dynamic_shapes={k: {0: batch} for k in example}, verbose=False)
+                          output_names=[output_name], opset_version=opset, dynamo=True, external_data=False,
+                          dynamic_shapes=dynamic_shapes or {k: {0: batch} for k in example}, verbose=False)
     tmp.replace(out)  # atomic: a half-written model file is never left under the real name
     return out
 

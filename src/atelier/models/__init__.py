@@ -31,6 +31,7 @@ class ModelSpec:
     networks: dict[str, type[torch.nn.Module]]
     # "gan": noise -> image (sampled with atelier.load(run).sample); "translation": image -> image;
     # "vae": a decoder "G" (noise -> image, sampled like a GAN's G) trained with its encoder "D" on the ELBO.
+    # "diffusion": a denoiser "unet" (x_t, t[, class]) -> noise / velocity, sampled by atelier.diffusion.
     kind: str = "gan"
 
 
@@ -49,7 +50,7 @@ def registered() -> list[str]:
 
 def _ensure_loaded() -> None:
     # Import the model files so that their register() calls run.
-    from atelier.models import dcgan, pix2pix, resnet, vae  # noqa: F401
+    from atelier.models import dcgan, diffusion, pix2pix, resnet, vae  # noqa: F401
 
 
 def get(name: str) -> ModelSpec:

@@ -1,0 +1,86 @@
+"""Training speed of candidate diffusion U-Nets (forward + backward + Adam step), images/s.
+
+Each candidate is a ``model.*`` setting of atelier's ``diffusion`` model at 32 px, 1 channel (MNIST
+padded to 32); the step is :func:`atelier.diffusion.training_loss` + backward + Adam. Rounds are
+interleaved (every candidate once per round) and the median is reported, because the machine is shared.
+The same table in bf16 autocast and channels_last shows what those levers give here.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/diffusion_speed.py --threads 1 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+from atelier.diffusion import training_loss
+from atelier.models import build
+from atelier.models.diffusion import DiffusionConfig
+
+CANDIDATES = {
+    "16-32-64 x1": dict(block_out_channels=(16, 32, 64), layers_per_block=1, attention_head_dim=16),
+    "32-64-64 x1": dict(block_out_channels=(32, 64, 64), layers_per_block=1),
+    "32-64-128 x1": dict(block_out_channels=(32, 64, 128), layers_per_block=1),
+    "32-64-64 x2": dict(block_out_channels=(32, 64, 64), layers_per_block=2),
+    "64-128-128 x1": dict(block_out_channels=(64, 128, 128), layers_per_block=1),
+}
+
+
+def make(name: str, channels_last: bool) -> tuple[torch.nn.Module, DiffusionConfig, torch.optim.Optimizer]:
+    params = {"name": "diffusion", **CANDIDATES[name]}
+    cfg = DiffusionConfig.model_validate({k: v for k, v in params.items() if k != "name"})
+    unet = build(params, resolution=32, channels=1)["unet"]
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    return unet, cfg, torch.optim.Adam(unet.parameters(), lr=2e-4)
+
+
+def step_time(unet: torch.nn.Module, cfg: DiffusionConfig, opt: torch.optim.Optimizer, x: torch.Tensor,
+              steps: int, bf16: bool) -> float:
+    gen = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    for _ in range(steps):
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            loss = training_loss(unet, x, None, cfg, generator=gen)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - started) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per candidate per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--modes", nargs="*", default=["fp32", "bf16+cl"], choices=["fp32", "cl", "bf16", "bf16+cl"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 1, 32, 32) * 2 - 1
+    runs = {(n, m): make(n, "cl" in m) for n in args.only for m in args.modes}
+    for (_, m), (unet, cfg, opt) in runs.items():   # warm-up: oneDNN picks its kernels on the first calls
+        step_time(unet, cfg, opt, x, 1, "bf16" in m)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for (n, m), (unet, cfg, opt) in runs.items():
+            times[(n, m)].append(step_time(unet, cfg, opt, x, args.steps, "bf16" in m))
+    print(f"threads={args.threads} batch={args.batch} torch={torch.__version__} (median of {args.rounds} rounds "
+          f"x {args.steps} steps; shared machine)")
+    print(f"| U-Net | params | {' | '.join(f'{m} img/s' for m in args.modes)} |")
+    print("|---|---|" + "---|" * len(args.modes))
+    for n in args.only:
+        params = sum(p.numel() for p in runs[(n, args.modes[0])][0].parameters())
+        rates = [args.batch / statistics.median(times[(n, m)]) for m in args.modes]
+        print(f"| {n} | {params / 1e6:.2f} M | {' | '.join(f'{r:.0f}' for r in rates)} |")
+
+
+if __name__ == "__main__":
+    main()
