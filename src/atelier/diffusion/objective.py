@@ -13,6 +13,7 @@ betas, the prediction type and the timestep scale cannot drift apart between tra
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -62,7 +63,11 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "dpm++") -> Any:
     if sampler == "ddim":
         return d.DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, timestep_spacing="trailing")
     if sampler == "dpm++":
-        return d.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        # The cosine schedule's last steps have a_t -> 5e-5; data-prediction solvers divide by a_t there, so
+        # diffusers recommends starting the chain where log(a/s) >= -5.1 (Nichol & Dhariwal's clipping), t ~ 995.
+        clip = -5.1 if cfg.schedule == "cosine" else -math.inf
+        return d.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                             lambda_min_clipped=clip)
     return d.EulerDiscreteScheduler(**common)
 
 
