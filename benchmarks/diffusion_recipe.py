@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from atelier.data import BatchLoader, open_source
 from atelier.diffusion import sample, training_loss
@@ -41,7 +42,8 @@ from atelier.training.ema import EMA
 PAD = 2   # 28 -> 32: the U-Net halves the image twice
 
 
-def score(unet: torch.nn.Module | None, cfg: DiffusionConfig, n: int, seed: int, ev) -> tuple[torch.Tensor, dict]:
+def score(unet: torch.nn.Module | None, cfg: DiffusionConfig, n: int, seed: int, ev, sampler: str = "dpm++",
+          steps: int = 20) -> tuple[torch.Tensor, dict]:
     """Scores of n EMA samples, or of n real training digits when ``unet`` is None (the floor of these numbers)."""
     from atelier.metrics import evaluate_images
 
@@ -49,7 +51,7 @@ def score(unet: torch.nn.Module | None, cfg: DiffusionConfig, n: int, seed: int,
         real = open_source("mnist", channels=1, resolution=28, limit=n).images.float() / 127.5 - 1
         images = F.pad(real, (PAD, PAD, PAD, PAD), value=-1.0)
     else:
-        images = torch.cat([sample(unet, cfg, min(250, n - i), sampler="dpm++", steps=20, seed=seed + i)
+        images = torch.cat([sample(unet, cfg, min(250, n - i), sampler=sampler, steps=steps, seed=seed + i)
                             for i in range(0, n, 250)])                   # (n, 1, 32, 32)
     digits = ((images[:, :, PAD:-PAD, PAD:-PAD] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     recs = evaluate_images(digits, ref="mnist:test", evaluator=ev, metrics=("fid", "kid"), seed=seed)
@@ -82,6 +84,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", action="store_true", help="score --n real training digits instead, and exit")
+    ap.add_argument("--rescore", type=Path, help="score these saved EMA weights (of the run in --out) and exit")
+    ap.add_argument("--sampler", default="dpm++", help="with --rescore")
+    ap.add_argument("--steps", type=int, default=20, help="with --rescore")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -91,6 +96,17 @@ def main() -> None:
     ev = load_evaluator("digits")
     if args.baseline:
         print(json.dumps({"real_train_digits": args.n, **score(None, DiffusionConfig(), args.n, 0, ev)[1]}))
+        return
+    if args.rescore:
+        from safetensors.torch import load_file
+
+        cfg = DiffusionConfig.model_validate(json.loads((args.out / "config.json").read_text())["model"])
+        unet = build({"name": "diffusion", **cfg.model_dump()}, resolution=32, channels=1)["unet"]
+        unet.load_state_dict(load_file(str(args.rescore)))
+        images, scores = score(unet, cfg, args.n, 1234, ev, args.sampler, args.steps)
+        stem = f"{args.rescore.stem}-{args.sampler}-{args.steps}"
+        save_image(make_grid(images[:64], nrow=8, scale=2), args.out / f"{stem}.png")
+        print(json.dumps({"weights": str(args.rescore), "sampler": args.sampler, "steps": args.steps, **scores}))
         return
     widths = tuple(int(w) for w in args.widths.split(","))
     attn = tuple(int(a) for a in args.attention.split(",") if a)
@@ -106,6 +122,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     marks = [float(m) for m in args.minutes.split(",")]
     print(f"{args.out.name}: {params / 1e6:.2f} M params, {vars(args)}", flush=True)
+    (args.out / "config.json").write_text(json.dumps({"model": cfg.model_dump(), "args": vars(args)}, default=str,
+                                                     indent=2))
 
     seen, cpu, losses = 0, 0.0, []
     for i, mark in enumerate(marks):
@@ -125,6 +143,8 @@ def main() -> None:
             losses.append(float(loss.detach()))
             cpu += time.process_time() - t0
         t_eval = time.perf_counter()
+        save_file({k: v.contiguous() for k, v in ema.model.state_dict().items()},
+                  str(args.out / f"ema-{mark:04.1f}min.safetensors"))
         images, scores = score(ema.model, cfg, args.n, 1234, ev)
         save_image(make_grid(images[:64], nrow=8, scale=2), args.out / f"grid-{mark:04.1f}min.png")
         rec = {"minutes": mark, "kimg": round(seen / 1000, 1), "img_per_cpu_s": round(seen / cpu, 1),
@@ -137,11 +157,6 @@ def main() -> None:
         print(json.dumps(rec), flush=True)
         with open(args.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in ema.model.state_dict().items()}, str(args.out / "ema.safetensors"))
-    (args.out / "config.json").write_text(json.dumps({"model": cfg.model_dump(), "args": vars(args)}, default=str,
-                                                     indent=2))
 
 
 if __name__ == "__main__":
