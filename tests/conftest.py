@@ -67,5 +67,15 @@ def tiny_cgan_run(tmp_path_factory) -> Path:
     return _train_tiny(tmp_path_factory, "cruns", "tiny-cgan", {**TINY, "model.num_classes": 10, "train.steps": 3})
 
 
+def make_trainer(run_dir: Path, overrides: dict, config=None, **task_options):
+    """The one loop over the task of the config's family, built but not started (nothing written yet)."""
+    from atelier import families
+    from atelier.api import prepare
+    from atelier.training import Trainer
+
+    cfg, _ = prepare(config, run_dir, overrides)
+    return Trainer(cfg, run_dir, families.get(cfg.model["name"]).task, progress=False, **task_options)
+
+
 def mnist_available() -> bool:
     return Path(os.environ.get("ATELIER_DATA", ""), "mnist", "train-images-idx3-ubyte.gz").is_file()

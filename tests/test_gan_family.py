@@ -16,7 +16,6 @@ from PIL import Image
 import atelier
 from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
-from atelier.config import load_config
 from atelier.data.augment import Augment, cutout, translation
 from atelier.errors import ConfigError, DataError
 from atelier.losses import (
@@ -29,6 +28,7 @@ from atelier.losses import (
 )
 from atelier.models import build
 from atelier.models.layers import SelfAttention
+from atelier.runs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = torch.tensor([2.0, 0.5, -1.0])
@@ -252,7 +252,7 @@ def test_wgan_gp_trains_critic_n_times_per_generator_step(tmp_path, tiny):
     seen = []
     atelier.train(REPO / "configs" / "mnist-wgan-gp.yaml", tmp_path / "w", {**tiny, "train.steps": 10},
                   progress=False, callback=lambda t: seen.append(
-                      int(t.opt_g.state_dict()["state"].get(0, {}).get("step", 0))))
+                      int(t.task.opt_g.state_dict()["state"].get(0, {}).get("step", 0))))
     # Adam's step counter of G's first parameter: G moved at steps 5 and 10 only.
     assert seen == [0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
     rows = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]

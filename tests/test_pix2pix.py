@@ -7,13 +7,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 import atelier
+from atelier.api.evaluate import evaluate_pairs
 from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
 from atelier.data import BatchLoader
 from atelier.data.paired import load_paired
 from atelier.errors import DataError
-from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator, receptive_field
-from atelier.translation import Translator, evaluate_pairs
+from atelier.loaded import Translator
+from atelier.models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator, receptive_field
 
 
 def _pairs(folder, n=6, size=32, seed=0):
@@ -44,14 +45,14 @@ def tiny_p2p(tmp_path):
 
 @pytest.mark.parametrize("resolution,depth", [(256, None), (128, None), (64, 4), (32, 5)])
 def test_unet_output_shape(resolution, depth):
-    g = UNetGenerator(resolution=resolution, ngf=4, depth=depth)
+    g = UNetGenerator(Pix2PixConfig(ngf=4, depth=depth), resolution=resolution, channels=3)
     assert g(torch.randn(2, 3, resolution, resolution)).shape == (2, 3, resolution, resolution)
     with pytest.raises(ValueError, match="must be divisible"):
         g(torch.randn(1, 3, resolution + 8, resolution))
 
 
 def test_unet_has_skips_and_paper_dropout():
-    g = UNetGenerator(resolution=256)
+    g = UNetGenerator(Pix2PixConfig(), resolution=256, channels=3)
     drops = [m.drop.p for m in g.up if isinstance(m.drop, torch.nn.Dropout)]
     assert drops == [0.5, 0.5, 0.5]  # the three innermost decoder blocks
     assert sum(p.numel() for p in g.parameters()) == 54_414_531  # the reference unet_256
@@ -60,11 +61,11 @@ def test_unet_has_skips_and_paper_dropout():
 def test_patchgan_receptive_field_is_70():
     assert receptive_field(3) == 70
     # Measure it: the gradient of one output logit reaches exactly a 70x70 window of the input.
-    d = PatchDiscriminator(in_channels=1, ndf=4).eval()
-    x = torch.randn(1, 1, 128, 128, requires_grad=True)
+    d = PatchDiscriminator(Pix2PixConfig(ndf=4), resolution=128, channels=1).eval()
+    x = torch.randn(1, 2, 128, 128, requires_grad=True)
     out = d(x)
     out[0, 0, 5, 5].backward()
-    ys, xs = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    ys, xs = torch.nonzero(x.grad[0].abs().sum(0) > 0, as_tuple=True)
     assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (70, 70)
 
 
@@ -171,7 +172,10 @@ def test_evaluate_cli_scores_translation_runs_and_records(tmp_path, tiny_p2p):
     assert ident["l1"] > 0.5  # B = 255 - A
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r.get("event") == "eval"]
-    assert [e["generator"] for e in evals] == ["G", "identity"] and evals[0]["step"] == 6
+    assert [e["generator"] for e in evals if e["metric"] == "l1"] == ["G", "identity"] and evals[0]["step"] == 6
+    assert [e["metric"] for e in evals[:3]] == ["l1", "psnr", "ssim"] and evals[0]["value"] == model["l1"]
+    card = (tmp_path / "run" / "model_card.md").read_text()
+    assert "L1 " in card and "PSNR " in card and "Not measured yet" not in card
     res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--split", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "paired data not found" in res.output
 

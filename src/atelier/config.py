@@ -3,7 +3,9 @@
 A run is described by one :class:`RunConfig`. Its defaults are the corrected DCGAN of the
 TensorFlow tutorial on MNIST (``configs/mnist-dcgan.yaml`` spells the same values out; a test keeps
 the two equal). Unknown keys are errors (``extra="forbid"``), so a typo never silently trains the
-wrong model. The model section is validated by the config class the model family registers.
+wrong model. The ``model:`` section belongs to the model family: :func:`atelier.runs.resolve_config`
+validates it with the family's config class and checks it against the data (this module sits below
+the models and does not know them).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
-    "load_config",
     "parse_set",
     "save_config",
 ]
@@ -119,7 +120,11 @@ class OptimConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(2000, ge=1)
+    # Budgets: the run stops at the first one reached (null: no limit of that kind; at least one is set).
+    # All three may grow when a run is resumed, so "train for longer" is the same command with a larger budget.
+    steps: int | None = Field(2000, ge=1)
+    minutes: float | None = Field(None, gt=0)   # of training time (train_seconds), summed over resumes
+    images: int | None = Field(None, ge=1)      # images seen (the global batch, all processes together)
     # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU. It is the global
     # batch: under torchrun each of the N processes trains on batch_size / N images per step, so a run
     # means the same maths (and resumes) whatever the number of processes.
@@ -134,6 +139,12 @@ class TrainConfig(_Strict):
     # average does not drag the random init along for the first thousands of images.
     ema_half_life_kimg: float = Field(10.0, ge=0)
     ema_rampup: float | None = Field(0.05, ge=0)
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> TrainConfig:
+        if self.steps is None and self.minutes is None and self.images is None:
+            raise ValueError("train: set a budget: train.steps, train.minutes or train.images")
+        return self
 
 
 class LogConfig(_Strict):
@@ -167,32 +178,15 @@ class RunConfig(_Strict):
     log: LogConfig = LogConfig()
     eval: EvalConfig = EvalConfig()
 
-    @model_validator(mode="after")
-    def _resolve_model(self) -> RunConfig:
-        from atelier.models import model_config_class
-
-        params = dict(self.model)
-        name = params.pop("name", "dcgan")
-        cls = model_config_class(name)
-        try:
-            resolved = cls.model_validate(params)
-        except ValidationError as exc:
-            raise ValueError(_format_validation(exc, prefix="model.")) from None
-        object.__setattr__(self, "model", {"name": name, **resolved.model_dump()})
-        if self.loss.name == "wasserstein" and not self.loss.gp_weight and not self.model.get("spectral_norm_d"):
-            raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) "
-                             "or model.spectral_norm_d: true; an unconstrained critic diverges")
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def _format_validation(exc: ValidationError, prefix: str = "") -> str:
+def format_validation(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         loc = prefix + ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/mnist-dcgan.yaml for every key)"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
@@ -208,7 +202,7 @@ def validate_config(data: dict[str, Any], where: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_format_validation(exc)}") from None
+        raise ConfigError(f"{where}: {format_validation(exc)}") from None
     except ValueError as exc:  # raised by our own validators
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -218,18 +212,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) file; a config is YAML text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     return {} if data is None else data
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
-    data = read_yaml(path) if path is not None else {}
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return validate_config(data, where=str(path) if path else "config")
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """Where a YAML file broke: the line, a caret under the column, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"{path} is not valid YAML: {problem}"
+    lines = text.splitlines()
+    shown = lines[mark.line] if mark.line < len(lines) else ""
+    context = getattr(exc, "context", None)
+    return (f"{path} is not valid YAML: {problem}{' (' + context + ')' if context else ''} "
+            f"at line {mark.line + 1}, column {mark.column + 1}:\n    {shown}\n    {' ' * mark.column}^")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

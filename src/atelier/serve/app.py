@@ -209,8 +209,8 @@ def _info_or_error(store: ModelStore, name: str) -> dict[str, Any]:
     try:
         return store.get(name).info()
     except AtelierError as exc:
-        run_dir, kind = store.runs[name]
-        return {"name": name, "kind": kind.name, "capabilities": [], "card": None, "error": str(exc)}
+        run_dir, family = store.runs[name]
+        return {"name": name, "kind": family.kind, "capabilities": [], "card": None, "error": str(exc)}
 
 
 def _verifier() -> Any:

@@ -11,30 +11,30 @@ generator, so a run with evaluations trains bit for bit like one without.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atelier.errors import ConfigError, DataError
-from atelier.metrics.evaluate import _stamp, append_records, default_ref, evaluate_images
+from atelier.metrics.evaluate import default_ref, evaluate_images, stamp
 from atelier.metrics.evaluators import auto_evaluator, load_evaluator
 from atelier.metrics.reference import reference_features
-from atelier.training.logging import read_metrics
 
 if TYPE_CHECKING:
     from atelier.config import RunConfig
-    from atelier.training.gan import GANTrainer
+    from atelier.runs import Run
+    from atelier.training.loop import Trainer
+    from atelier.training.task import Task
 
 __all__ = ["TrainingEval"]
 
 
 class TrainingEval:
-    def __init__(self, cfg: RunConfig, run_dir: Path, device: Any = "cpu") -> None:
-        from atelier.models import get
-
-        if get(cfg.model["name"]).kind != "gan":
-            raise ConfigError(f"eval.every measures FID of an unconditional generator; {cfg.model['name']} is not "
-                              "one (set eval.every: 0; translation runs are scored by atelier.translation)")
-        self.cfg = cfg
+    def __init__(self, cfg: RunConfig, run: Run, task: Task, device: Any = "cpu") -> None:
+        sampler = task.sampler()
+        if sampler is None:
+            raise ConfigError(f"eval.every measures FID of a generator; {cfg.model['name']} does not generate from "
+                              "noise (set eval.every: 0; `atelier evaluate RUN` scores image-to-image runs)")
+        self.sample = sampler
+        self.cfg, self.run = cfg, run
         self.every, self.n = cfg.eval.every, cfg.eval.n
         try:
             self.ref = cfg.eval.ref or default_ref(cfg.data.source)
@@ -44,33 +44,30 @@ class TrainingEval:
         name = auto_evaluator(cfg.data.source) if cfg.eval.evaluator == "auto" else cfg.eval.evaluator
         self.evaluator = load_evaluator(name, device=device)
         # Fail at start-up, not after the first N steps, when the evaluator cannot read this model's images.
-        self.evaluator.check(cfg.data.channels, cfg.data.resolution, cfg.data.resolution, f"run {run_dir.name}")
+        self.evaluator.check(cfg.data.channels, cfg.data.resolution, cfg.data.resolution, f"run {run.name}")
         reference_features(self.ref, self.evaluator)  # computed (or found in the cache) once, up front
-        self.metrics_path = run_dir / "metrics.jsonl"
         self.best = math.inf
 
-    def due(self, step: int, total: int) -> bool:
-        return self.every > 0 and (step % self.every == 0 or step == total)
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
 
     def resume(self, step: int) -> None:
         """The best FID among evaluations up to ``step`` (the lines a resumed run keeps)."""
-        fids = [r["value"] for r in read_metrics(self.metrics_path)
+        fids = [r["value"] for r in self.run.read_metrics()
                 if r.get("event") == "eval" and r.get("metric") == "fid" and r.get("step", 0) <= step
                 and r.get("generator") == "ema"]
         self.best = min(fids, default=math.inf)
 
-    def __call__(self, trainer: GANTrainer) -> dict[str, Any]:
-        from atelier.api import Generator
-
-        g = Generator(trainer.ema.model, self.cfg, trainer.run_dir, trainer.step, "ema")
-        images = g.sample(self.n, seed=self.cfg.seed)
+    def __call__(self, trainer: Trainer) -> dict[str, Any]:
+        # The sampler draws its latents from its own seeded generator: training's stream is untouched.
+        images = self.sample(self.n, self.cfg.seed)
         (record,) = evaluate_images(images, ref=self.ref, evaluator=self.evaluator, metrics=["fid"],
                                     seed=self.cfg.seed, what="the generator's samples")
         is_best = record["value"] < self.best
-        (record,) = _stamp([{"step": trainer.step, **record}], source=str(trainer.run_dir), n_generated=self.n,
-                           generator="ema", checkpoint_step=trainer.step, best=is_best)
+        (record,) = stamp([{"step": trainer.step, **record}], source=str(self.run.path), n_generated=self.n,
+                          generator="ema", checkpoint_step=trainer.step, best=is_best)
         if is_best:
             self.best = record["value"]
-            trainer.ckpt.save_best(trainer.step, trainer.state_dict())
-        append_records(self.metrics_path, [record])
+            trainer.save_checkpoint(best=True)
+        self.run.append_records([record])
         return record

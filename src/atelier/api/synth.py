@@ -36,7 +36,7 @@ from atelier.data import class_names
 from atelier.errors import ConfigError
 
 if TYPE_CHECKING:
-    from atelier.api import Generator
+    from atelier.loaded import Generator
 
 __all__ = ["SynthSet", "check_output", "output_format", "synthesize", "write_folder", "write_npz"]
 
