@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atelier.errors import ConfigError
+from atelier.utils import atomic_write_text
 
 __all__ = [
     "AugmentConfig",
@@ -235,7 +236,6 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from atelier.utils import atomic_write_text
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     atomic_write_text(Path(path), text)

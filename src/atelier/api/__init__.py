@@ -24,7 +24,7 @@ from atelier.api.train import describe_budget, dry_run, prepare, resume_step, tr
 from atelier.api.translate import translate
 from atelier.families import load
 from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
-from atelier.training.loop import TrainResult
+from atelier.training.result import TrainResult
 
 __all__ = [
     "Generator",

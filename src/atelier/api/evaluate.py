@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from atelier import families
+from atelier.api.synth import synthesize
 from atelier.config import RunConfig
 from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
@@ -96,7 +97,6 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
 def cas_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
             epochs: int | None = None, real_baseline: bool = False) -> dict[str, Any]:
     """CAS of a class-conditional generator: ``n`` images with balanced labels (as ``atelier synth`` makes)."""
-    from atelier.api.synth import synthesize
 
     if not g.num_classes:
         raise RunError(f"CAS scores class-conditional models, and {g.run_dir} is unconditional "

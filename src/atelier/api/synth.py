@@ -1,6 +1,6 @@
 """The *synth* workflow: a trained generator -> a labelled synthetic dataset atelier's own loader reads.
 
-    from atelier.synth import synthesize, write_npz
+    from atelier.api.synth import synthesize, write_npz
     s = synthesize(atelier.load("runs/mnist-cgan"), per_class=6000, seed=0)   # 60,000 balanced images
     write_npz(s, "synth.npz")          # then: atelier data info synth.npz / data.source: synth.npz
 
@@ -33,7 +33,11 @@ import torch
 from tqdm.auto import tqdm
 
 from atelier.data import class_names
-from atelier.errors import ConfigError
+from atelier.errors import ConfigError, DataError
+from atelier.imageio import save_image
+from atelier.metrics.evaluators import auto_evaluator, load_evaluator
+from atelier.provenance import build_metadata
+from atelier.utils import atomic_write, atomic_write_text, temp_dir
 
 if TYPE_CHECKING:
     from atelier.loaded import Generator
@@ -68,8 +72,6 @@ def _check_counts(n: int | None, per_class: int | None) -> None:
 
 def _classifier(g: Generator, device: Any) -> tuple[Any, str]:
     """The domain evaluator that can label this run's images, or (None, why not)."""
-    from atelier.errors import DataError
-    from atelier.metrics.evaluators import auto_evaluator, load_evaluator
 
     name = auto_evaluator(g.cfg.data.source)
     if name == "inception":
@@ -92,7 +94,6 @@ def synthesize(g: Generator, n: int | None = None, *, per_class: int | None = No
     ``g.sample(n, seed)``'s (those of ``atelier sample --n N --seed S``). ``labels=False`` skips labelling an
     unconditional model's images (a conditional model's labels are what it was asked for: always kept).
     """
-    from atelier.provenance import build_metadata
 
     _check_counts(n, per_class)
     k = g.num_classes
@@ -206,7 +207,6 @@ def check_output(out: str | Path, force: bool = False, fmt: str | None = None) -
 def write_npz(s: SynthSet, out: str | Path, strip_metadata: bool = False) -> Path:
     """``images`` uint8 N x H x W (gray) or N x H x W x C, ``labels`` int64, ``classes``, ``provenance``
     (left out with ``strip_metadata``)."""
-    from atelier.utils import atomic_write
 
     out = Path(out)
     arr = s.images.permute(0, 2, 3, 1).contiguous().numpy()                 # (N, H, W, C)
@@ -229,8 +229,6 @@ def _folder_name(i: int, name: str, width: int) -> str:
 
 def write_folder(s: SynthSet, out: str | Path, progress: bool | None = None, strip_metadata: bool = False) -> Path:
     """One sub-folder per class (or a flat folder without labels) of PNGs, each through save_image."""
-    from atelier.imageio import save_image
-    from atelier.utils import atomic_write_text, temp_dir
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

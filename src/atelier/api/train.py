@@ -14,8 +14,10 @@ from atelier.checkpoint import CheckpointManager
 from atelier.config import RunConfig, read_yaml
 from atelier.errors import ConfigError
 from atelier.runs import Run
+from atelier.style.features import vgg19_available
 from atelier.training.budget import Budget
-from atelier.training.loop import Trainer, TrainResult
+from atelier.training.loop import Trainer
+from atelier.training.result import TrainResult
 
 __all__ = ["DryRun", "describe_budget", "dry_run", "prepare", "resume_step", "train", "train_style"]
 
@@ -100,7 +102,6 @@ def train_style(run_dir: str | Path, *, style: list[str] | None = None, content_
     """Train (or resume) a fast style network: ``style`` images, a ``content_dir`` of photos, and config
     ``overrides`` (``{"train.steps": 600, "data.resolution": 256, "model.width": 16}``). ``features="auto"``
     picks VGG-19 when its weights are found, else the weights-free random network, once, at the start."""
-    from atelier.style.features import vgg19_available
 
     run = Run(run_dir)
     asked: dict[str, Any] = dict(overrides or {})

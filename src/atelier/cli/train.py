@@ -14,7 +14,7 @@ from atelier.cli.app import CONTEXT, cli
 from atelier.config import parse_set
 from atelier.errors import ConfigError
 from atelier.training.budget import format_duration, parse_count
-from atelier.training.loop import TrainResult
+from atelier.training.result import TrainResult
 
 
 def _count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from atelier.data import open_source
 from atelier.errors import ConfigError, DataError
 from atelier.metrics.classifier import accuracy, fit_classifier
 from atelier.metrics.evaluators import Evaluator
@@ -55,7 +56,6 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
     protocol: classifier architecture and recipe, training images, test set. ``epochs`` overrides the
     recipe's and ``n_test`` tests on a seeded subset of the test set (quick checks; the record says so).
     """
-    from atelier.data import open_source
 
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise TypeError(f"CAS takes uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")

@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
+from atelier.data import open_source, parse_spec
 from atelier.errors import ConfigError, DataError
 from atelier.metrics import maths
+from atelier.metrics.cas import cas, describe
 from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
 from atelier.metrics.reference import read_images, reference_features
+from atelier.version import __version__
 
 __all__ = ["METRICS", "default_ref", "evaluate_images", "evaluate_source", "format_table", "parse_metrics",
            "resolve_evaluator", "stamp"]
@@ -46,7 +49,6 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def default_ref(source: str) -> str:
     """The held-out split of a named training set (``mnist`` -> ``mnist:test``)."""
-    from atelier.data import parse_spec
 
     name, split = parse_spec(source)
     if split is None:
@@ -100,7 +102,6 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
 
 
 def stamp(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
-    from atelier.version import __version__
 
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return [{**r, **fields, "time": now, "atelier": __version__} for r in records]
@@ -111,7 +112,6 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
                     seed: int = 0, batch_size: int = 500, device: str = "cpu",
                     download: bool = False) -> list[dict[str, Any]]:
     """Score a set of real (or any) images, e.g. ``mnist:train`` vs ``mnist:test``: the dataset's floor."""
-    from atelier.data import parse_spec
 
     metrics = parse_metrics(metrics)
     dataset = ref if parse_spec(ref)[1] is not None else source
@@ -126,8 +126,6 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
 
 def _cas_of_source(source: str, ev: Evaluator, n: int | None, seed: int) -> dict[str, Any]:
     """CAS of a labelled image set (e.g. an ``atelier synth`` .npz): the same random subset as the other metrics."""
-    from atelier.data import open_source
-    from atelier.metrics.cas import cas
 
     ds = open_source(source, channels=1, resolution=ev.spec.resolution or 28)
     if ds.labels is None:
@@ -159,7 +157,6 @@ def format_table(records: list[dict[str, Any]]) -> str:
                  "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
                  "recall": f"k={r.get('pr_k')}"}.get(r["metric"], "")
         if r["metric"] == "cas":
-            from atelier.metrics.cas import describe
 
             notes = describe(r)
         std = f"{r['std']:.6g}" if r.get("std") is not None else ""

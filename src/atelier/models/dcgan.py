@@ -34,7 +34,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from atelier.losses import check_critic
-from atelier.models import ModelSpec, Network, register
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
@@ -47,6 +46,7 @@ from atelier.models.layers import (
     flat_linear,
     resolution_plan,
 )
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, Network, register
 from atelier.models.layers import check_channels
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["FastStyleConfig", "TransformerNet"]
 

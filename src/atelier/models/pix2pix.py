@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, Network, register
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["PatchDiscriminator", "Pix2PixConfig", "UNetGenerator", "receptive_field"]
 

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from atelier.losses import check_critic
-from atelier.models import ModelSpec, Network, register
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
@@ -35,6 +34,7 @@ from atelier.models.layers import (
     check_labels,
     resolution_plan,
 )
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["ResNetConfig", "ResNetDiscriminator", "ResNetGenerator"]
 

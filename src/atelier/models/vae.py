@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, Network, register
 from atelier.models.layers import check_channels, resolution_plan
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["Decoder", "Encoder", "VAEConfig", "elbo_terms", "kl_divergence", "reconstruction_nll"]
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from atelier.config import RunConfig
 from atelier.runs import Run
+from atelier.training.result import TrainResult
+from atelier.training.task import Task
 from atelier.utils import atomic_write_text
 from atelier.version import __version__
-
-if TYPE_CHECKING:
-    from atelier.training.loop import Trainer, TrainResult
 
 __all__ = ["quality_lines", "write_model_card"]
 
@@ -53,8 +53,7 @@ def _section_quality(run: Run) -> list[str]:
     return ["## Quality", *quality_lines(run), ""]
 
 
-def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
-    cfg, task, run = trainer.cfg, trainer.task, trainer.run
+def write_model_card(run: Run, cfg: RunConfig, task: Task, result: TrainResult, device: str, budget: str) -> Path:
     model = dict(cfg.model)
     name = model.pop("name")
     rate = result.images_seen / result.seconds if result.seconds else 0.0
@@ -84,8 +83,8 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         "",
         "## Training",
         f"- Steps: {result.step:,} at batch {cfg.train.batch_size} ({result.images_seen / 1000:,.1f} kimg seen); "
-        f"budget {trainer.budget.describe()}{' — interrupted, resumable' if result.interrupted else ''}",
-        f"- Training time: {result.seconds / 60:.1f} min ({rate:,.0f} images/s), device `{trainer.device}`, "
+        f"budget {budget}{' — interrupted, resumable' if result.interrupted else ''}",
+        f"- Training time: {result.seconds / 60:.1f} min ({rate:,.0f} images/s), device `{device}`, "
         f"precision {cfg.train.precision}, {torch.get_num_threads()} threads",
         *([f"- Final losses: {final}"] if final else []),
         f"- Seed {cfg.seed}; resolved config in `config.yaml`; per-step metrics in `metrics.jsonl`",

@@ -11,7 +11,10 @@ generator, so a run with evaluations trains bit for bit like one without.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from atelier.errors import ConfigError, DataError
 from atelier.metrics.evaluate import default_ref, evaluate_images, stamp
@@ -21,15 +24,13 @@ from atelier.metrics.reference import reference_features
 if TYPE_CHECKING:
     from atelier.config import RunConfig
     from atelier.runs import Run
-    from atelier.training.loop import Trainer
-    from atelier.training.task import Task
 
 __all__ = ["TrainingEval"]
 
 
 class TrainingEval:
-    def __init__(self, cfg: RunConfig, run: Run, task: Task, device: Any = "cpu") -> None:
-        sampler = task.sampler()
+    def __init__(self, cfg: RunConfig, run: Run, sampler: Callable[[int, int], torch.Tensor] | None,
+                 device: Any = "cpu") -> None:
         if sampler is None:
             raise ConfigError(f"eval.every measures FID of a generator; {cfg.model['name']} does not generate from "
                               "noise (set eval.every: 0; `atelier evaluate RUN` scores image-to-image runs)")
@@ -58,16 +59,17 @@ class TrainingEval:
                 and r.get("generator") == "ema"]
         self.best = min(fids, default=math.inf)
 
-    def __call__(self, trainer: Trainer) -> dict[str, Any]:
+    def __call__(self, step: int, save_best: Callable[[], Any]) -> dict[str, Any]:
+        """FID of the sampler at ``step``; ``save_best()`` writes checkpoints/best.safetensors when it improves."""
         # The sampler draws its latents from its own seeded generator: training's stream is untouched.
         images = self.sample(self.n, self.cfg.seed)
         (record,) = evaluate_images(images, ref=self.ref, evaluator=self.evaluator, metrics=["fid"],
                                     seed=self.cfg.seed, what="the generator's samples")
         is_best = record["value"] < self.best
-        (record,) = stamp([{"step": trainer.step, **record}], source=str(self.run.path), n_generated=self.n,
-                          generator="ema", checkpoint_step=trainer.step, best=is_best)
+        (record,) = stamp([{"step": step, **record}], source=str(self.run.path), n_generated=self.n,
+                          generator="ema", checkpoint_step=step, best=is_best)
         if is_best:
             self.best = record["value"]
-            trainer.save_checkpoint(best=True)
+            save_best()
         self.run.append_records([record])
         return record

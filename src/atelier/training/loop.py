@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,10 @@ from atelier.runs import Run
 from atelier.training.budget import Budget
 from atelier.training.card import write_model_card
 from atelier.training.logging import RunLogger, plot_losses
+from atelier.training.result import TrainResult
 from atelier.training.task import Context, Task
 
 __all__ = ["TrainResult", "Trainer"]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    images_seen: int
-    seconds: float
-    interrupted: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
-    grid: Path | None = None
-    loss_plot: Path | None = None
-    model_card: Path | None = None
-    resumed_from: int | None = None  # the step a resumed run started from
-    nothing_to_do: bool = False      # a resumed run already past its budget
 
 
 class Trainer:
@@ -82,7 +67,7 @@ class Trainer:
         if cfg.eval.every and self.world.is_main:
             from atelier.training.evaluation import TrainingEval  # only runs that evaluate load the evaluators
 
-            self.evals = TrainingEval(cfg, self.run, self.task, self.device)
+            self.evals = TrainingEval(cfg, self.run, self.task.sampler(), self.device)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -258,7 +243,7 @@ class Trainer:
                 if self.step % log.checkpoint_every == 0 or stop:
                     self.save_checkpoint()
                 if self.evals is not None and (self.evals.due(self.step) or done):
-                    self.evals(self)
+                    self.evals(self.step, save_best=lambda: self.save_checkpoint(best=True))
                 if callback is not None:
                     callback(self)
                 if done:
@@ -276,7 +261,8 @@ class Trainer:
         if self.step > 0 and main:
             result.grid = grid or self._latest_grid()
             result.loss_plot = plot_losses(self.run.metrics_path, self.run.path / "loss.png")
-            result.model_card = write_model_card(self, result)
+            result.model_card = write_model_card(self.run, self.cfg, self.task, result, device=str(self.device),
+                                                 budget=self.budget.describe())
         distributed.barrier()
         return result
 
