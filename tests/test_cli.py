@@ -31,11 +31,19 @@ def _one_line_error(result, pattern: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command_and_every_command_has_help():
+    from atelier.cli import cli as group
+
     out = run("--help").output
-    for cmd in ("demo", "train", "sample", "data"):
-        assert cmd in out
-    assert "--dry-run" in run("train", "--help").output
+    listed = {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(group.commands)
+    paths = [[name, *([sub] if sub else [])] for name, cmd in group.commands.items()
+             for sub in (getattr(cmd, "commands", None) or [None])]
+    assert len(paths) >= 16  # every subcommand, groups' subcommands included
+    for path in paths:
+        text = run(*path, "--help").output
+        assert "Usage: atelier " + " ".join(path) in text and "--debug" in text, path
+    assert "--dry-run" in run("train", "--help").output and "--minutes" in run("train", "--help").output
 
 
 @needs_mnist
@@ -128,3 +136,34 @@ def test_folder_with_bad_files_trains_with_one_warning(tmp_path, monkeypatch):
 def test_sample_needs_an_output(tmp_path):
     result = run("sample", str(tmp_path), ok=False)
     assert result.exit_code == 2 and "--out" in result.output
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["sample"], r"Missing argument 'RUN'.*\(see `atelier sample --help`\)"),
+    (["sample", "r", "--n", "0", "--out", "x.png"], r"Invalid value for '--n'"),
+    (["train", "--steps", "many"], r"Invalid value for '--steps'"),
+    (["nonsense"], r"No such command 'nonsense'"),
+])
+def test_usage_errors_are_in_the_same_one_line_style(args, pattern, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(run(*args, ok=False), pattern)
+
+
+def test_debug_works_before_and_after_the_subcommand(tmp_path):
+    from atelier.errors import AtelierError
+
+    _one_line_error(run("sample", str(tmp_path / "none"), "--out", "x.png", ok=False), "run folder not found")
+    for args in (["--debug", "sample", str(tmp_path / "none"), "--out", "x.png"],
+                 ["sample", str(tmp_path / "none"), "--out", "x.png", "--debug"],
+                 ["data", "info", str(tmp_path / "none"), "--debug"]):
+        with pytest.raises(AtelierError) as err:
+            CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert "not found" in str(err.value), args  # the exception itself, with its traceback
+
+
+def test_no_metadata_help_names_the_run_log_only_where_there_is_a_run():
+    for path in (["data", "info"], ["watermark", "embed"], ["stylize"]):
+        text = " ".join(run(*path, "--help").output.split())
+        assert "--no-metadata" in text
+        assert ("metrics.jsonl" in text) == (path == ["stylize"]), path
+    assert "metrics.jsonl" in " ".join(run("sample", "--help").output.split())

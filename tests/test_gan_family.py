@@ -225,7 +225,8 @@ def test_conditional_run_grid_has_one_row_per_class_and_sample_class(tmp_path, t
     runner = CliRunner()
     out = tmp_path / "sevens.png"
     res = runner.invoke(cli, ["sample", str(run), "--class", "7", "--n", "4", "--out", str(out)])
-    assert res.exit_code == 0, res.output and out.is_file()
+    assert res.exit_code == 0, res.output
+    assert out.is_file()
     res = runner.invoke(cli, ["sample", str(run), "--n", "20", "--out", str(tmp_path / "rows.png")])
     assert res.exit_code == 0 and "20 images" in res.output
     res = runner.invoke(cli, ["sample", str(run), "--class", "12", "--out", str(tmp_path / "x.png")])

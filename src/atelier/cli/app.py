@@ -18,7 +18,7 @@ from atelier.errors import AtelierError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _DEBUG = "atelier.debug"
 
-__all__ = ["CONTEXT", "cli", "debug_option", "main", "no_metadata_option"]
+__all__ = ["CONTEXT", "SubGroup", "cli", "debug_option", "main", "no_metadata_option"]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -39,6 +39,15 @@ def debug_option(f):
 
 def _debug(ctx: click.Context) -> bool:
     return bool(ctx.meta.get(_DEBUG)) or os.environ.get("ATELIER_DEBUG") == "1"
+
+
+class SubGroup(click.Group):
+    """A group of subcommands (``atelier data ...``) whose commands take ``--debug`` too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "debug" for p in cmd.params):
+            debug_option(cmd)
+        super().add_command(cmd, name)
 
 
 class AtelierGroup(click.Group):

@@ -10,10 +10,10 @@ import torch
 
 from atelier import api
 from atelier.api.data import data_grid, open_data
-from atelier.cli.app import CONTEXT, cli, no_metadata_option, note_no_metadata
+from atelier.cli.app import CONTEXT, SubGroup, cli, no_metadata_option, note_no_metadata
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(cls=SubGroup, context_settings=CONTEXT)
 def data() -> None:
     """Inspect, prepare and fetch data sources."""
 

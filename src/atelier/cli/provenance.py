@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from atelier import api
-from atelier.cli.app import CONTEXT, cli, no_metadata_option, note_no_metadata
+from atelier.cli.app import CONTEXT, SubGroup, cli, no_metadata_option, note_no_metadata
 
 
 def print_verify(report: dict) -> None:
@@ -62,7 +62,7 @@ def verify(image: Path, as_json: bool, runs_dir: Path, trust_anchors: Path | Non
     sys.exit(0 if report["recognised"] else 1)
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(cls=SubGroup, context_settings=CONTEXT)
 def watermark() -> None:
     """Embed or detect atelier's invisible watermark in any image."""
 

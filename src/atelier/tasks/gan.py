@@ -77,6 +77,12 @@ class GANTask(Task):
                         if self.num_classes else None)
         self._last_g = 0.0  # G's loss, from the last step that trained G (n_critic > 1)
 
+    def noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This step's latents and, for a conditional model, the classes asked of G (uniform), from the global
+        generator that the loop checkpoints."""
+        y = torch.randint(0, self.num_classes, (batch,), device=self.ctx.device) if self.num_classes else None
+        return torch.randn(batch, self.z_dim, device=self.ctx.device), y
+
     def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.G(z) if y is None else self.G(z, y)
 
@@ -87,13 +93,12 @@ class GANTask(Task):
         ctx, lc = self.ctx, self.cfg.loss
         B = real.shape[0]
         real = ctx.to_device(real)
-        y_real = y_fake = y_both = None
+        z, y_fake = self.noise(B)
+        y_real = y_both = None
         if self.num_classes:
-            assert labels is not None
+            assert labels is not None and y_fake is not None
             y_real = labels.to(ctx.device)
-            y_fake = torch.randint(0, self.num_classes, (B,), device=ctx.device)
             y_both = torch.cat([y_real, y_fake])
-        z = torch.randn(B, self.z_dim, device=ctx.device)
         g_step = ctx.step % lc.n_critic == 0
 
         # ---- phase D: push D(real) up and D(G(z)) down ----------------------------------------------
