@@ -12,9 +12,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 if not os.environ.get("ATELIER_DATA") and SHARED_DATA.is_dir():
     os.environ["ATELIER_DATA"] = str(SHARED_DATA)
 os.environ["ATELIER_OFFLINE"] = "1"
-# In CI the real data must be there: a wrong ATELIER_DATA would otherwise quietly skip most of the suite.
-if os.environ.get("CI") and not Path(os.environ.get("ATELIER_DATA", ""), "mnist").is_dir():
-    raise RuntimeError(f"CI is set but ATELIER_DATA={os.environ.get('ATELIER_DATA')!r} holds no mnist/ folder")
+# The shared datasets tests read (../shared/data in this project; see README "Tests"). In CI they must all be
+# there: a wrong ATELIER_DATA would otherwise quietly skip most of the suite.
+DATA_FOLDERS = ("mnist", "fashion-mnist", "content", "style", "facades", "emoji")
+if os.environ.get("CI"):
+    _missing = [f for f in DATA_FOLDERS if not Path(os.environ.get("ATELIER_DATA", ""), f).is_dir()]
+    if _missing:
+        raise RuntimeError(f"CI is set but ATELIER_DATA={os.environ.get('ATELIER_DATA')!r} lacks {', '.join(_missing)}")
+DATA_REASON = ("needs the shared datasets: set ATELIER_DATA to the data folder (mnist/, content/, ...; README: Tests) "
+               "or run `atelier data fetch mnist` online")
 # Tests use tiny models that gain nothing from a second thread, and OpenMP threads spin badly when the
 # cores are shared (20x slower steps measured on a loaded 2-core machine). Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,7 +51,7 @@ def tiny() -> dict:
 def _train_tiny(tmp_path_factory, folder: str, name: str, overrides: dict) -> Path:
     """Train a tiny run once per test session, alone in its own parent folder, with a private cache."""
     if not mnist_available():
-        pytest.skip("MNIST mirror (ATELIER_DATA) not present")
+        pytest.skip(DATA_REASON)
     import atelier
 
     with pytest.MonkeyPatch.context() as mp:
@@ -79,3 +85,10 @@ def make_trainer(run_dir: Path, overrides: dict, config=None, **task_options):
 
 def mnist_available() -> bool:
     return Path(os.environ.get("ATELIER_DATA", ""), "mnist", "train-images-idx3-ubyte.gz").is_file()
+
+
+def data_available(folder: str) -> bool:
+    return Path(os.environ.get("ATELIER_DATA", ""), folder).is_dir()
+
+
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)

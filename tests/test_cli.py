@@ -9,9 +9,9 @@ from PIL import Image
 
 from atelier.cli import cli
 from atelier.provenance import read_metadata
-from conftest import REPO, mnist_available
+from conftest import DATA_REASON, REPO, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def run(*args: str, ok: bool = True):

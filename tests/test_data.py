@@ -12,9 +12,9 @@ from PIL import Image
 from atelier.data import BatchLoader, open_source, parse_spec
 from atelier.data.mnist import read_idx
 from atelier.errors import DataError, DownloadError
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _write_images(folder, n, size=(40, 30), mode="RGB", prefix="img"):

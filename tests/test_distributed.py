@@ -22,10 +22,10 @@ from atelier.data import BatchLoader, ImageDataset
 from atelier.device import check_precision
 from atelier.errors import ConfigError, DataError
 from atelier.models import Network
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
 REPO = Path(__file__).resolve().parents[1]
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 # Global batch 32: one process trains on 32 images per step, two processes on 16 each.
 RUN = {"model.width": 8, "model.z_dim": 16, "data.limit": 256, "train.batch_size": 32, "train.steps": 12,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -14,7 +14,7 @@ import pytest
 from atelier.data.mnist import NAMED, fetch, find_file
 from atelier.download import download
 from atelier.errors import DownloadError
-from conftest import SHARED_DATA, mnist_available
+from conftest import DATA_REASON, SHARED_DATA, mnist_available
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def online(monkeypatch, tmp_path):
     monkeypatch.setenv("ATELIER_DATA", str(tmp_path / "no-mirror"))
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST files not present to serve")
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 def test_fetch_mnist_from_local_server_checks_sha256(server, online, tmp_path, monkeypatch):
     root, url = server
     shutil.copytree(SHARED_DATA / "mnist", root / "mnist")

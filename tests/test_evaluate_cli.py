@@ -11,10 +11,10 @@ from PIL import Image
 
 from atelier.checkpoint import CheckpointManager
 from atelier.training.logging import read_metrics
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 from test_cli import _one_line_error, run
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 @pytest.fixture(scope="module")

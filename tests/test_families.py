@@ -25,9 +25,9 @@ from atelier.models import get as get_model
 from atelier.tasks.common import loader, open_data
 from atelier.training import Grid, Task
 from atelier.training.ema import EMA
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 # ---------------------------------------------------------------------------------------- "the model file"

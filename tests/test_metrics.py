@@ -14,10 +14,10 @@ from atelier.metrics import maths
 from atelier.metrics.evaluators import EVALUATORS, load_evaluator
 from atelier.metrics.inception import FIDInceptionV3, preprocess
 from atelier.weights import WEIGHTS, NamedWeights, WeightsError
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 from test_download import online, server  # noqa: F401  (fixtures: a local HTTP server, downloads allowed)
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _gaussian(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:

@@ -24,7 +24,7 @@ from atelier.provenance import (
     verify_image,
 )
 from atelier.watermark import detect, model_id_hash
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
 
 def _picture(size: int = 192, seed: int = 0) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_watermark_commands(tmp_path):
     assert report.exit_code == 0 and "detected, payload" in report.output and "qim" in report.output
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 def test_sample_no_metadata_is_logged(tmp_path, tiny):
     from atelier import api
 
@@ -252,7 +252,7 @@ def _no_metadata_rows(run_dir):
     return [r for r in rows if r.get("event") == "no-metadata"]
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
     import shutil
 

@@ -23,12 +23,12 @@ from atelier.models.fast_style import FastStyleConfig, TransformerNet
 from atelier.style.features import RandomFeatures, VGG19Features, build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, rgb_to_yuv, stylize
 from atelier.weights import WeightsError, resolve_weights
-from conftest import SHARED_DATA
+from conftest import DATA_REASON, SHARED_DATA
 from test_download import server  # noqa: F401  (the local HTTP server fixture)
 
 CONTENT = SHARED_DATA / "content"
 STYLE = SHARED_DATA / "style"
-needs_data = pytest.mark.skipif(not (CONTENT / "chelsea.png").is_file(), reason="style/content images absent")
+needs_data = pytest.mark.skipif(not (CONTENT / "chelsea.png").is_file(), reason=DATA_REASON)
 
 
 def _photo(path: Path, size: int = 48) -> Path:

@@ -19,9 +19,9 @@ from atelier.errors import ConfigError, DataError, RunError
 from atelier.metrics import load_evaluator
 from atelier.metrics.cas import cas
 from atelier.provenance import read_metadata
-from conftest import TINY, mnist_available
+from conftest import DATA_REASON, TINY, mnist_available
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 class _Bank(torch.nn.Module):

@@ -18,9 +18,9 @@ from atelier.api import prepare
 from atelier.checkpoint import CheckpointManager
 from atelier.errors import ConfigError
 from atelier.training import Trainer
-from conftest import REPO, make_trainer, mnist_available
+from conftest import DATA_REASON, REPO, make_trainer, mnist_available
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -20,9 +20,9 @@ from atelier.errors import ConfigError
 from atelier.models import load_pretrained, save_pretrained
 from atelier.models.vae import Decoder, Encoder, VAEConfig, kl_divergence, reconstruction_nll
 from atelier.runs import load_config
-from conftest import REPO, make_trainer, mnist_available
+from conftest import DATA_REASON, REPO, make_trainer, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 TINY_VAE = {
     "model.name": "vae", "model.z_dim": 4, "model.width": 4, "data.limit": 128, "train.batch_size": 16,
