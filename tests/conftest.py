@@ -67,6 +67,15 @@ def tiny_run(tmp_path_factory) -> Path:
     return _train_tiny(tmp_path_factory, "runs", "tiny-dcgan", dict(TINY))
 
 
+@pytest.fixture
+def own_tiny_run(tiny_run, tmp_path) -> Path:
+    """A copy of the session's tiny run for a test that writes into it (records, logs): the shared one stays as
+    trained."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name))
+
+
 @pytest.fixture(scope="session")
 def tiny_cgan_run(tmp_path_factory) -> Path:
     """One tiny class-conditional DCGAN run (10 MNIST classes), alone in its parent folder."""

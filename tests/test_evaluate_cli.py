@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from atelier.checkpoint import CheckpointManager
-from atelier.training.logging import read_metrics
+from atelier.runs import read_metrics
 from conftest import DATA_REASON, mnist_available
 from test_cli import _one_line_error, run
 
@@ -44,7 +44,8 @@ def test_evaluate_help_has_examples():
     assert "--real mnist:train --ref mnist:test" in out and "--inception-weights" in out
 
 
-def test_evaluate_run_appends_records_with_their_protocol(tiny_run, ref_npz):
+def test_evaluate_run_appends_records_with_their_protocol(own_tiny_run, ref_npz):
+    tiny_run = own_tiny_run
     before = len(read_metrics(tiny_run / "metrics.jsonl"))
     out = run("evaluate", str(tiny_run), "--ref", ref_npz, "--n", "300", "--metrics", "fid,kid,is,pr",
               "--seed", "5").output
@@ -63,6 +64,10 @@ def test_evaluate_run_appends_records_with_their_protocol(tiny_run, ref_npz):
                            "--seed", "5", "--json", "--no-record").output)
     assert again[0]["value"] == fid["value"]  # same seed, same evaluator -> same number
     assert len(read_metrics(tiny_run / "metrics.jsonl")) == len(rows)
+    # The model card lists the latest record of each metric, with its protocol (it said "not measured" before).
+    card = (tiny_run / "model_card.md").read_text()
+    assert "Not measured yet" not in card and f"FID {fid['value']:.4g}" in card
+    assert "evaluator `digits`" in card and f"reference `{ref_npz}`" in card and "300 samples" in card
 
 
 def test_evaluate_real_vs_real(ref_npz):

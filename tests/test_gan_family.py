@@ -29,6 +29,7 @@ from atelier.losses import (
 from atelier.models import build
 from atelier.models.layers import SelfAttention
 from atelier.runs import load_config
+from conftest import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = torch.tensor([2.0, 0.5, -1.0])
@@ -196,6 +197,7 @@ def test_ada_moves_p_toward_the_target():
 SHIPPED = ["mnist-dcgan", "mnist-cgan", "mnist-wgan-gp", "fashion-sngan-hinge", "mnist-1k-diffaugment"]
 
 
+@needs_mnist
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_gan_config_trains_with_tiny_overrides(tmp_path, tiny, name):
     overrides = {**tiny, "train.steps": 4, "log.sample_every": 4, "log.checkpoint_every": 4}
@@ -208,6 +210,7 @@ def test_every_shipped_gan_config_trains_with_tiny_overrides(tmp_path, tiny, nam
     assert g.num_classes == cfg.model["num_classes"]
 
 
+@needs_mnist
 def test_conditional_run_grid_has_one_row_per_class_and_sample_class(tmp_path, tiny):
     run = tmp_path / "cgan"
     atelier.train(REPO / "configs" / "mnist-cgan.yaml", run, {**tiny, "train.steps": 3, "log.grid": 3},
@@ -239,6 +242,7 @@ def test_class_on_an_unconditional_run_is_a_clear_error(tiny_run, tmp_path):
     assert res.exit_code == 2 and "unconditional" in res.output
 
 
+@needs_mnist
 def test_conditional_model_on_unlabelled_data_is_a_data_error(tmp_path, tiny):
     folder = tmp_path / "flat"
     folder.mkdir()
@@ -249,6 +253,7 @@ def test_conditional_model_on_unlabelled_data_is_a_data_error(tmp_path, tiny):
                                              "model.num_classes": 10}, progress=False)
 
 
+@needs_mnist
 def test_wgan_gp_trains_critic_n_times_per_generator_step(tmp_path, tiny):
     seen = []
     atelier.train(REPO / "configs" / "mnist-wgan-gp.yaml", tmp_path / "w", {**tiny, "train.steps": 10},
@@ -260,6 +265,7 @@ def test_wgan_gp_trains_critic_n_times_per_generator_step(tmp_path, tiny):
     assert all("gp" in r and r["gp"] >= 0 for r in rows if "loss_d" in r)
 
 
+@needs_mnist
 def test_lazy_r1_runs_every_k_steps(tmp_path, tiny):
     atelier.train(None, tmp_path / "r1", {**tiny, "loss.r1_gamma": 1.0, "loss.r1_every": 2, "log.every": 1},
                   progress=False)
@@ -268,6 +274,7 @@ def test_lazy_r1_runs_every_k_steps(tmp_path, tiny):
     assert with_r1 == [1, 3, 5]  # steps 0, 2, 4 (0-based) carry the penalty; rows are logged after the step
 
 
+@needs_mnist
 def test_ada_probability_is_restored_exactly_on_resume(tmp_path, tiny):
     overrides = {**tiny, "augment.policy": "color,translation,cutout", "augment.p": 0.2, "augment.ada_target": 0.6,
                  "augment.ada_interval": 1, "augment.ada_kimg": 0.5, "train.steps": 6, "log.checkpoint_every": 100}

@@ -253,7 +253,8 @@ def _no_metadata_rows(run_dir):
 
 
 @pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
-def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
+def test_interpolate_and_data_info_no_metadata(tmp_path, own_tiny_run):
+    tiny_run = own_tiny_run
     import shutil
 
     run = shutil.copytree(tiny_run, tmp_path / "tiny-dcgan")

@@ -396,3 +396,17 @@ def test_cmyk_and_16_bit_photos_are_converted(tmp_path, mode):
         assert float(t.max()) > 0.95  # scaled from 16 bits, not clipped at 255/65535
     with pytest.raises(ImageError, match="needs at least"):
         image_to_tensor(Image.new("RGB", (1, 1)))
+
+
+def test_stylized_images_record_every_input_the_same_way(tmp_path, pair):
+    """Content and style are both recorded by file name and the sha256 of the file's bytes."""
+    from atelier.provenance import read_metadata
+    from atelier.utils import sha256_file
+
+    content, style = pair
+    r = _cli("stylize", "--content", content, "--style", style, "--out", tmp_path / "o.png", "--size", 24,
+             "--steps", 1)
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(str(tmp_path / "o.png"))
+    assert meta["atelier:content"] == Path(content).name and meta["atelier:style"] == Path(style).name
+    assert meta["atelier:content_sha256"] == sha256_file(content) and meta["atelier:style_sha256"] == sha256_file(style)

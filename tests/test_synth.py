@@ -147,7 +147,8 @@ def test_output_checks(tmp_path):
             check_output(locked / "s.npz")
 
 
-def test_cli_synth_and_data_info(tiny_run, tmp_path):
+def test_cli_synth_and_data_info(own_tiny_run, tmp_path):
+    tiny_run = own_tiny_run
     runner = CliRunner()
     out = tmp_path / "s.npz"
     res = runner.invoke(cli, ["synth", str(tiny_run), "--n", "30", "--out", str(out)])
