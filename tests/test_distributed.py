@@ -33,13 +33,13 @@ RUN = {"model.width": 8, "model.z_dim": 16, "data.limit": 256, "train.batch_size
        "log.checkpoint_every": 6, "log.grid": 2, "log.tensorboard": False}
 
 
-def _torchrun(run_dir: Path, overrides: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+def _torchrun(run_dir: Path, overrides: dict, nproc: int = 2, *extra: str) -> subprocess.CompletedProcess:
     sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "atelier", "train", "--run-dir", str(run_dir), *sets]
+           "-m", "atelier", "train", "--run-dir", str(run_dir), *sets, *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -81,6 +81,13 @@ def test_two_processes_follow_the_one_process_loss_curve_and_resume_in_one(tmp_p
     assert [r["step"] for r in c] == list(range(7, 13))
     diffs = [abs(x["loss_d"] - y["loss_d"]) for x, y in zip(b[6:], c, strict=True)]
     assert sum(diffs) / len(diffs) < 0.08, diffs
+
+
+@needs_mnist
+def test_a_dry_run_under_torchrun_reports_once(tmp_path):
+    proc = _torchrun(tmp_path / "dry", RUN, 2, "--dry-run")
+    assert proc.stdout.count("dry run ok") == 1 and proc.stdout.count("would write into") == 1, proc.stdout
+    assert not (tmp_path / "dry").exists()
 
 
 def _dataset(n: int = 64) -> ImageDataset:

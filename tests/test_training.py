@@ -29,8 +29,11 @@ def _final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
         return {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("s.rng")}
 
 
-def test_run_folder_layout(tmp_path, tiny):
+def test_run_folder_layout(tmp_path, tiny, capsys):
     result = atelier.train(None, tmp_path / "run", {**tiny, "log.tensorboard": True}, progress=False)
+    # Without a terminal, plain log lines (one per log.every steps) carry the step, the losses and an ETA.
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["2/6", "4/6", "6/6"] and all(" eta " in ln for ln in lines)
     run = tmp_path / "run"
     assert result.step == 6 and result.images_seen == 6 * 16
     assert (run / "config.yaml").is_file() and (run / "model_card.md").is_file() and (run / "loss.png").is_file()
