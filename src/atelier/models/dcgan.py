@@ -134,6 +134,11 @@ class Generator(Network):
         if cfg.spectral_norm_g:
             apply_spectral_norm(self, skip=(nn.Embedding,))
 
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(batch, self.z_dim, generator=g)
+        return (z, torch.arange(batch) % self.num_classes) if self.num_classes else (z,)
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
@@ -175,6 +180,10 @@ class Discriminator(Network):
         _glorot(self)
         if cfg.spectral_norm_d:
             apply_spectral_norm(self)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        (x,) = super().example_inputs(batch)
+        return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])

@@ -148,6 +148,10 @@ class TransformerNet(Network):
         nn.init.normal_(last.weight, std=1e-3)
         nn.init.zeros_(last.bias)
 
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        # Photos in [0, 1], not a multiple of the network's stride (it pads inside).
+        return (torch.rand(batch, 3, 37, 53, generator=torch.Generator().manual_seed(0)),)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         # Pad to a multiple of the total stride, and to at least 2 cells at the bottom of the network (the

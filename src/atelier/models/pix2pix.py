@@ -128,6 +128,10 @@ class PatchDiscriminator(Network):
         self.net = nn.Sequential(*layers)
         _init(self)
 
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(batch, 2 * self.channels, self.resolution, self.resolution, generator=g) * 2 - 1,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)                                                   # (B, 1, h, w) patch logits
 

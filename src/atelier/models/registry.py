@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -39,6 +40,11 @@ class Network(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.resolution, self.channels = resolution, channels
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right kind for this network, seeded (tests, export): images in [-1, 1] by default."""
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(batch, self.channels, self.resolution, self.resolution, generator=g) * 2 - 1,)
 
     @property
     def config(self) -> dict[str, Any]:

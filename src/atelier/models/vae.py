@@ -115,6 +115,9 @@ class Decoder(Network):
         # bernoulli: 2 sigmoid(l) - 1 = tanh(l / 2), the mean on the [-1, 1] scale; gaussian: the mean itself.
         return torch.tanh(logits / 2) if self.likelihood == "bernoulli" else torch.tanh(logits)
 
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch, self.z_dim, generator=torch.Generator().manual_seed(0)),)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_image(self.logits(z))                        # (B, C, res, res) in [-1, 1]
 
