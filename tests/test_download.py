@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,30 +12,6 @@ from atelier.data.mnist import NAMED, fetch, find_file
 from atelier.download import download
 from atelier.errors import DownloadError
 from conftest import DATA_REASON, SHARED_DATA, mnist_available
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-
-    class Quiet(handler.func):  # type: ignore[misc,name-defined]
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    monkeypatch.delenv("ATELIER_OFFLINE", raising=False)
-    monkeypatch.setenv("ATELIER_DATA", str(tmp_path / "no-mirror"))
 
 
 @pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)

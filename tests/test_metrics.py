@@ -15,7 +15,6 @@ from atelier.metrics.evaluators import EVALUATORS, load_evaluator
 from atelier.metrics.inception import FIDInceptionV3, preprocess
 from atelier.weights import WEIGHTS, NamedWeights, WeightsError
 from conftest import DATA_REASON, mnist_available
-from test_download import online, server  # noqa: F401  (fixtures: a local HTTP server, downloads allowed)
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 

@@ -15,32 +15,7 @@ from atelier.data.paired import load_paired
 from atelier.errors import DataError
 from atelier.loaded import Translator
 from atelier.models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator, receptive_field
-
-
-def _pairs(folder, n=6, size=32, seed=0):
-    """Side-by-side pairs where B is a known function of A: B = 255 - A (colour inverse)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        a = np.zeros((size, size, 3), np.uint8)
-        y, x = rng.integers(2, size - 12, 2)
-        a[y : y + 10, x : x + 10] = rng.integers(60, 255, 3)        # a coloured square at a random place
-        a[:, : size // 4] = 200                                     # an asymmetric band (catches bad flips)
-        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"{i}.png")
-    return folder
-
-
-@pytest.fixture
-def tiny_p2p(tmp_path):
-    train, test = _pairs(tmp_path / "train"), _pairs(tmp_path / "test", n=3, seed=1)
-    return {
-        "data.source": str(train), "data.eval_source": str(test), "data.paired": "side_by_side",
-        "data.direction": "AtoB", "data.resolution": 32, "data.load_size": 36, "data.channels": 3,
-        "data.hflip": True, "model.name": "pix2pix", "model.ngf": 4, "model.ndf": 4,
-        "train.batch_size": 2, "train.steps": 6, "train.device": "cpu", "train.precision": "fp32",
-        "train.channels_last": False, "log.every": 2, "log.sample_every": 3, "log.checkpoint_every": 3,
-        "log.grid": 3, "log.tensorboard": False,
-    }
+from conftest import make_pairs
 
 
 @pytest.mark.parametrize("resolution,depth", [(256, None), (128, None), (64, 4), (32, 5)])
@@ -70,7 +45,7 @@ def test_patchgan_receptive_field_is_70():
 
 
 def test_paired_loader_keeps_halves_aligned_under_augmentation(tmp_path):
-    ds = load_paired(str(_pairs(tmp_path / "p", n=8)), "side_by_side", "AtoB", 3, 40)
+    ds = load_paired(str(make_pairs(tmp_path / "p", n=8)), "side_by_side", "AtoB", 3, 40)
     loader = BatchLoader(ds, 4, seed=0, hflip=True, crop=32)
     flipped_some = False
     for _ in range(6):
@@ -83,13 +58,13 @@ def test_paired_loader_keeps_halves_aligned_under_augmentation(tmp_path):
 
 
 def test_direction_swaps_input_and_target(tmp_path):
-    src = _pairs(tmp_path / "p", n=2)
+    src = make_pairs(tmp_path / "p", n=2)
     ab = load_paired(str(src), "side_by_side", "AtoB", 3, 32)
     ba = load_paired(str(src), "side_by_side", "BtoA", 3, 32)
     assert torch.equal(ab.images[:, :3], ba.images[:, 3:])
 
 
-def test_folders_layout_and_mismatched_pairs(tmp_path):
+def test_folders_layout_and_mismatchedmake_pairs(tmp_path):
     for sub, names in (("A", ["1", "2", "3"]), ("B", ["1", "2", "4"])):
         (tmp_path / sub).mkdir()
         for n in names:
@@ -181,7 +156,7 @@ def test_evaluate_cli_scores_translation_runs_and_records(tmp_path, tiny_p2p):
 
 
 def test_unreadable_pairs_are_skipped_with_one_warning(tmp_path):
-    src = _pairs(tmp_path / "p", n=3)
+    src = make_pairs(tmp_path / "p", n=3)
     (src / "bad.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable pair\(s\): bad.png"):
         ds = load_paired(str(src), "side_by_side", "AtoB", 3, 32)

@@ -28,7 +28,6 @@ from atelier.models import Network  # noqa: E402
 from atelier.serve import background, create_app  # noqa: E402
 from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
 from atelier.serve.registry import ModelStore  # noqa: E402
-from test_pix2pix import tiny_p2p  # noqa: E402, F401  (the tiny pix2pix config fixture)
 
 MODEL = "tiny-dcgan"
 
@@ -496,7 +495,8 @@ def test_a_run_that_cannot_load_is_listed_with_its_error(tiny_run, tmp_path):
 
 
 def test_a_trained_fast_style_run_is_served_for_stylize(tmp_path):
-    from test_style import _photo, _tiny_run
+    from conftest import small_photo as _photo
+    from conftest import tiny_style_run as _tiny_run
 
     photos = tmp_path / "photos"
     photos.mkdir()

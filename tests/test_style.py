@@ -23,29 +23,16 @@ from atelier.models.fast_style import FastStyleConfig, TransformerNet
 from atelier.style.features import RandomFeatures, VGG19Features, build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, rgb_to_yuv, stylize
 from atelier.weights import WeightsError, resolve_weights
-from conftest import DATA_REASON, SHARED_DATA
-from test_download import server  # noqa: F401  (the local HTTP server fixture)
+from conftest import DATA_REASON, SHARED_DATA, small_photo, tiny_style_run
 
 CONTENT = SHARED_DATA / "content"
 STYLE = SHARED_DATA / "style"
 needs_data = pytest.mark.skipif(not (CONTENT / "chelsea.png").is_file(), reason=DATA_REASON)
 
 
-def _photo(path: Path, size: int = 48) -> Path:
-    """A small copy of a shared image (tests stay fast), or a synthetic one when the data is absent."""
-    src = {"content": CONTENT / "chelsea.png", "style": STYLE / "starry_night.jpg"}.get(path.stem)
-    if src is not None and src.is_file():
-        with Image.open(src) as im:
-            im.convert("RGB").resize((size, size * 2 // 3), Image.Resampling.LANCZOS).save(path)
-    else:
-        rng = np.random.default_rng(len(path.stem))
-        Image.fromarray(rng.integers(0, 255, (size * 2 // 3, size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
-    return _photo(tmp_path / "content.png"), _photo(tmp_path / "style.png")
+    return small_photo(tmp_path / "content.png"), small_photo(tmp_path / "style.png")
 
 
 # ------------------------------------------------------------------------------------------- Gatys
@@ -249,20 +236,13 @@ def photos(tmp_path) -> Path:
             with Image.open(src) as im:
                 im.convert("RGB").resize((72, 56), Image.Resampling.LANCZOS).save(folder / f"{i}.png")
         else:
-            _photo(folder / f"{i}.png", 72)
+            small_photo(folder / f"{i}.png", 72)
     return folder
 
 
-def _tiny_run(run_dir: Path, photos: Path, style: Path, steps: int, batch_size: int = 2):
-    return train_style(run_dir, style=[str(style)], content_dir=str(photos), features="random", progress=False,
-                       overrides={"data.resolution": 32, "train.steps": steps, "train.batch_size": batch_size,
-                                  "optim.lr_g": 2e-2, "model.width": 4, "model.res_blocks": 1, "log.every": 1,
-                                  "log.sample_every": 3, "log.checkpoint_every": 2, "log.tensorboard": False})
-
-
-def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
+def test_trained_fast_net_restyles_a_held_outsmall_photo(tmp_path, photos, pair):
     _, style = pair
-    result = _tiny_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
+    result = tiny_style_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
     assert (tmp_path / "run" / "model_card.md").is_file() and (tmp_path / "run" / "loss.png").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())[-1] == "grid-0000025.png"
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
@@ -283,14 +263,14 @@ def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
 
 def test_train_style_resume_is_exact(tmp_path, photos, pair):
     _, style = pair
-    _tiny_run(tmp_path / "a", photos, style, steps=4)
-    _tiny_run(tmp_path / "b", photos, style, steps=2)
-    _tiny_run(tmp_path / "b", photos, style, steps=4)  # resumes from step 2
+    tiny_style_run(tmp_path / "a", photos, style, steps=4)
+    tiny_style_run(tmp_path / "b", photos, style, steps=2)
+    tiny_style_run(tmp_path / "b", photos, style, steps=4)  # resumes from step 2
     a = atelier.load(tmp_path / "a").network.state_dict()
     b = atelier.load(tmp_path / "b").network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(atelier.AtelierError, match="different config: train.batch_size=3"):
-        _tiny_run(tmp_path / "b", photos, style, steps=6, batch_size=3)
+        tiny_style_run(tmp_path / "b", photos, style, steps=6, batch_size=3)
 
 
 def test_runs_trained_before_arch_existed_load_and_resume(tmp_path, photos, pair):
