@@ -1,49 +1,39 @@
 """Data sources and the training batch loader.
 
 A *source spec* is one string: ``mnist`` / ``mnist:test`` / ``fashion-mnist[:split]`` by name, or a
-path to an image folder (recursive), a ``.zip`` of images or an ``.npz`` with an ``images`` array.
-Every source is read once into memory as a uint8 tensor ``(N, C, H, W)``: MNIST-sized data fits
-easily, and batches are then a gather plus one conversion, with no worker processes to manage.
+path to an image folder (recursive), a ``.zip`` of images or an ``.npz`` with an ``images`` array
+(e.g. one written by :func:`prepare_dataset`). Every source is read once into memory as a uint8
+tensor ``(N, C, H, W)`` (C = 1, 3 or 4 = RGBA): a few thousand sprites at 64-128 px fit easily, and
+batches are then a gather plus one conversion, with no worker processes to manage. Folders and zips
+are read through a cache of decoded arrays keyed by their contents (:mod:`atelier.data.prepare`), so
+only the first run pays for decoding.
+
+Also here: :func:`data_info` (sizes, modes, alpha use, duplicates, classes of a source) and
+:func:`recommend_recipe` (a training recipe chosen from those facts).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from atelier.data.dataset import UNKNOWN_LICENSE, ImageDataset
+from atelier.data.loader import BatchLoader
 from atelier.data.mnist import NAMED, load_named
 from atelier.errors import DataError
+from atelier.images import WHITE
 
-__all__ = ["BatchLoader", "ImageDataset", "class_names", "open_source", "parse_spec"]
+if TYPE_CHECKING:
+    from atelier.config import DataConfig
 
-
-@dataclass
-class ImageDataset:
-    """Images in memory: uint8 ``(N, C, H, W)``, optional int64 labels ``(N,)``."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    name: str
-    classes: tuple[str, ...] = ()
-    license: str = "unknown (not stated by the source)"
-    skipped: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def resolution(self) -> int:
-        return int(self.images.shape[2])
+__all__ = ["BatchLoader", "ImageDataset", "class_names", "data_info", "open_data", "open_source", "parse_spec",
+           "prepare_dataset", "recommend_recipe"]
 
 
 def expand_source(spec: str) -> str:
@@ -77,10 +67,19 @@ def skipped_warning(name: str, skipped: list[str], what: str = "file") -> None:
     warnings.warn(f"{name}: skipped {len(skipped)} unreadable {what}(s): {shown}", UserWarning, stacklevel=3)
 
 
-def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int | None = None) -> ImageDataset:
-    """Read a data source into memory at the given channel count and square resolution."""
-    from atelier.data import files
+def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int | None = None, *,
+                alpha: str | None = None, background: str | Sequence[int] = WHITE,
+                cache: bool | None = None) -> ImageDataset:
+    """Read a data source into memory at the given channel count and square resolution.
 
+    ``channels`` 1 or 3 composite transparency over ``background`` (``alpha="composite"``, the default for
+    them); 4 keeps it (``alpha="keep"``) and gives opaque images alpha 255. Folders and zips go through the
+    dataset cache (``cache=None``: unless ``ATELIER_DATA_CACHE=0``); a prepared ``.npz`` is read as stored.
+    """
+    from atelier.data import files
+    from atelier.data.prepare import cache_enabled, prepared_meta, read_cached, resolve_alpha
+
+    resolve_alpha(channels, alpha)
     name, split = parse_spec(expand_source(spec))
     if split is not None:
         ds = NAMED[name]
@@ -102,14 +101,25 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
     if not path.exists():
         known = ", ".join(NAMED)
         raise DataError(f"data source not found: {spec} (give a folder, a .zip, an .npz, or one of: {known})")
-    if path.is_dir():
-        images, labels, classes, skipped = files.load_folder(path, channels, resolution, limit)
-    elif path.suffix.lower() == ".zip":
-        images, labels, classes, skipped = files.load_zip(path, channels, resolution, limit)
+    prepared, license = None, None
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        if path.is_dir() and not files.list_folder(path):
+            raise DataError(f"{path} contains no files; put images (PNG, JPEG, ...) in it")
+        if cache if cache is not None else cache_enabled():
+            decoded, entry, _ = read_cached(path, channels, resolution, background, limit)
+            prepared = str(entry) if entry.is_file() else None
+        elif path.is_dir():
+            decoded = files.load_folder(path, channels, resolution, limit, background)
+        else:
+            decoded = files.load_zip(path, channels, resolution, limit, background)
     elif path.suffix.lower() == ".npz":
-        images, labels, classes, skipped = files.load_npz(path, channels, resolution, limit)
+        decoded = files.load_npz(path, channels, resolution, limit, background)
+        meta = prepared_meta(path)
+        if meta is not None:
+            prepared, license = str(path), meta.get("license")
     else:
         raise DataError(f"{spec} is a file atelier cannot read as a dataset; give a folder, a .zip or an .npz")
+    images, labels, classes, skipped = decoded
     if len(images) == 0:
         detail = f" ({len(skipped)} unreadable file(s), e.g. {skipped[0]})" if skipped else ""
         raise DataError(f"{spec} holds no readable images{detail}")
@@ -121,8 +131,35 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
     return ImageDataset(
         images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
         labels=torch.from_numpy(labels) if labels is not None else None,
-        name=str(path), classes=classes, skipped=skipped, license=_folder_license(path),
+        name=str(path), classes=classes, skipped=skipped, license=license or _folder_license(path),
+        names=decoded.names, prepared=prepared,
     )
+
+
+def open_data(data: DataConfig, source: str | None = None, limit: int | None = None) -> ImageDataset:
+    """Open ``data.source`` (or ``source``, e.g. ``data.eval_source``) with every read option of a run's data
+    section: channels, resolution, alpha mode, background and limit."""
+    return open_source(source or data.source, channels=data.channels, resolution=data.resolution,
+                       limit=limit if limit is not None else data.limit, alpha=data.alpha,
+                       background=data.background)
+
+
+def __getattr__(name: str):
+    # Imported on first use (PEP 562): these modules import atelier.data themselves, so a top-level import
+    # here would be a cycle.
+    if name == "prepare_dataset":
+        from atelier.data.prepare import prepare_dataset
+
+        return prepare_dataset
+    if name == "data_info":
+        from atelier.data.info import data_info
+
+        return data_info
+    if name == "recommend_recipe":
+        from atelier.data.recipe import recommend_recipe
+
+        return recommend_recipe
+    raise AttributeError(f"module 'atelier.data' has no attribute {name!r}")
 
 
 # The CMP facades as shipped for pix2pix/CycleGAN carry no licence file; say what is known (../shared/data/SOURCES.md).
@@ -131,9 +168,13 @@ FACADES_LICENSE = ("none stated by the source; CMP Facade Database (R. Tyleček,
 
 
 def _folder_license(path: Path) -> str:
+    from atelier.data.files import folder_license
+
+    if path.is_dir() and (note := folder_license(path)):
+        return note
     if any(part.lower().startswith("facades") for part in path.resolve().parts[-3:]):
         return FACADES_LICENSE
-    return ImageDataset.license
+    return UNKNOWN_LICENSE
 
 
 def _all_gray(images: np.ndarray) -> bool:
@@ -147,78 +188,3 @@ def _resize_all(images: np.ndarray, resolution: int) -> np.ndarray:
     from atelier.images import fit_to_square
 
     return np.stack([np.asarray(fit_to_square(Image.fromarray(a[..., 0]), resolution))[..., None] for a in images])
-
-
-class BatchLoader:
-    """Endless seeded batches with an exactly restorable position.
-
-    Epoch ``e`` visits the images in ``randperm(N)`` drawn from a generator seeded with
-    ``(seed, e)``, so the data order depends only on the seed and the position ``(epoch, index)``:
-    saving those two integers is enough to resume the stream bit for bit. A trailing partial batch is
-    dropped (every batch has the same size, as BatchNorm statistics prefer).
-
-    Augmentation (random ``crop`` to a square size, horizontal flips) draws from a generator seeded by
-    the same position, and applies to all channels of an image at once: for paired data, stored as
-    input and target stacked on the channel axis, both halves get the same crop and flip.
-
-    Data-parallel training: ``batch_size`` is the *global* batch and process ``rank`` of ``world_size``
-    gets rows ``[rank * b, (rank + 1) * b)`` of it, ``b = batch_size / world_size`` (a distributed
-    sampler over the same seeded permutation). Augmentation is drawn for the global batch and then
-    sliced, so the union of the ranks' batches is exactly the one-process batch, image for image and
-    flip for flip; the position is global too, so a checkpoint resumes on any number of processes.
-    """
-
-    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, hflip: bool = False,
-                 crop: int | None = None, rank: int = 0, world_size: int = 1) -> None:
-        if batch_size > len(dataset):
-            raise DataError(f"batch size {batch_size} is larger than the dataset ({len(dataset)} images); "
-                            f"lower --batch-size")
-        if batch_size % world_size:
-            raise DataError(f"batch size {batch_size} is the global batch and must split evenly over "
-                            f"{world_size} processes; use a multiple of {world_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        self.local_batch = batch_size // world_size
-        self.seed = seed
-        self.hflip = hflip
-        if crop is not None and crop > dataset.resolution:
-            raise DataError(f"crop {crop} is larger than the images ({dataset.resolution} px)")
-        self.crop = crop if crop != dataset.resolution else None
-        self.epoch = 0
-        self.index = 0
-        self._perm: torch.Tensor | None = None
-
-    def _permutation(self) -> torch.Tensor:
-        if self._perm is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._perm = torch.randperm(len(self.dataset), generator=g)
-        return self._perm
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The next batch: float ``(B, C, H, W)`` in [-1, 1] and labels (or None)."""
-        if self.index + self.batch_size > len(self.dataset):
-            self.epoch, self.index, self._perm = self.epoch + 1, 0, None
-        idx = self._permutation()[self.index : self.index + self.batch_size]
-        self.index += self.batch_size
-        mine = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
-        x = self.dataset.images[idx[mine]]
-        if self.crop is not None or self.hflip:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.index)
-            if self.crop is not None:
-                span = self.dataset.resolution - self.crop + 1
-                offsets = torch.randint(0, span, (len(idx), 2), generator=g)[mine].tolist()
-                x = torch.stack([img[:, y : y + self.crop, x0 : x0 + self.crop] for img, (y, x0) in zip(x, offsets,
-                                                                                                        strict=True)])
-            if self.hflip:
-                flip = (torch.rand(len(idx), generator=g) < 0.5)[mine]
-                x[flip] = x[flip].flip(-1)
-        x = x.float().div_(127.5).sub_(1.0)
-        labels = self.dataset.labels[idx[mine]] if self.dataset.labels is not None else None
-        return x, labels
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.index, self._perm = int(state["epoch"]), int(state["index"]), None
