@@ -329,64 +329,110 @@ def _ascii_preview(images, width: int = 4) -> str:
 
 @data.command("info", context_settings=CONTEXT)
 @click.argument("source")
-@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-              help="Channels to read as (default: 1 for the MNIST family, else the images' own, else 3).")
+@click.option("--channels", type=click.Choice(["1", "3", "4"]), default=None,
+              help="Channels to read the examples as (default: 1 for the MNIST family, else the images' own).")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=None,
-              help="Square size to read at (default: 28 for the MNIST family, else the images' own, else 64).")
+              help="Square size to read the examples at (default: 28 for the MNIST family, else the images' own, "
+                   "else 64).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save a grid of the first 64 images.")
+              help="Also save a grid of the first 64 images (RGBA over a checkerboard).")
+@click.option("--near/--no-near", default=None,
+              help="Search near duplicates (default: when at most 50,000 images).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Near-duplicate threshold: RMS distance of 16x16 thumbnails (default 0.025).")
+@click.option("--pairs", type=click.IntRange(0, 10_000), default=10, show_default=True,
+              help="Duplicate pairs / groups to list.")
+@click.option("--recipe", is_flag=True, help="Also print the training recipe atelier would pick for this data.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @no_metadata_option
-def data_info(source: str, channels: str | None, resolution: int | None, grid_out: Path | None,
-              no_metadata: bool) -> None:
-    """Show count, size, channels, classes, licence and a few examples of a data source.
+def data_info(source: str, channels: str | None, resolution: int | None, grid_out: Path | None, near: bool | None,
+              threshold: float | None, pairs: int, recipe: bool, as_json: bool, no_metadata: bool) -> None:
+    """Describe a data source: images, sizes, modes, alpha use, colour, classes, exact and near duplicates,
+    licence, and a few examples.
 
     \b
     Examples:
       atelier data info mnist
-      atelier data info fashion-mnist:test --grid fashion.png
-      atelier data info photos/ --resolution 64
+      atelier data info sprites/ --grid sprites.png --recipe
+      atelier data info photos.zip --threshold 0.04 --pairs 50
     """
+    import json
+
+    from atelier.data import data_info as describe
     from atelier.data import open_source, parse_spec
-    from atelier.imageio import save_image
-    from atelier.images import make_grid
-    from atelier.provenance import COMPOSITE_SOURCE_TYPE
+    from atelier.data.info import NEAR_THRESHOLD, format_report
 
-    name, split = parse_spec(source)
-    ch = int(channels) if channels else (1 if split is not None else 3)
-    res = (resolution or 28) if split is not None else (resolution or 64)
-    if split is None and not (channels and resolution):
-        # A folder / zip / npz is read as its own images are (e.g. 28x28 gray from `atelier synth`).
-        from atelier.metrics.reference import native_format
-
-        native = native_format(source)
-        if native is not None:
-            ch = int(channels) if channels else native[0]
-            res = resolution or native[1] or 64
-    ds = open_source(source, channels=ch, resolution=res)
-    click.echo(f"source:     {ds.name}")
-    click.echo(f"images:     {len(ds):,}")
-    click.echo(f"size:       {ds.resolution}x{ds.resolution} (as read), {ds.channels} channel(s), uint8")
-    if ds.labels is not None:
-        import torch
-
-        counts = torch.bincount(ds.labels).tolist()
-        names = ds.classes or tuple(str(i) for i in range(len(counts)))
-        shown = ", ".join(f"{names[i] if i < len(names) else i}: {c}" for i, c in enumerate(counts))
-        click.echo(f"classes:    {len(counts)} ({shown})")
+    report = describe(source, near=near, threshold=threshold if threshold is not None else NEAR_THRESHOLD)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        click.echo("classes:    none (unlabelled)")
-    click.echo(f"licence:    {ds.license}")
-    if ds.skipped:
-        click.echo(f"skipped:    {len(ds.skipped)} unreadable file(s)")
+        click.echo(format_report(report, max_pairs=pairs))
+    if recipe:
+        from atelier.data import recommend_recipe
+
+        overrides, reasons = recommend_recipe(source, report=report)
+        click.echo("recipe:     " + " ".join(f"--set {k}={v}" for k, v in overrides.items() if k != "data.source"))
+        for line in reasons:
+            click.echo(f"            {line}")
+    if as_json:
+        return
+    name, split = parse_spec(source)
+    ch = int(channels) if channels else (1 if split is not None else
+                                         4 if report.transparency_share > 0 else 1 if report.colour == 0 else 3)
+    res = resolution or (28 if split is not None else
+                         report.median_side if len(report.sizes) == 1 and report.median_side <= 256 else 64)
+    ds = open_source(source, channels=ch, resolution=res)
+    click.echo(f"size:       {ds.resolution}x{ds.resolution} (as read), {ds.channels} channel(s), uint8"
+               + (f"; prepared arrays: {ds.prepared}" if ds.prepared else ""))
     click.echo("examples:")
     click.echo(_ascii_preview(ds.images[:4]))
     if grid_out is not None:
+        from atelier.imageio import save_image
+        from atelier.images import make_grid
+        from atelier.provenance import COMPOSITE_SOURCE_TYPE
+
         save_image(make_grid(ds.images[:64], scale=2 if ds.resolution <= 32 else 1), grid_out,
                    {"workflow": "data-info", "source": ds.name, "DigitalSourceType": COMPOSITE_SOURCE_TYPE},
                    strip_metadata=no_metadata)
         if no_metadata:
             _log_no_metadata(None, 0, [grid_out], 1, "data-info")
         click.echo(f"wrote a grid of {min(64, len(ds))} examples to {grid_out}")
+
+
+@data.command("prepare", context_settings=CONTEXT)
+@click.argument("folder")
+@click.option("--resolution", type=click.IntRange(8, 1024), required=True, help="Square size to store.")
+@click.option("--channels", type=click.Choice(["1", "3", "4"]), default=None,
+              help="1 gray, 3 RGB, 4 RGBA (default: 4 with --alpha keep, else 3).")
+@click.option("--alpha", type=click.Choice(["composite", "keep"]), default="composite", show_default=True,
+              help="composite: flatten transparency over --background; keep: store RGBA.")
+@click.option("--background", default="white", show_default=True,
+              help="Colour transparency is composited over: a name or #rrggbb.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The .npz to write (default: <folder>-<resolution>[-rgba].npz here).")
+def data_prepare(folder: str, resolution: int, channels: str | None, alpha: str, background: str,
+                 out: Path | None) -> None:
+    """Decode a folder (or .zip) of images once into a prepared .npz (uint8 arrays, labels from class
+    sub-folders, source, content hash, licence note) that trains without decoding a file.
+
+    \b
+    Examples:
+      atelier data prepare sprites/ --resolution 64 --alpha keep --out sprites64.npz
+      atelier train --data sprites64.npz --set data.channels=4 --set data.alpha=keep ...
+    """
+    from atelier.data import open_source, prepare_dataset
+    from atelier.data.prepare import prepared_meta
+
+    ch = int(channels) if channels else (4 if alpha == "keep" else 3)
+    path = prepare_dataset(folder, resolution, ch, alpha=alpha, background=background, out=out)
+    meta = prepared_meta(path) or {}
+    ds = open_source(str(path), channels=ch, resolution=resolution, alpha=alpha, cache=False)
+    size = path.stat().st_size
+    click.echo(f"wrote {path}: {len(ds):,} images, {resolution}x{resolution}x{ch} uint8, alpha {meta.get('alpha')}, "
+               f"{len(ds.classes)} class(es), {size / 1e6:.1f} MB")
+    click.echo(f"content sha256 {meta.get('content_sha256')}")
+    if meta.get("n_skipped"):
+        click.echo(f"skipped {meta['n_skipped']} unreadable file(s) (listed in the file's 'skipped' array)")
 
 
 @data.command("fetch", context_settings=CONTEXT)
@@ -666,9 +712,10 @@ def serve(runs: Path, host: str, port: int, backend: str, device: str) -> None:
                    "score: class-conditional runs, or a labelled --real set).")
 @click.option("--n", "n", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True,
               help="Images generated (a run) or drawn at random (--real).")
-@click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "inception"]), default="auto",
-              show_default=True, help="Feature network; auto: digits for MNIST, fashion for Fashion-MNIST, "
-                                      "else inception.")
+@click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "emoji", "random-cnn", "inception"]),
+              default="auto", show_default=True,
+              help="Feature network; auto: digits for MNIST, fashion for Fashion-MNIST, else random-cnn (a fixed "
+                   "random CNN, no weights needed). emoji: the emoji-group classifier; inception: needs its weights.")
 @click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Local FID Inception weights (.pth or .safetensors).")
 @click.option("--download", is_flag=True, help="Download the Inception weights (sha256-checked) if missing.")

@@ -56,7 +56,7 @@ def parse_color(value: str | Sequence[int]) -> Color:
     ImageError naming the value."""
     if isinstance(value, str):
         try:
-            rgb = ImageColor.getrgb(value.strip())
+            rgb: tuple[int, ...] = ImageColor.getrgb(value.strip())
         except ValueError:
             raise ImageError(f"unknown colour {value!r}: give a colour name (white, black, gray, ...) or "
                              "#rrggbb") from None

@@ -89,7 +89,9 @@ def _decode_all(
     items: Iterable[tuple[str, Callable[[], bytes]]], channels: int, resolution: int, total: int, desc: str,
     limit: int | None = None, background: Sequence[int] | str = WHITE,
 ) -> Decoded:
-    images, names, skipped = [], [], []
+    images: list[np.ndarray] = []
+    names: list[str] = []
+    skipped: list[str] = []
     digest = hashlib.sha256()
     for name, read in tqdm(items, total=total, desc=desc, unit="img", leave=False, disable=total < 500):
         if limit is not None and len(images) >= limit:

@@ -134,7 +134,10 @@ def _file_items(path: Path) -> tuple[str, list[tuple[str, Callable[[], bytes]]],
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"{path} is not a readable zip file ({exc})") from None
-    return "zip", [(i.filename, (lambda i=i: zf.read(i))) for i in files.zip_members(zf)], zf.close
+    def reader(info: zipfile.ZipInfo) -> Callable[[], bytes]:
+        return lambda: zf.read(info)
+
+    return "zip", [(i.filename, reader(i)) for i in files.zip_members(zf)], zf.close
 
 
 def _scan_files(items: list[tuple[str, Callable[[], bytes]]]) -> tuple[list[_Facts], list[str]]:
@@ -220,14 +223,15 @@ def data_info(source: str, *, near: bool | None = None, threshold: float = NEAR_
               sample: int | None = None, seed: int = 0) -> DataReport:
     """Describe a data source (see the module docstring). ``near``: search near duplicates (None: when at
     most :data:`MAX_NEAR` images); ``sample``: describe a seeded random sample of that many files only
-    (counts of files and classes stay exact; shares are the sample's)."""
+    (the counts of files and of files per class folder stay exact; shares are the sample's)."""
     from atelier.data import _folder_license, expand_source, open_source, parse_spec
 
     name, split = parse_spec(expand_source(source))
     if split is not None:
         ds = open_source(source, channels=1, resolution=28)
         images = ds.images.permute(0, 2, 3, 1).numpy()
-        names = [f"{ds.classes[int(y)] if ds.classes else int(y)}/{i}" for i, y in enumerate(ds.labels.tolist())]
+        labels = ds.labels.tolist() if ds.labels is not None else [0] * len(images)
+        names = [f"{ds.classes[int(y)] if ds.classes else int(y)}/{i}" for i, y in enumerate(labels)]
         report = DataReport(ds.name, "named", len(images), len(images), license=ds.license)
         return _from_arrays(report, images, names, near, threshold, sample, seed)
     path = Path(name).expanduser()
@@ -249,7 +253,8 @@ def data_info(source: str, *, near: bool | None = None, threshold: float = NEAR_
                         license=_folder_license(path))
     if report.sampled:
         report.n_images = len(items) - round(len(skipped) * len(items) / max(len(picked), 1))
-    report.classes = _classes([n for n, _ in items])
+    # Readable images per class folder; with a sample, the files per folder (the sample would undercount).
+    report.classes = _classes([n for n, _ in items] if report.sampled else [f.name for f in facts])
     return _summarise(report, facts, near, threshold)
 
 
@@ -295,39 +300,39 @@ def _iter_lines(report: DataReport, max_pairs: int) -> Iterator[str]:
     def pct(k: int) -> str:
         return f"{k:,} ({k / max(described, 1):.1%})"
 
-    yield f"source:      {report.source} ({report.kind})"
+    yield f"source:     {report.source} ({report.kind})"
     sampled = " (statistics below from a random sample)" if report.sampled else ""
-    yield f"images:      {report.n_images:,} readable of {report.n_files:,} file(s){sampled}"
+    yield f"images:     {report.n_images:,} readable of {report.n_files:,} file(s){sampled}"
     if report.skipped:
         shown = ", ".join(report.skipped[:5]) + (" ..." if len(report.skipped) > 5 else "")
-        yield f"skipped:     {len(report.skipped)} unreadable: {shown}"
+        yield f"skipped:    {len(report.skipped)} unreadable: {shown}"
     top = list(report.sizes.items())
     sizes = ", ".join(f"{s}: {c:,}" for s, c in top[:6]) + (f", {len(top) - 6} other size(s)" if len(top) > 6 else "")
     lo, med, hi = report.short_side
-    yield f"sizes:       {sizes}  (short side min {lo}, median {med}, max {hi})"
-    yield "modes:       " + ", ".join(f"{m}: {c:,}" for m, c in report.modes.items())
-    yield (f"alpha:       {report.with_alpha_channel:,} with an alpha channel; transparency used by "
+    yield f"sizes:      {sizes}  (short side min {lo}, median {med}, max {hi})"
+    yield "modes:      " + ", ".join(f"{m}: {c:,}" for m, c in report.modes.items())
+    yield (f"alpha:      {report.with_alpha_channel:,} with an alpha channel; transparency used by "
            f"{pct(report.with_transparency)}; fully opaque {pct(report.fully_opaque)}")
-    yield f"colour:      {pct(report.colour)} in colour, {described - report.colour:,} grayscale"
+    yield f"colour:     {pct(report.colour)} in colour, {described - report.colour:,} grayscale"
     if report.classes:
-        shown = ", ".join(f"{c} {k:,}" for c, k in report.classes.items())
-        yield f"classes:     {len(report.classes)} folders: {shown}"
+        shown = ", ".join(f"{c}: {k:,}" for c, k in report.classes.items())
+        yield f"classes:    {len(report.classes)} ({shown})"
     else:
-        yield "classes:     none (no class sub-folders)"
+        yield "classes:    none (unlabelled: no class sub-folders)"
     dup = sum(len(g) - 1 for g in report.exact_duplicates)
-    yield f"exact dups:  {len(report.exact_duplicates)} group(s), {dup} redundant image(s) (same decoded pixels)"
+    yield f"exact dups: {len(report.exact_duplicates)} group(s), {dup} redundant image(s) (same decoded pixels)"
     for g in report.exact_duplicates[:max_pairs]:
-        yield "             " + " = ".join(g)
+        yield "            " + " = ".join(g)
     if not report.near_checked:
-        yield f"near dups:   not searched ({described:,} images, more than {MAX_NEAR:,}; ask with near=True / --near)"
+        yield f"near dups:  not searched ({described:,} images, more than {MAX_NEAR:,}; ask with near=True / --near)"
     else:
-        yield (f"near dups:   {len(report.near_duplicates)} pair(s) with RMS distance <= {report.near_threshold:g} "
-               f"between {THUMB}x{THUMB} RGBA-over-white thumbnails")
+        yield (f"near dups:  {len(report.near_duplicates)} pair(s) with RMS distance <= {report.near_threshold:g} "
+               f"between {THUMB}x{THUMB} colour thumbnails (alpha over white)")
         for a, b, d in report.near_duplicates[:max_pairs]:
-            yield f"             {a} ~ {b} ({d:.3f})"
+            yield f"            {a} ~ {b} ({d:.3f})"
         if len(report.near_duplicates) > max_pairs:
-            yield f"             ... and {len(report.near_duplicates) - max_pairs} more"
-    yield f"licence:     {report.license}"
+            yield f"            ... and {len(report.near_duplicates) - max_pairs} more"
+    yield f"licence:    {report.license}"
 
 
 def format_report(report: DataReport, max_pairs: int = 10) -> str:

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,8 +28,11 @@ from atelier.metrics import maths
 from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
 from atelier.metrics.reference import read_images, reference_features
 
-__all__ = ["METRICS", "append_records", "default_ref", "evaluate_images", "evaluate_run", "evaluate_source",
-           "format_table", "parse_metrics"]
+if TYPE_CHECKING:
+    from atelier.config import DataConfig
+
+__all__ = ["METRICS", "append_records", "check_metrics", "default_ref", "evaluate_images", "evaluate_run",
+           "evaluate_source", "format_table", "parse_metrics"]
 
 # "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
 # a class-conditional run's samples, or a labelled set given with --real.
@@ -64,17 +67,26 @@ def _resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | 
     return load_evaluator(name, weights=weights if name == "inception" else None, device=device, download=download)
 
 
+def check_metrics(metrics: Sequence[str], evaluator: Evaluator) -> None:
+    """Refuse a metric the evaluator cannot give (the Inception Score needs a classifier head)."""
+    if "is" in metrics and not evaluator.spec.logits:
+        raise ConfigError(f"the {evaluator.name} evaluator has no classifier head, so no Inception Score: leave is "
+                          "out of --metrics (fid, kid and pr work), or pick a classifier evaluator")
+
+
 def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, metrics: Sequence[str] = ("fid",),
                     seed: int = 0, what: str = "the images", batch_size: int = 500, use_cache: bool = True,
-                    timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included)."""
+                    timings: dict[str, float] | None = None, like: DataConfig | None = None) -> list[dict[str, Any]]:
+    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included).
+    ``like``: read a folder ``ref`` as that data section reads training data (see :func:`read_images`)."""
     metrics = tuple(m for m in parse_metrics(metrics) if m != "cas")  # CAS needs labels: see atelier.metrics.cas
     if not metrics:
         return []
+    check_metrics(metrics, evaluator)
     t0 = time.perf_counter()
     fake = evaluator(images, batch_size=batch_size, what=what)
     t1 = time.perf_counter()
-    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache)
+    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache, like=like)
     t2 = time.perf_counter()
     base = {"event": "eval", **evaluator.protocol(), "ref": ref_info["ref"], "n_ref": ref_info["n_ref"],
             "seed": seed}
@@ -135,6 +147,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
     ev = _resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
     ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run_dir.name}")
+    check_metrics(metrics, ev)
     records = []
     if any(m != "cas" for m in metrics):
         t0 = time.perf_counter()
@@ -143,7 +156,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
             timings["generation"] = time.perf_counter() - t0
         records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
                                   what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
-                                  timings=timings)
+                                  timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         from atelier.metrics.cas import cas_run
 
@@ -166,6 +179,7 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
     metrics = parse_metrics(metrics)
     dataset = ref if parse_spec(ref)[1] is not None else source
     ev = _resolve_evaluator(evaluator, dataset, inception_weights, device, download)
+    check_metrics(metrics, ev)
     data = read_images(source, ev, n=n, seed=seed)
     records = evaluate_images(data.images, ref=ref, evaluator=ev, metrics=metrics, seed=seed, what=source,
                               batch_size=batch_size)

@@ -45,7 +45,8 @@ class TrainingEval:
         self.evaluator = load_evaluator(name, device=device)
         # Fail at start-up, not after the first N steps, when the evaluator cannot read this model's images.
         self.evaluator.check(cfg.data.channels, cfg.data.resolution, cfg.data.resolution, f"run {run_dir.name}")
-        reference_features(self.ref, self.evaluator)  # computed (or found in the cache) once, up front
+        # Computed (or found in the cache) once, up front; a folder is read as the training data is.
+        reference_features(self.ref, self.evaluator, like=cfg.data)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.best = math.inf
 
@@ -65,7 +66,7 @@ class TrainingEval:
         g = Generator(trainer.ema.model, self.cfg, trainer.run_dir, trainer.step, "ema")
         images = g.sample(self.n, seed=self.cfg.seed)
         (record,) = evaluate_images(images, ref=self.ref, evaluator=self.evaluator, metrics=["fid"],
-                                    seed=self.cfg.seed, what="the generator's samples")
+                                    seed=self.cfg.seed, what="the generator's samples", like=self.cfg.data)
         is_best = record["value"] < self.best
         (record,) = _stamp([{"step": trainer.step, **record}], source=str(trainer.run_dir), n_generated=self.n,
                            generator="ema", checkpoint_step=trainer.step, best=is_best)
