@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -71,6 +72,12 @@ def test_folder_composite_vs_keep(tmp_path):
     assert int(keep.images[0, 1][keep.images[0, 3] > 64].max()) < 60
     with pytest.raises(DataError, match="alpha 'keep' does not go with 3 channel"):
         open_source(str(tmp_path), channels=3, resolution=16, alpha="keep")
+    with zipfile.ZipFile(tmp_path.parent / f"{tmp_path.name}.zip", "w") as zf:
+        for name in ("a.png", "b.png"):
+            zf.write(tmp_path / name, f"sprites/{name}")
+    zipped = tmp_path.parent / f"{tmp_path.name}.zip"
+    assert torch.equal(open_source(str(zipped), channels=4, resolution=16).images, keep.images)
+    assert torch.equal(open_source(str(zipped), channels=3, resolution=16, background="#102030").images, flat.images)
 
 
 def test_config_alpha_channels_and_background():

@@ -147,7 +147,7 @@ def test_emoji_evaluator_classifies_real_emoji():
         picked = sorted((EMOJI / group).glob("*.png"))[:3]
         files += picked
         labels += [k] * len(picked)
-    images = torch.stack([torch.from_numpy(load_image(f, channels=4, resolution=64)).permute(2, 0, 1) for f in files])
+    images = torch.stack([torch.tensor(load_image(f, channels=4, resolution=64)).permute(2, 0, 1) for f in files])
     pred = ev(images).logits.argmax(1)
     correct = (pred == torch.tensor(labels)).float().mean().item()
     assert correct >= 0.85, (correct, pred.tolist(), labels)

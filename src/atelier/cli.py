@@ -312,6 +312,9 @@ def _ascii_preview(images, width: int = 4) -> str:
     shades = " .:-=+*#%@"
     arrs = []
     for img in images[:width]:
+        if img.shape[0] == 4:  # RGBA: as shown over white
+            alpha = img[3:].float() / 255
+            img = img[:3].float() * alpha + 255 * (1 - alpha)
         a = img.float().mean(0).numpy()  # (H, W) grayscale
         step = max(1, a.shape[0] // 14)
         a = a[::step * 2, ::step][: 14, : 28]
