@@ -69,10 +69,10 @@ def _check_counts(n: int | None, per_class: int | None) -> None:
 def _classifier(g: Generator, device: Any) -> tuple[Any, str]:
     """The domain evaluator that can label this run's images, or (None, why not)."""
     from atelier.errors import DataError
-    from atelier.metrics.evaluators import auto_evaluator, load_evaluator
+    from atelier.metrics.evaluators import EVALUATORS, auto_evaluator, load_evaluator
 
     name = auto_evaluator(g.cfg.data.source)
-    if name == "inception":
+    if not EVALUATORS[name].datasets:  # the fallback (or any evaluator not trained on this data set): no labels
         return None, (f"none ({g.cfg.data.source} is not MNIST or Fashion-MNIST, so atelier has no classifier "
                       "for it)")
     ev = load_evaluator(name, device=device)

@@ -230,10 +230,11 @@ def data_info(source: str, *, near: bool | None = None, threshold: float = NEAR_
     if split is not None:
         ds = open_source(source, channels=1, resolution=28)
         images = ds.images.permute(0, 2, 3, 1).numpy()
-        labels = ds.labels.tolist() if ds.labels is not None else [0] * len(images)
-        names = [f"{ds.classes[int(y)] if ds.classes else int(y)}/{i}" for i, y in enumerate(labels)]
+        labels = ds.labels.tolist() if ds.labels is not None else None
+        tags = [ds.classes[int(y)] if ds.classes else str(y) for y in (labels or [0] * len(images))]
+        names = [f"{t}/{i}" for i, t in enumerate(tags)]
         report = DataReport(ds.name, "named", len(images), len(images), license=ds.license)
-        return _from_arrays(report, images, names, near, threshold, sample, seed)
+        return _from_arrays(report, images, names, near, threshold, sample, seed, labels, ds.classes)
     path = Path(name).expanduser()
     if not path.exists():
         raise DataError(f"data source not found: {source}")
@@ -275,7 +276,8 @@ def _from_npz(path: Path, near: bool | None, threshold: float, sample: int | Non
         tag = (lambda y: ds.classes[y]) if ds.classes else str
         names = [n if "/" in n else f"{tag(int(y))}/{n}" for n, y in zip(names, ds.labels.tolist(), strict=True)]
     report = DataReport(str(path), "npz", len(images), len(images), license=ds.license)
-    return _from_arrays(report, images, names, near, threshold, sample, seed)
+    labels = ds.labels.tolist() if ds.labels is not None else None
+    return _from_arrays(report, images, names, near, threshold, sample, seed, labels, ds.classes)
 
 
 def _sample(items: list, sample: int | None, seed: int) -> list:
@@ -286,8 +288,13 @@ def _sample(items: list, sample: int | None, seed: int) -> list:
 
 
 def _from_arrays(report: DataReport, images: np.ndarray, names: list[str], near: bool | None, threshold: float,
-                 sample: int | None, seed: int) -> DataReport:
-    report.classes = _classes(names)
+                 sample: int | None, seed: int, labels: list[int] | None = None,
+                 classes: tuple[str, ...] = ()) -> DataReport:
+    if labels is not None:  # stored labels: every class that occurs, even a single one
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+        report.classes = {(classes[k] if k < len(classes) else str(k)): int(c) for k, c in enumerate(counts) if c}
+    else:
+        report.classes = _classes(names)
     picked = _sample(list(range(len(images))), sample, seed)
     report.sampled = len(picked) < len(images)
     facts = _scan_arrays(images[picked], [names[i] for i in picked])
