@@ -3,11 +3,11 @@
 The training recipe (:func:`atelier.data.recommend_recipe`) is chosen by measured quality per CPU-minute
 on more than one kind of folder, so that it is not tuned to the emoji: these folders are the other kinds.
 
-    # CMP facade photos (the left, photo half of each pix2pix pair): 400 photos -> 6,400 tiles of 64 px
+    # CMP facade photos (the left, photo half of each pix2pix pair): 400 photos -> 6,370 tiles of 64 px
     python scripts/make_tiles.py facades --out data/facade-tiles
     # the same photos halved first (128 px), so a tile holds a few windows: 1,600 tiles
     python scripts/make_tiles.py facades --scale 0.5 --out data/facade-tiles-wide
-    # the seven style paintings, short side 512 px, one class sub-folder per painting: ~700 tiles
+    # the seven style paintings, short side 512 px, one class sub-folder per painting: 608 tiles
     python scripts/make_tiles.py style --out data/painting-tiles
 
 Tiles are a non-overlapping grid (``--stride`` for overlap), read in sorted file order, so the same

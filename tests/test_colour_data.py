@@ -7,6 +7,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from atelier.data.info import format_report
 from atelier.data.prepare import prepared_meta
 from atelier.errors import ConfigError, DataError
 from atelier.images import load_image
+from conftest import REPO
 
 
 def _sprite(size: int = 32, colour=(200, 40, 10), seed: int = 0) -> Image.Image:
@@ -256,3 +258,17 @@ def test_cli_data_prepare_and_info(tmp_path):
     assert js["n_images"] == 6 and js["transparency_share"] == 1.0
     res = runner.invoke(cli, ["data", "prepare", str(root), "--resolution", "16", "--background", "nope"])
     assert res.exit_code == 2 and res.output.startswith("error: unknown colour 'nope'")
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("ATELIER_DATA", "")) / "style").is_dir(),
+                    reason="shared style paintings (ATELIER_DATA/style) not present")
+def test_make_tiles_builds_a_class_folder_with_its_licence(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiles", REPO / "scripts" / "make_tiles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["style", "--out", str(tmp_path / "tiles"), "--side", "128"]) == 0
+    r = data_info(str(tmp_path / "tiles"))
+    assert len(r.classes) == 7 and r.sizes == {"64x64": r.n_images} and r.n_images >= 7 * 2
+    assert r.license.startswith("Reproductions of paintings") and r.fully_opaque == r.n_images
