@@ -33,6 +33,20 @@ than pixels (Zhang et al. 2018, LPIPS, random-network baselines). ``benchmarks/e
 measures how monotonically it ranks blur, noise and colour shifts against the trained classifier.
 The weights are regenerated from the seed on every load; their sha256 is recorded with every score
 like a weights file's, so a change of torch's random generator would show as a different evaluator.
+
+Measured (``benchmarks/eval_sanity_colour.py --n 1000``: 1,000 damaged images against 1,000 others of
+the folder, blur / noise / hue rotation at 6 strengths; Spearman's rho of strength vs FID, averaged
+over the three damages; 2-core CPU, shared):
+
+    folder         emoji classifier   random-cnn (this)   random CNN, last stage means only
+    emoji          1.000              0.981               0.981
+    facade tiles   1.000              0.981               1.000
+
+Every non-1.0 comes from the mildest level (noise 4/255, hue 5 degrees) scoring within 6% of the
+real-vs-real floor. The two random embeddings rank alike; this one keeps the mildest damage closer
+to the floor at worst (0.94 of it on emoji, against 0.84) and sees colour far better than the
+trained classifier (hue 80 degrees: 53x the floor on emoji, the classifier 8x). Still to measure:
+ranking a generator's checkpoints by training step, once the StyleGAN2 family trains on colour data.
 """
 
 from __future__ import annotations
