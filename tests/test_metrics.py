@@ -329,9 +329,9 @@ def test_reference_features_are_cached_per_evaluator(digits, tmp_path, monkeypat
     real_read = reference.read_images
     calls = []
 
-    def small_read(spec, evaluator, n=None, seed=0):
+    def small_read(spec, evaluator, n=None, seed=0, like=None):
         calls.append(spec)
-        return real_read(spec, evaluator, n=300, seed=seed)  # keep the test fast
+        return real_read(spec, evaluator, n=300, seed=seed, like=like)  # keep the test fast
 
     monkeypatch.setattr(reference, "read_images", small_read)
     f1, info1 = reference.reference_features("mnist:test", digits)

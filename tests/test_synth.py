@@ -9,7 +9,6 @@ import torch
 from click.testing import CliRunner
 
 import atelier
-import atelier.data as data_module
 from atelier.api import Generator
 from atelier.api.synth import check_output, output_format, synthesize, write_folder, write_npz
 from atelier.cli import cli
@@ -221,8 +220,10 @@ def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path, monkeypatch)
     run = tmp_path / "runs" / "cgan"
     atelier.train(None, run, {**TINY, "model.num_classes": 10}, progress=False)
     # CAS tests on the whole mnist:test (10,000 images); 500 of them keep this test fast.
-    full = data_module.open_source
-    monkeypatch.setattr(data_module, "open_source",
+    import atelier.metrics.cas as cas_module
+
+    full = cas_module.open_source
+    monkeypatch.setattr(cas_module, "open_source",
                         lambda spec, *a, **k: full(spec, *a, **({**k, "limit": 500} if spec == "mnist:test" else k)))
     runner = CliRunner()
     res = runner.invoke(cli, ["synth", str(run), "--per-class", "2", "--out", str(tmp_path / "c.npz")])

@@ -43,7 +43,12 @@ class DataConfig(_Strict):
     # `mnist`, `mnist:test`, `fashion-mnist`, a folder, a .zip or an .npz (see atelier.data).
     source: str = "mnist"
     resolution: int = Field(28, ge=8, le=1024)
-    channels: Literal[1, 3] = 1
+    # 1 (grayscale), 3 (RGB) or 4 (RGBA, with data.alpha: keep).
+    channels: Literal[1, 3, 4] = 1
+    # Transparency: `composite` flattens it over data.background (a colour name or #rrggbb) when the images
+    # are read; `keep` trains on RGBA (data.channels: 4) and generated PNGs keep their transparency.
+    alpha: Literal["composite", "keep"] = "composite"
+    background: str = "white"
     # Train on the first N images only (None: all of them).
     limit: int | None = Field(None, ge=1)
     hflip: bool = False
@@ -55,10 +60,28 @@ class DataConfig(_Strict):
     # Held-out data for the fixed progress grid and `atelier evaluate` (e.g. the test split).
     eval_source: str | None = None
 
+    @field_validator("background")
+    @classmethod
+    def _known_colour(cls, v: str) -> str:
+        from PIL import ImageColor  # Pillow only (atelier.images sits beside config, not below it)
+
+        try:
+            rgb = ImageColor.getrgb(v.strip())
+        except ValueError:
+            raise ValueError("unknown colour: give a colour name (white, black, gray, ...) or #rrggbb") from None
+        if len(rgb) == 4 and rgb[3] != 255:
+            raise ValueError("the background must be opaque (it is what transparency is composited over)")
+        return v.strip()
+
     @model_validator(mode="after")
     def _load_size_fits(self) -> DataConfig:
         if self.load_size is not None and self.load_size < self.resolution:
             raise ValueError(f"data.load_size ({self.load_size}) must be >= data.resolution ({self.resolution})")
+        if self.alpha == "keep" and self.channels != 4:
+            raise ValueError(f"data.alpha: keep trains on RGBA images: set data.channels: 4 (got {self.channels})")
+        if self.channels == 4 and self.alpha != "keep":
+            raise ValueError("data.channels: 4 is RGBA: set data.alpha: keep too (or data.channels: 3 to composite "
+                             "transparency over data.background)")
         return self
 
 
@@ -165,7 +188,8 @@ class EvalConfig(_Strict):
     every: int = Field(0, ge=0)
     n: int = Field(5000, ge=10)
     ref: str | None = None
-    evaluator: Literal["auto", "digits", "fashion", "inception"] = "auto"
+    # auto: digits / fashion for the MNIST family, else random-cnn (atelier.metrics.evaluators).
+    evaluator: Literal["auto", "digits", "fashion", "emoji", "random-cnn", "inception"] = "auto"
 
 
 class RunConfig(_Strict):

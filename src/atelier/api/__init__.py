@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from atelier.api.data import data_grid, open_data
+from atelier.api.data import data_grid, describe_data, open_data, prepare_data, recommend_recipe
 from atelier.api.data import fetch as fetch_data
 from atelier.api.evaluate import evaluate, evaluate_translation
 from atelier.api.export import export
@@ -37,6 +37,7 @@ __all__ = [
     "check_style_inputs",
     "data_grid",
     "describe_budget",
+    "describe_data",
     "dry_run",
     "evaluate",
     "evaluate_translation",
@@ -46,6 +47,8 @@ __all__ = [
     "load",
     "open_data",
     "prepare",
+    "prepare_data",
+    "recommend_recipe",
     "resume_step",
     "sample",
     "sample_generator",

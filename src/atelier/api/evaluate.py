@@ -18,6 +18,7 @@ from atelier.errors import DataError, RunError
 from atelier.loaded import Generator, Translator
 from atelier.metrics.cas import cas
 from atelier.metrics.evaluate import (
+    check_metrics,
     default_ref,
     evaluate_images,
     evaluate_source,
@@ -73,6 +74,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
     ev = resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
     ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run.name}")
+    check_metrics(metrics, ev)
     records = []
     if any(m != "cas" for m in metrics):
         t0 = time.perf_counter()
@@ -82,7 +84,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
             timings["generation"] = time.perf_counter() - t0
         records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
                                   what=f"run {run.name}", batch_size=batch_size, use_cache=use_cache,
-                                  timings=timings)
+                                  timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
     records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,

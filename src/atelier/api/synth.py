@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from atelier.data import class_names
 from atelier.errors import ConfigError, DataError
 from atelier.imageio import save_image
-from atelier.metrics.evaluators import auto_evaluator, load_evaluator
+from atelier.metrics.evaluators import EVALUATORS, auto_evaluator, load_evaluator
 from atelier.provenance import build_metadata
 from atelier.utils import atomic_write, atomic_write_text, temp_dir
 
@@ -74,7 +74,7 @@ def _classifier(g: Generator, device: Any) -> tuple[Any, str]:
     """The domain evaluator that can label this run's images, or (None, why not)."""
 
     name = auto_evaluator(g.cfg.data.source)
-    if name == "inception":
+    if not EVALUATORS[name].datasets:  # the fallback (or any evaluator not trained on this data set): no labels
         return None, (f"none ({g.cfg.data.source} is not MNIST or Fashion-MNIST, so atelier has no classifier "
                       "for it)")
     ev = load_evaluator(name, device=device)

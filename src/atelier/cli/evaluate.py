@@ -24,9 +24,10 @@ from atelier.metrics.evaluate import parse_metrics
                    "score: class-conditional runs, or a labelled --real set).")
 @click.option("--n", "n", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True,
               help="Images generated (a run) or drawn at random (--real).")
-@click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "inception"]), default="auto",
-              show_default=True, help="Feature network; auto: digits for MNIST, fashion for Fashion-MNIST, "
-                                      "else inception.")
+@click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "emoji", "random-cnn", "inception"]),
+              default="auto", show_default=True,
+              help="Feature network; auto: digits for MNIST, fashion for Fashion-MNIST, else random-cnn (a fixed "
+                   "random CNN, no weights needed). emoji: the emoji-group classifier; inception: needs its weights.")
 @click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Local FID Inception weights (.pth or .safetensors).")
 @click.option("--download", is_flag=True, help="Download the Inception weights (sha256-checked) if missing.")

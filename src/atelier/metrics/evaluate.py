@@ -18,7 +18,7 @@ import datetime as _dt
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,8 +30,11 @@ from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
 from atelier.metrics.reference import read_images, reference_features
 from atelier.version import __version__
 
-__all__ = ["METRICS", "default_ref", "evaluate_images", "evaluate_source", "format_table", "parse_metrics",
-           "resolve_evaluator", "stamp"]
+if TYPE_CHECKING:
+    from atelier.config import DataConfig
+
+__all__ = ["METRICS", "check_metrics", "default_ref", "evaluate_images", "evaluate_source", "format_table",
+           "parse_metrics", "resolve_evaluator", "stamp"]
 
 # "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
 # a class-conditional run's samples, or a labelled set given with --real.
@@ -65,17 +68,26 @@ def resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | P
     return load_evaluator(name, weights=weights if name == "inception" else None, device=device, download=download)
 
 
+def check_metrics(metrics: Sequence[str], evaluator: Evaluator) -> None:
+    """Refuse a metric the evaluator cannot give (the Inception Score needs a classifier head)."""
+    if "is" in metrics and not evaluator.spec.logits:
+        raise ConfigError(f"the {evaluator.name} evaluator has no classifier head, so no Inception Score: leave is "
+                          "out of --metrics (fid, kid and pr work), or pick a classifier evaluator")
+
+
 def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, metrics: Sequence[str] = ("fid",),
                     seed: int = 0, what: str = "the images", batch_size: int = 500, use_cache: bool = True,
-                    timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included)."""
+                    timings: dict[str, float] | None = None, like: DataConfig | None = None) -> list[dict[str, Any]]:
+    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included).
+    ``like``: read a folder ``ref`` as that data section reads training data (see :func:`read_images`)."""
     metrics = tuple(m for m in parse_metrics(metrics) if m != "cas")  # CAS needs labels: see atelier.metrics.cas
     if not metrics:
         return []
+    check_metrics(metrics, evaluator)
     t0 = time.perf_counter()
     fake = evaluator(images, batch_size=batch_size, what=what)
     t1 = time.perf_counter()
-    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache)
+    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache, like=like)
     t2 = time.perf_counter()
     base = {"event": "eval", **evaluator.protocol(), "ref": ref_info["ref"], "n_ref": ref_info["n_ref"],
             "seed": seed}
@@ -116,6 +128,7 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
     metrics = parse_metrics(metrics)
     dataset = ref if parse_spec(ref)[1] is not None else source
     ev = resolve_evaluator(evaluator, dataset, inception_weights, device, download)
+    check_metrics(metrics, ev)
     data = read_images(source, ev, n=n, seed=seed)
     records = evaluate_images(data.images, ref=ref, evaluator=ev, metrics=metrics, seed=seed, what=source,
                               batch_size=batch_size)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from atelier.config import RunConfig
-from atelier.data import BatchLoader, ImageDataset, open_source
+from atelier.data import BatchLoader, ImageDataset
+from atelier.data import open_data as read_data
 from atelier.errors import DataError
 from atelier.training.task import Context
 
@@ -11,8 +12,8 @@ __all__ = ["check_labels", "grid_scale", "loader", "open_data"]
 
 
 def open_data(cfg: RunConfig) -> ImageDataset:
-    d = cfg.data
-    return open_source(d.source, channels=d.channels, resolution=d.resolution, limit=d.limit)
+    """The training images, read with every option of the data section (channels, size, alpha, background)."""
+    return read_data(cfg.data)
 
 
 def loader(ctx: Context, dataset: ImageDataset, crop: int | None = None) -> BatchLoader:

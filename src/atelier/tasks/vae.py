@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 
 from atelier.config import AugmentConfig, LossConfig, RunConfig
-from atelier.data import open_source, parse_spec
+from atelier.data import open_data as read_data
+from atelier.data import parse_spec
 from atelier.errors import ConfigError
 from atelier.images import make_grid
 from atelier.latent import generate, latents
@@ -84,7 +85,7 @@ class VAETask(Task):
             held_out = f"{parse_spec(d.source)[0]}:test"  # mnist -> mnist:test
         k = self.pair_rows * n
         if held_out is not None:
-            images = open_source(held_out, channels=d.channels, resolution=d.resolution, limit=k).images
+            images = read_data(d, source=held_out, limit=k).images
         else:  # no held-out split: the first training images
             assert self.dataset is not None
             images = self.dataset.images[:k]

@@ -46,7 +46,8 @@ class TrainingEval:
         self.evaluator = load_evaluator(name, device=device)
         # Fail at start-up, not after the first N steps, when the evaluator cannot read this model's images.
         self.evaluator.check(cfg.data.channels, cfg.data.resolution, cfg.data.resolution, f"run {run.name}")
-        reference_features(self.ref, self.evaluator)  # computed (or found in the cache) once, up front
+        # Computed (or found in the cache) once, up front; a folder is read as the training data is.
+        reference_features(self.ref, self.evaluator, like=cfg.data)
         self.best = math.inf
 
     def due(self, step: int) -> bool:
@@ -64,7 +65,7 @@ class TrainingEval:
         # The sampler draws its latents from its own seeded generator: training's stream is untouched.
         images = self.sample(self.n, self.cfg.seed)
         (record,) = evaluate_images(images, ref=self.ref, evaluator=self.evaluator, metrics=["fid"],
-                                    seed=self.cfg.seed, what="the generator's samples")
+                                    seed=self.cfg.seed, what="the generator's samples", like=self.cfg.data)
         is_best = record["value"] < self.best
         (record,) = stamp([{"step": step, **record}], source=str(self.run.path), n_generated=self.n,
                           generator="ema", checkpoint_step=step, best=is_best)
