@@ -230,6 +230,7 @@ def to_pil(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
     if isinstance(image, np.ndarray):
         arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         image = Image.fromarray(arr.astype(np.uint8))
+    assert isinstance(image, Image.Image)
     return image
 
 

@@ -56,7 +56,7 @@ def generate(network: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = 
     device = next(network.parameters()).device
     out = []
     for i, chunk in enumerate(z.split(batch_size)):
-        args = (chunk.to(device),)
+        args: tuple[torch.Tensor, ...] = (chunk.to(device),)
         if labels is not None:
             args += (labels[i * batch_size : (i + 1) * batch_size].to(device),)
         out.append(to_uint8(network(*args)))

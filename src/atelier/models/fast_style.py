@@ -144,6 +144,7 @@ class TransformerNet(Network):
                 UpsampleLayer(w, 3, norm=False, relu=False),  # (B, 3, H, W): the residual
             )
             last = self.up[-1].conv.conv
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
         # Start near the identity (see the module docstring).
         nn.init.normal_(last.weight, std=1e-3)
         nn.init.zeros_(last.bias)

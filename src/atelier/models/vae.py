@@ -107,7 +107,9 @@ class Decoder(Network):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         x = self.fc(z).view(-1, self.c0, self.start, self.start)   # (B, c0, s, s)
-        if self.net[0].weight.is_contiguous(memory_format=torch.channels_last):
+        first = self.net[0]
+        assert isinstance(first, nn.ConvTranspose2d)
+        if first.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)                                          # (B, C, res, res)
 
