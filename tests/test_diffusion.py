@@ -304,12 +304,14 @@ def test_sdedit_checks_strength_and_is_seeded():
 
 
 def test_config_errors_and_the_registry_round_trip(tmp_path):
-    from atelier.config import validate_config
+    from atelier.runs import resolve_config
 
-    run = validate_config({"model": {"name": "diffusion", "prediction": "flow"}, "data": {"resolution": 32}})
-    assert run.model["prediction"] == "flow" and run.model["block_out_channels"] == (32, 64, 64)
-    with pytest.raises(ConfigError, match="unknown key"):
-        validate_config({"model": {"name": "diffusion", "widht": 3}})
+    run = resolve_config({"model": {"name": "diffusion", "prediction": "flow"}, "data": {"resolution": 32}})
+    assert run.model["prediction"] == "flow" and run.model["block_out_channels"] == [32, 64, 64]
+    with pytest.raises(ConfigError, match="widht"):
+        resolve_config({"model": {"name": "diffusion", "widht": 3}, "data": {"resolution": 32}})
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        resolve_config({"model": {"name": "diffusion"}, "data": {"resolution": 30}})
     with pytest.raises(ConfigError, match="attention_resolutions"):
         build({"name": "diffusion", "attention_resolutions": [6]}, resolution=32, channels=1)
     with pytest.raises(ConfigError, match="multiple of 4"):

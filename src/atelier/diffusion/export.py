@@ -107,10 +107,7 @@ def load_diffusers(folder: str | Path) -> tuple[DiffusionUNet, DiffusionConfig]:
         raise RunError(f"{folder}/unet holds no diffusion_pytorch_model.safetensors (atelier reads no pickled weights)")
     loaded = d.UNet2DModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, local_files_only=True)
     cfg = _config_from_diffusers(dict(loaded.config), json.loads(files[2].read_text()))
-    kwargs = dict(resolution=loaded.config.sample_size, channels=loaded.config.in_channels,
-                  **{k: getattr(cfg, k) for k in ("block_out_channels", "layers_per_block", "attention_resolutions",
-                                                   "attention_head_dim", "norm_num_groups", "dropout", "num_classes")})
-    unet = DiffusionUNet(**kwargs)
+    unet = DiffusionUNet(cfg, resolution=loaded.config.sample_size, channels=loaded.config.in_channels)
     # Every constructor option must be what atelier builds, or the weights would load into another network.
     differ = sorted(k for k, v in unet.unet.config.items()
                     if not k.startswith("_") and json.dumps(loaded.config.get(k)) != json.dumps(v))
@@ -132,7 +129,7 @@ def denoiser_example(unet: DiffusionUNet, batch: int = 2, scale: int = 1,
     """Example inputs of the denoiser (``scale`` x its resolution): x_t, float timesteps, and class labels up to
     the null class for a class-conditional net."""
     gen = torch.Generator().manual_seed(seed)
-    res = unet.config["resolution"] * scale
+    res = unet.resolution * scale
     ex = {"sample": torch.randn(batch, unet.channels, res, res, generator=gen),
           "timestep": torch.rand(batch, generator=gen) * 999}
     if unet.num_classes:
@@ -148,15 +145,9 @@ def export_onnx(unet: DiffusionUNet, out: str | Path, check: bool = True) -> Den
     # Function-level: ONNX is the optional extra atelier[export].
     from atelier.export import PARITY_TOL, export_module, max_abs_diff, onnx_session
 
-    levels = len(unet.config["block_out_channels"])
-    step = 2 ** (levels - 1)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    h, w = torch.export.Dim("h", min=1, max=1024), torch.export.Dim("w", min=1, max=1024)
+    step = unet.stride
     example = denoiser_example(unet)
-    dynamic: dict[str, dict[int, Any]] = {"sample": {0: batch, 2: step * h, 3: step * w}, "timestep": {0: batch}}
-    if "class_labels" in example:
-        dynamic["class_labels"] = {0: batch}
-    path = export_module(unet.eval(), example, out, dynamic_shapes=dynamic, output_name="output")
+    path = export_module(unet.eval(), example, out, spatial={"sample": (step, 1)}, output_name="output")
     diff = None
     if check:
         inputs = denoiser_example(unet, batch=3, scale=2, seed=1)

@@ -30,10 +30,9 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import nn
 
 from atelier.errors import ConfigError
-from atelier.models import ModelSpec, register
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["DiffusionConfig", "DiffusionUNet", "import_diffusers", "null_class", "unet_kwargs"]
 
@@ -129,28 +128,37 @@ def unet_kwargs(*, resolution: int, channels: int, block_out_channels: tuple[int
     )
 
 
-class DiffusionUNet(nn.Module):
+class DiffusionUNet(Network):
     """The denoiser: ``forward(sample, timestep, class_labels=None) -> output`` (B, C, H, W), a ``UNet2DModel``
     inside.
 
-    The wrapper gives atelier's keyword-only, JSON-serialisable constructor (``self.config``), returns a
-    plain tensor (for ONNX export and DDP), and keeps diffusers unimported until a network is built.
-    ``self.unet`` is diffusers' own module: :func:`atelier.diffusion.export_diffusers` saves it as is.
+    Built as every atelier network, ``DiffusionUNet(cfg, resolution=, channels=)`` (``self.config`` rebuilds it
+    without pickle); it returns a plain tensor (for ONNX export and DDP) and keeps diffusers unimported until a
+    network is built. ``self.unet`` is diffusers' own module: :func:`atelier.diffusion.export_diffusers` saves
+    it as is. The objective's fields of ``cfg`` (prediction, schedule, ...) belong to the task and samplers.
     """
 
-    def __init__(self, *, resolution: int = 32, channels: int = 1, block_out_channels: tuple[int, ...] = (32, 64, 64),
-                 layers_per_block: int = 1, attention_resolutions: tuple[int, ...] = (8,),
-                 attention_head_dim: int = 32, norm_num_groups: int = 8, dropout: float = 0.0,
-                 num_classes: int = 0) -> None:
-        super().__init__()
-        self.config: dict[str, Any] = dict(
-            resolution=resolution, channels=channels, block_out_channels=list(block_out_channels),
-            layers_per_block=layers_per_block, attention_resolutions=list(attention_resolutions),
-            attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups, dropout=dropout,
-            num_classes=num_classes)
-        kwargs = unet_kwargs(**self.config)
-        self.num_classes, self.channels = num_classes, channels
+    def __init__(self, cfg: DiffusionConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        kwargs = unet_kwargs(resolution=resolution, channels=channels, block_out_channels=cfg.block_out_channels,
+                             layers_per_block=cfg.layers_per_block, attention_resolutions=cfg.attention_resolutions,
+                             attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
+                             dropout=cfg.dropout, num_classes=cfg.num_classes)
+        self.num_classes = cfg.num_classes
+        # Total downsampling of the U-Net: any height and width that are multiples of it work.
+        self.stride = 2 ** (len(cfg.block_out_channels) - 1)
         self.unet = import_diffusers().UNet2DModel(**kwargs)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        """x_t, float timesteps in [0, T) and, for a class-conditional net, labels up to the null class."""
+        (x,) = super().example_inputs(batch)
+        g = torch.Generator().manual_seed(1)
+        t = torch.rand(batch, generator=g) * (self.cfg.num_train_timesteps - 1)
+        if not self.num_classes:
+            return (x, t)
+        y = torch.arange(batch) % (self.num_classes + 1)
+        y[-1] = self.num_classes                     # the largest label, so exporters see the whole range
+        return (x, t, y)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,16 +173,4 @@ class DiffusionUNet(nn.Module):
         return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
 
 
-def _build(*, resolution: int, channels: int, block_out_channels: tuple[int, ...], layers_per_block: int,
-           attention_resolutions: tuple[int, ...], attention_head_dim: int, norm_num_groups: int, dropout: float,
-           num_classes: int, **_objective: Any) -> dict[str, nn.Module]:
-    # The objective's fields (prediction, schedule, ...) belong to the task, not the network.
-    return {"unet": DiffusionUNet(
-        resolution=resolution, channels=channels, block_out_channels=block_out_channels,
-        layers_per_block=layers_per_block, attention_resolutions=attention_resolutions,
-        attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups, dropout=dropout,
-        num_classes=num_classes)}
-
-
-register(ModelSpec(name="diffusion", config=DiffusionConfig, build=_build, networks={"unet": DiffusionUNet},
-                   kind="diffusion"))
+register(ModelSpec(name="diffusion", config=DiffusionConfig, networks={"unet": DiffusionUNet}))
