@@ -23,7 +23,7 @@ TINY: dict[str, dict] = {
     "vae": {"model.width": 4, "model.z_dim": 4},
     "pix2pix": {"model.ngf": 2, "model.ndf": 2, "data.resolution": 32, "data.load_size": 36},
     "fast-style": {"model.width": 2, "model.res_blocks": 1, "data.resolution": 32},
-    "diffusion": {"model.block_out_channels": [8, 16], "model.attention_resolutions": [8],
+    "diffusion": {"model.block_out_channels": [8, 16], "model.attention_resolutions": [],
                   "model.attention_head_dim": 8, "model.norm_num_groups": 4},
 }
 RESOLUTION = {"dcgan": 28, "resnet": 32, "vae": 28, "pix2pix": 32, "fast-style": 32, "diffusion": 16}

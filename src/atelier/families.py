@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atelier.errors import ConfigError, RunError
-from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
+from atelier.loaded import DiffusionModel, Generator, LoadedModel, Stylizer, Translator
 from atelier.models import get as get_model
 from atelier.runs import Run
+from atelier.tasks.diffusion import DiffusionTask
 from atelier.tasks.gan import GANTask
 from atelier.tasks.pix2pix import Pix2PixTask
 from atelier.tasks.style import StyleTask
@@ -52,6 +53,7 @@ register(Family("resnet", GANTask, Generator, slots=("G_ema", "G"), raw_slots=("
 register(Family("vae", VAETask, Generator, slots=("decoder", "G")))
 register(Family("pix2pix", Pix2PixTask, Translator, slots=("G",)))
 register(Family("fast-style", StyleTask, Stylizer, slots=("net",)))
+register(Family("diffusion", DiffusionTask, DiffusionModel, slots=("unet_ema", "unet"), raw_slots=("unet",)))
 
 
 def registered() -> list[str]:

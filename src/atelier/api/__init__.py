@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from atelier.api.data import data_grid, describe_data, open_data, prepare_data, recommend_recipe
 from atelier.api.data import fetch as fetch_data
+from atelier.api.diffusion import EditResult, edit, inpaint
 from atelier.api.evaluate import evaluate, evaluate_translation
 from atelier.api.export import export
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
@@ -23,10 +24,12 @@ from atelier.api.synth import SynthSet, synthesize
 from atelier.api.train import describe_budget, dry_run, prepare, resume_step, train, train_style
 from atelier.api.translate import translate
 from atelier.families import load
-from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
+from atelier.loaded import DiffusionModel, Generator, LoadedModel, Stylizer, Translator
 from atelier.training.result import TrainResult
 
 __all__ = [
+    "DiffusionModel",
+    "EditResult",
     "Generator",
     "LoadedModel",
     "SampleSet",
@@ -38,11 +41,13 @@ __all__ = [
     "data_grid",
     "describe_budget",
     "describe_data",
+    "edit",
     "dry_run",
     "evaluate",
     "evaluate_translation",
     "export",
     "fetch_data",
+    "inpaint",
     "interpolate",
     "load",
     "open_data",

@@ -1,4 +1,5 @@
-"""The *export* workflow: a run's network to ONNX, checked against PyTorch in ONNX Runtime."""
+"""The *export* workflow: a run's network to ONNX, checked against PyTorch in ONNX Runtime; a diffusion run's
+denoiser and scheduler to diffusers' own pipeline folder."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import time
 from pathlib import Path
 
 from atelier import families
+from atelier.api.diffusion import export_diffusers
 from atelier.errors import RunError
 from atelier.export import PARITY_TOL, ExportResult, export_module, max_abs_diff, onnx_session, parity_inputs
 
 __all__ = ["FORMATS", "export"]
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "diffusers")
 
 
 def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, check: bool = True) -> ExportResult:
@@ -20,6 +22,11 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     if fmt not in FORMATS:
         raise RunError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     started = time.perf_counter()
+    if fmt == "diffusers":  # a folder, loaded with diffusers' DiffusionPipeline.from_pretrained
+        folder = export_diffusers(run_dir, Path(out) if out is not None else Path(run_dir) / "export" / "diffusers",
+                                  overwrite=out is None)
+        return ExportResult(folder, {}, None, time.perf_counter() - started,
+                            sizes="diffusers pipeline folder: DiffusionPipeline.from_pretrained(folder)")
     model = families.load(run_dir)
     module, example, spatial = model.export_spec()
     out = Path(out) if out is not None else Path(run_dir) / "export" / "model.onnx"

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from atelier import families
+from atelier.api.diffusion import with_sampling
 from atelier.errors import AtelierError, RunError
 from atelier.imageio import encode_animation, save_image
 from atelier.images import make_grid
@@ -84,13 +85,15 @@ class SampleSet:
 
 
 def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Sequence[int] | None = None,
-           class_: int | None = None, which: str = "ema", device: str = "cpu") -> SampleSet:
+           class_: int | None = None, which: str = "ema", device: str = "cpu", steps: int | None = None,
+           sampler: str | None = None, guidance: float | None = None) -> SampleSet:
     """``n`` images from ``seed`` (image i is the i-th latent of that seed), or one image per seed in ``seeds``.
 
     A conditional model gives ``class_`` only, or, without it, one grid row per class (n rounded down to whole
-    rows); with ``seeds`` and no class it cycles through the classes.
+    rows); with ``seeds`` and no class it cycles through the classes. ``steps``, ``sampler`` and ``guidance``
+    choose how a diffusion model samples (default: its run's settings); other models take none of them.
     """
-    g = load_generator(run, which, device)
+    g = with_sampling(load_generator(run, which, device), steps, sampler, guidance)
     if class_ is not None and not g.num_classes:
         raise AtelierError("--class needs a class-conditional model (model.num_classes > 0); this one is "
                            "unconditional")

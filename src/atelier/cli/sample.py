@@ -24,9 +24,16 @@ from atelier.provenance import log_no_metadata
               help="Conditional models: generate this class only (default: one grid row per class).")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100_000), help="Diffusion runs: sampler steps [default: the run's].")
+@click.option("--sampler", type=click.Choice(["dpm++", "ddim", "euler", "ddpm"]),
+              help="Diffusion runs: the sampler [default: the run's; flow models take euler or dpm++].")
+@click.option("--guidance", type=click.FloatRange(0.0, 100.0),
+              help="Class-conditional diffusion runs: classifier-free guidance scale (0: unconditional, "
+                   "1: conditional only) [default: the run's].")
 @no_metadata_option()
 def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, out_dir: Path | None,
-           class_: int | None, raw: bool, device: str, no_metadata: bool) -> None:
+           class_: int | None, raw: bool, device: str, steps: int | None, sampler: str | None,
+           guidance: float | None, no_metadata: bool) -> None:
     """Generate images from a trained run (the EMA generator by default).
 
     Every image's metadata names what regenerates exactly it: its seed (and, with --n, its index among that
@@ -39,11 +46,12 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
       atelier sample runs/mnist-dcgan --seeds 0-15 --out-dir seeds/
       atelier sample runs/mnist-cgan --class 7 --n 64 --out sevens.png
       atelier sample runs/mnist-cgan --n 80 --out per-class.png    # one row per class
+      atelier sample runs/mnist-diffusion --steps 20 --sampler dpm++ --guidance 3 --out grid.png
     """
     if out is None and out_dir is None:
         raise click.UsageError("give --out GRID.png or --out-dir FOLDER")
     s = api.sample(run, n=n, seed=seed, seeds=parse_seeds(seeds) if seeds else None, class_=class_,
-                   which="raw" if raw else "ema", device=device)
+                   which="raw" if raw else "ema", device=device, steps=steps, sampler=sampler, guidance=guidance)
     if out is not None:
         s.save_grid(out, strip_metadata=no_metadata)
         click.echo(f"wrote a grid of {len(s.images)} images to {out}")

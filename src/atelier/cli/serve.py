@@ -12,13 +12,15 @@ from atelier.cli.app import CONTEXT, cli
 
 @cli.command("export", context_settings=CONTEXT)
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the model (default: RUN/export/model.onnx).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "diffusers"]), default="onnx", show_default=True,
+              help="onnx: the network as ONNX; diffusers (diffusion runs): diffusers' pipeline folder.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where to write the model (default: RUN/export/model.onnx, or RUN/export/diffusers/).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime vs PyTorch parity check.")
 def export_cmd(run: Path, fmt: str, out: Path | None, no_check: bool) -> None:
-    """Export a run's network (generator, style or pix2pix) to ONNX with a dynamic batch axis (and dynamic
-    height and width for the image-to-image networks).
+    """Export a run's network (generator, style, pix2pix or a diffusion denoiser) to ONNX with a dynamic batch
+    axis (and dynamic height and width for the image-to-image networks and denoisers), or a diffusion run to
+    diffusers' own pipeline folder (--format diffusers).
 
     The exported model is run in ONNX Runtime and compared with PyTorch (max abs difference <= 1e-4), at two
     image sizes where the size may vary.
@@ -27,8 +29,13 @@ def export_cmd(run: Path, fmt: str, out: Path | None, no_check: bool) -> None:
     Examples:
       atelier export runs/mnist-dcgan --format onnx
       atelier export runs/mnist-dcgan --out mnist-dcgan.onnx
+      atelier export runs/mnist-diffusion --format diffusers --out mnist-pipeline/
     """
     result = api.export(run, fmt=fmt, out=out, check=not no_check)
+    if fmt == "diffusers":
+        click.echo(f"wrote {result.path}/ in {result.seconds:.1f} s; load it with "
+                   f"diffusers.DiffusionPipeline.from_pretrained({str(result.path)!r})")
+        return
     shapes = ", ".join(f"{k} ({', '.join(map(str, v))})" for k, v in result.inputs.items())
     click.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB; inputs: {shapes}) in {result.seconds:.1f} s")
     if result.sizes:

@@ -97,12 +97,16 @@ def _noise(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -
 @torch.no_grad()
 def sample(unet: torch.nn.Module, cfg: DiffusionConfig, n: int, sampler: str = "dpm++", steps: int = 20,
            seed: int | None = None, generator: torch.Generator | None = None, labels: Labels = None,
-           guidance: float | None = None, shape: tuple[int, int] | None = None) -> torch.Tensor:
+           guidance: float | None = None, shape: tuple[int, int] | None = None,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` images (n, C, H, W) in [-1, 1] from ``steps`` steps of ``sampler`` (see :func:`make_scheduler`).
 
     ``labels``: one class for all images or one per image (class-conditional models); ``guidance``: the
     classifier-free guidance scale (None: 1 with a class, unconditional without). ``shape``: (H, W), by
-    default the network's training resolution. The network is put in eval mode for the call.
+    default the network's training resolution. ``noise``: the starting standard-normal x_T (n, C, H, W)
+    instead of a draw from the generator (a loaded model draws it per seed, as a GAN's latents); the
+    generator then only feeds the stochastic samplers' per-step noise. The network is put in eval mode for
+    the call.
     """
     if n < 1:
         raise ConfigError(f"n must be a positive number of images, got {n}")
@@ -116,7 +120,11 @@ def sample(unet: torch.nn.Module, cfg: DiffusionConfig, n: int, sampler: str = "
     dev = _device(unet)
     sched.set_timesteps(steps, device=dev)
     H, W = shape or _resolution(unet)
-    x = _noise((n, _channels(unet), H, W), gen, dev) * getattr(sched, "init_noise_sigma", 1.0)   # Euler: sigma_max
+    if noise is None:
+        noise = _noise((n, _channels(unet), H, W), gen, dev)
+    elif noise.shape != (n, _channels(unet), H, W):
+        raise ConfigError(f"noise of shape {tuple(noise.shape)} does not fit {n} images of {(_channels(unet), H, W)}")
+    x = noise.to(dev).float() * getattr(sched, "init_noise_sigma", 1.0)   # Euler: sigma_max
     was_training = unet.training
     unet.eval()
     try:

@@ -1,12 +1,14 @@
-"""Trained models loaded from run folders, on one base: a generator, a translator, a stylizer.
+"""Trained models loaded from run folders, on one base: a generator, a translator, a stylizer,
+and a diffusion model (a generator that also inpaints and edits).
 
 :func:`atelier.load` picks the class from the run's family (:mod:`atelier.families`); the studio, export,
 evaluate and synth use the same objects.
 """
 
 from atelier.loaded.base import LoadedModel, read_slot
+from atelier.loaded.diffusion import DiffusionModel
 from atelier.loaded.generator import Generator
 from atelier.loaded.stylizer import Stylizer
 from atelier.loaded.translator import Translator
 
-__all__ = ["Generator", "LoadedModel", "Stylizer", "Translator", "read_slot"]
+__all__ = ["DiffusionModel", "Generator", "LoadedModel", "Stylizer", "Translator", "read_slot"]

@@ -75,6 +75,12 @@ class DiffusionConfig(BaseModel):
     # Flow only: how training draws t in [0, 1]: uniform (Liu et al.) or logit-normal (Esser et al.,
     # "Scaling Rectified Flow Transformers", ICML 2024: more weight on the middle of the path).
     flow_timesteps: Literal["uniform", "logit_normal"] = "uniform"
+    # Defaults of `atelier sample`, the progress grids and FID during training (each call may choose others):
+    # the sampler (dpm++ = DPM-Solver++(2M); euler; ddim; ddpm), its steps, and the classifier-free guidance
+    # scale of a class-conditional model (1: the conditional model alone; 0: the unconditional one).
+    sampler: Literal["ddpm", "ddim", "dpm++", "euler"] = "dpm++"
+    sample_steps: int = Field(20, ge=1, le=100_000)
+    guidance: float = Field(1.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
@@ -85,6 +91,12 @@ class DiffusionConfig(BaseModel):
         if bad:
             raise ValueError(f"every width in block_out_channels must be a multiple of norm_num_groups "
                              f"({self.norm_num_groups}); {bad[0]} is not")
+        if self.prediction == "flow" and self.sampler in ("ddpm", "ddim"):
+            raise ValueError(f"model.sampler {self.sampler} integrates epsilon / v models; a flow model samples "
+                             "with euler or dpm++")
+        if self.sampler == "ddpm" and self.sample_steps > self.num_train_timesteps:
+            raise ValueError(f"model.sample_steps: ddpm takes at most num_train_timesteps "
+                             f"({self.num_train_timesteps}) steps")
         return self
 
 
