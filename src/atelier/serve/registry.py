@@ -20,7 +20,7 @@ from atelier import families
 from atelier.errors import AtelierError, RunError
 from atelier.export import onnx_session
 from atelier.latent import to_uint8
-from atelier.loaded import Generator, LoadedModel
+from atelier.loaded import DiffusionModel, Generator, LoadedModel
 from atelier.runs import Run
 
 __all__ = ["BACKENDS", "ModelStore", "ServedModel"]
@@ -34,7 +34,10 @@ class ServedModel:
     def __init__(self, name: str, run: Run, model: LoadedModel, backend: str = "torch") -> None:
         self.name, self.run, self.model = name, run, model
         self.lock = threading.Lock()  # one forward pass at a time per model: BatchNorm/ORT state is shared
-        self.backend = backend if isinstance(model, Generator) else "torch"  # ONNX Runtime serves generators
+        # ONNX Runtime serves one-pass generators; a diffusion model's exported graph is its denoiser, called by a
+        # sampler many times per image, so it is served by PyTorch.
+        one_pass = isinstance(model, Generator) and not isinstance(model, DiffusionModel)
+        self.backend = backend if one_pass else "torch"
         self._session = None
         if self.backend == "onnx":
             module, example, spatial = model.export_spec()
