@@ -8,6 +8,12 @@ mode is the plain loop of diffusers' unconditional training example without Acce
 ``UNet2DModel``, ``DDPMScheduler.add_noise``, fp32 MSE on the noise, AdamW), the issue's yardstick.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/diffusion_speed.py --threads 1 --batch 64
+
+``--sampling`` times sampling instead: 20-step DPM-Solver++ chains of ``--batch`` images from one U-Net, by
+:func:`atelier.diffusion.sample` (fp32, and under bf16 autocast) and by diffusers' own ``DDPMPipeline`` with
+the same network and the same scheduler configuration (the plain loop of its examples), interleaved.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/diffusion_speed.py --sampling --only "16-32-64 x1"
 """
 
 from __future__ import annotations
@@ -83,6 +89,46 @@ def step_time(unet: torch.nn.Module, cfg: DiffusionConfig, opt: torch.optim.Opti
     return (CLOCK() - started) / steps
 
 
+def sampling_table(args: argparse.Namespace) -> None:
+    """Images/s of 20-step DPM-Solver++ sampling: atelier's sampler vs diffusers' pipeline, same U-Net."""
+    from atelier.diffusion import make_scheduler, sample
+    from atelier.models.diffusion import import_diffusers
+
+    d = import_diffusers()
+    for name in args.only:
+        unet, cfg, _ = make(name, "fp32")
+        unet.eval()
+        pipe = d.DDPMPipeline(unet=unet.unet, scheduler=make_scheduler(cfg, "dpm++"))
+        pipe.set_progress_bar_config(disable=True)
+
+        def ours(bf16: bool, unet: torch.nn.Module = unet, cfg: DiffusionConfig = cfg) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                sample(unet, cfg, args.batch, sampler="dpm++", steps=20, seed=0)
+
+        def theirs(pipe: object = pipe) -> None:
+            pipe(batch_size=args.batch, num_inference_steps=20, generator=torch.Generator().manual_seed(0),  # type: ignore[operator]
+                 output_type="np")
+
+        modes = {"diffusers DDPMPipeline": theirs, "atelier fp32": lambda: ours(False),
+                 "atelier bf16": lambda: ours(True)}
+        for fn in modes.values():   # warm-up
+            fn()
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(args.rounds):
+            for m, fn in modes.items():
+                started = CLOCK()
+                fn()
+                times[m].append(CLOCK() - started)
+        print(f"{name}: {args.batch} images x 20 DPM-Solver++ steps, 32 px, threads={args.threads} (median of "
+              f"{args.rounds} rounds; shared machine)")
+        print("| sampler | img/s | vs diffusers |")
+        print("|---|---|---|")
+        ref = statistics.median(times["diffusers DDPMPipeline"])
+        for m in modes:
+            t = statistics.median(times[m])
+            print(f"| {m} | {args.batch / t:.1f} | {ref / t:.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -90,6 +136,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per candidate per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--sampling", action="store_true", help="time sampling instead of training")
     ap.add_argument("--modes", nargs="*", default=["reference", "fp32", "bf16", "bf16+cl"],
                     choices=["reference", "fp32", "cl", "bf16", "bf16+cl"])
     args = ap.parse_args()
@@ -97,6 +144,9 @@ def main() -> None:
     torch.manual_seed(0)
     global CLOCK
     CLOCK = time.process_time if args.threads == 1 else time.perf_counter
+    if args.sampling:
+        sampling_table(args)
+        return
     x = torch.rand(args.batch, 1, 32, 32) * 2 - 1
     runs = {(n, m): make(n, m) for n in args.only for m in args.modes}
     for (_, m), (unet, cfg, opt) in runs.items():   # warm-up: oneDNN picks its kernels on the first calls
