@@ -448,7 +448,9 @@ def _print_verify(report: dict) -> None:
         click.echo("metadata:   none")
     if wm["detected"]:
         run = f", run {wm['run']}" if wm.get("run") else ", no matching run under ./runs"
-        click.echo(f"watermark:  detected, payload {wm['payload']} ({wm['method']}, z-score {wm['confidence']}){run}")
+        geo = "scale not measured" if wm["scale"] is None else f"scale {wm['scale']:g}x, {wm['rotation']:g} deg"
+        click.echo(f"watermark:  detected, payload {wm['payload']} ({wm['method']}, z-score {wm['confidence']}, "
+                   f"{geo}){run}")
     else:
         note = f"; {wm['note']}" if "note" in wm else ""
         click.echo(f"watermark:  not detected (z-score {wm['confidence']}){note}")
@@ -508,7 +510,7 @@ def watermark_embed(image: Path, out: Path, model_id: str, no_metadata: bool) ->
     """
     from atelier.imageio import save_image
     from atelier.images import load_image
-    from atelier.watermark import MIN_SIZE, model_id_hash
+    from atelier.provenance.watermark import MIN_SIZE, model_id_hash
 
     pixels = load_image(image, channels=3)
     if min(pixels.shape[:2]) < MIN_SIZE:
@@ -534,7 +536,7 @@ def watermark_detect(image: Path, as_json: bool) -> None:
     import json
 
     from atelier.images import load_image
-    from atelier.watermark import detect
+    from atelier.provenance.watermark import detect
 
     found = detect(load_image(image, channels=3))
     if as_json:
