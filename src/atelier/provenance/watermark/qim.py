@@ -46,12 +46,16 @@ from atelier.provenance.watermark.payload import (
     conv_encode,
     encode_payload,
 )
-from atelier.provenance.watermark.pixels import luma, resample, warp
+from atelier.provenance.watermark.pixels import box, luma, resample, warp
 
 CANON = 64  # short side of the canonical frame (px)
 HOP = 16  # MLT hop; each window spans 2 * HOP pixels and overlaps its neighbours by half
 FREQS = 4  # k = 0..3 on each axis: (k + 1/2) / 32 cycles/pixel = 0.016-0.109
 PERIOD = 8  # the slot layout repeats every 8 windows along an axis (long images)
+# Perceptual weighting (see embed): windows whose fine detail has less RMS than ACTIVITY levels move their
+# coefficients alpha = activity / ACTIVITY of the way to the lattice, at least ALPHA_LO.
+ACTIVITY = 6.0
+ALPHA_LO = 0.5
 
 @dataclass(frozen=True)
 class _Basis:
@@ -174,10 +178,27 @@ def coded_soft(soft: np.ndarray, first: tuple[int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- embed
+def activity(y: np.ndarray, kappa: float, ny: int, nx: int) -> np.ndarray:
+    """(ny, nx): RMS (levels) of the picture's fine detail under each window of the frame: texture, which hides
+    the layer's smooth change; a clear sky or a flat background has about 0.5 (8-bit rounding)."""
+    hp = y - box(y, 2)
+    energy = to_frame(hp * hp, kappa)  # mean detail energy per frame pixel
+    span = 2 * HOP
+    c = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    r0, c0 = np.arange(ny)[:, None] * HOP, np.arange(nx)[None, :] * HOP
+    total = c[r0 + span, c0 + span] - c[r0, c0 + span] - c[r0 + span, c0] + c[r0, c0]
+    return np.sqrt(np.maximum(total, 0.0) / span**2)
+
+
 def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | None = None) -> np.ndarray:
     """Dithered QIM in the canonical frame of ``base`` (float or uint8 (H, W[, C]), possibly already carrying
     the tile's float change): the marked image, rounded to uint8. ``weight`` (H, W) scales the change per pixel
-    (the tile's mask); the passes of :func:`_apply` then ask more of the other pixels of each window."""
+    (the tile's mask); the passes of :func:`_apply` then ask more of the other pixels of each window.
+
+    Windows over flat regions (:func:`activity` under :data:`ACTIVITY`) move their coefficients only part of the
+    way to the lattice (distortion-compensated QIM, Chen & Wornell 2001, with ``alpha`` down to
+    :data:`ALPHA_LO`), and the layer's energy shrinks with them: on a clear sky its smooth change shows as faint
+    blotches, which texture hides. The detector is unchanged; those windows just read less surely."""
     h, w = base.shape[:2]
     kappa = CANON / min(h, w)
     fh, fw = frame_shape(h, w, kappa)
@@ -185,13 +206,15 @@ def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | Non
     coded = conv_encode(encode_payload(id32))
     bits = coded[slots(ny, nx)]
     base = base.astype(np.float64)
+    alpha = np.clip(activity(luma(base), kappa, ny, nx) / ACTIVITY, ALPHA_LO, 1.0)
+    strength = strength * float(np.sqrt(np.mean(alpha**2)))
     step = ref_step(strength) * np.sqrt(fh * fw / (ny * nx * HOP**2))
     # The change is step^2 / 12 per coefficient only on average (few coefficients, clipping, and which lattice
     # point is nearest changes with the step): rescale the step until the RMS change is within 5% under to 2%
     # over ``strength``; the detector's scale search absorbs the difference.
     tried: list[tuple[float, np.ndarray]] = []
     for attempt in range(8):
-        out = _apply(base, bits, step, kappa, weight)
+        out = _apply(base, bits, step, kappa, weight, alpha)
         rms = float(np.sqrt(np.mean((out - base) ** 2)))
         tried.append((rms, out))
         if rms == 0.0 or 0.95 * strength <= rms <= 1.02 * strength:
@@ -203,18 +226,19 @@ def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | Non
 
 
 def _apply(base: np.ndarray, bits: np.ndarray, step: float, kappa: float, weight: np.ndarray | None,
-           ) -> np.ndarray:
+           alpha: np.ndarray) -> np.ndarray:
     """The marked image (float, rounded and clipped); later passes re-quantise what rounding, clipping (black or
-    white areas) and the frame's resampling moved off the lattice."""
+    white areas) and the frame's resampling moved off the target (the lattice, or ``alpha`` of the way to it)."""
     q = basis()
     _, ny, nx = bits.shape
     offset = (q.dither[:, None, None] + 0.5 * bits) * step
     fshape = frame_shape(*base.shape[:2], kappa)
     delta = np.zeros(fshape)
-    out = base
+    out, target = base, None
     for _ in range(2 if kappa == 1.0 else 3):
         c = grid_coefs(to_frame(luma(out), kappa), ny, nx)
-        target = np.round((c - offset) / step) * step + offset
+        if target is None:
+            target = c + alpha * (np.round((c - offset) / step) * step + offset - c)
         delta += synth(target - c, fshape)
         pix = from_frame(delta, base.shape[:2], kappa)
         pix = pix if weight is None else pix * weight
