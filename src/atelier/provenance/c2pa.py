@@ -12,6 +12,7 @@ from typing import Any
 
 from atelier.errors import AtelierError, ConfigError
 from atelier.provenance.metadata import DIGITAL_SOURCE_TYPE, PREFIX
+from atelier.version import __version__
 
 __all__ = ["C2PA_INSTALL", "C2paCredentials", "c2pa_credentials_from_env", "read_c2pa", "sign_c2pa"]
 
@@ -21,7 +22,7 @@ MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 def _require_c2pa():
     try:
-        import c2pa
+        import c2pa  # optional extra atelier[c2pa]
     except ImportError:
         raise AtelierError(C2PA_INSTALL) from None
     return c2pa
@@ -57,8 +58,6 @@ def sign_c2pa(data: bytes, fmt: str, meta: Mapping[str, str], creds: C2paCredent
     This is the last step of writing an image: any later change of pixels or metadata breaks the signature.
     """
     c2pa = _require_c2pa()
-    from atelier.version import __version__
-
     action = {"action": "c2pa.created", "digitalSourceType": meta.get("DigitalSourceType", DIGITAL_SOURCE_TYPE),
               "softwareAgent": {"name": "atelier", "version": __version__},
               "parameters": {k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith(PREFIX)}}

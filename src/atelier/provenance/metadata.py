@@ -16,6 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from xml.sax.saxutils import escape, unescape
 
+from PIL import Image
+
+from atelier.provenance.watermark.payload import model_id_hash
+from atelier.utils import sha256_file
+from atelier.version import __version__
+
 # For images atelier writes that are not generated (e.g. a grid of dataset examples).
 COMPOSITE_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/composite"
 
@@ -39,8 +45,6 @@ PREFIX = "atelier:"
 
 
 def build_metadata(fields: Mapping[str, object]) -> dict[str, str]:
-    from atelier.version import __version__
-
     meta = {
         # Callers writing real (not generated) pixels, such as dataset previews, pass their own type.
         "DigitalSourceType": str(fields.get("DigitalSourceType", DIGITAL_SOURCE_TYPE)),
@@ -93,8 +97,6 @@ def _parse_xmp(xmp: str) -> dict[str, str]:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """atelier's metadata in an image: PNG text chunks, else the XMP packet (JPEG/WebP); empty when none."""
-    from PIL import Image
-
     with Image.open(path) as img:
         text = dict(getattr(img, "text", None) or {})
         xmp = img.info.get("xmp") or text.get("XML:com.adobe.xmp") or b""
@@ -128,8 +130,6 @@ def weights_sha256(path: str | Path | None) -> str | None:
 
 @lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    from atelier.utils import sha256_file
-
     return sha256_file(path)
 
 
@@ -144,8 +144,6 @@ def log_no_metadata(run_dir: str | Path, step: int, outputs: list[Path], n: int,
 
 def match_run(id32: int, runs_dir: str | Path = "runs") -> str | None:
     """The local run folder whose name hashes to the watermark's model id, if there is one."""
-    from atelier.provenance.watermark import model_id_hash
-
     root = Path(runs_dir)
     if not root.is_dir():
         return None
