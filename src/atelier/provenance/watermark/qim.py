@@ -202,7 +202,8 @@ def activity(y: np.ndarray, kappa: float, ny: int, nx: int) -> np.ndarray:
     return np.sqrt(np.maximum(total, 0.0) / span**2)
 
 
-def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | None = None) -> np.ndarray:
+def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | None = None,
+          kappa: float | None = None) -> np.ndarray:
     """Dithered QIM in the canonical frame of ``base`` (float or uint8 (H, W[, C]), possibly already carrying
     the tile's float change): the marked image, rounded to uint8. ``weight`` (H, W) scales the change per pixel
     (the tile's mask); the passes of :func:`_apply` then ask more of the other pixels of each window.
@@ -210,9 +211,12 @@ def embed(base: np.ndarray, id32: int, strength: float, weight: np.ndarray | Non
     Windows over flat regions (:func:`activity` under :data:`ACTIVITY`) move their coefficients only part of the
     way to the lattice (distortion-compensated QIM, Chen & Wornell 2001, with ``alpha`` down to
     :data:`ALPHA_LO`), and the layer's energy shrinks with them: on a clear sky its smooth change shows as faint
-    blotches, which texture hides. The detector is unchanged; those windows just read less surely."""
+    blotches, which texture hides. The detector is unchanged; those windows just read less surely.
+
+    ``kappa`` (frame pixels per image pixel) defaults to the canonical frame's; 1.0 writes the frame at the
+    image's own scale (see :func:`atelier.provenance.watermark.embed`)."""
     h, w = base.shape[:2]
-    kappa = CANON / min(h, w)
+    kappa = CANON / min(h, w) if kappa is None else kappa
     fh, fw = frame_shape(h, w, kappa)
     ny, nx = windows(fh), windows(fw)
     coded = conv_encode(encode_payload(id32))
