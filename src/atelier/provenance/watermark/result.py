@@ -29,4 +29,4 @@ class Detection:
                 "payload": None if self.id32 is None else f"{self.id32:08x}",
                 "confidence": round(self.confidence, 2), "shift": list(self.shift),
                 "scale": None if self.scale is None else round(self.scale, 4),
-                "rotation": None if self.rotation is None else round(self.rotation, 2)}
+                "rotation": None if self.rotation is None else round(self.rotation, 2) + 0.0}  # (no -0.0)
