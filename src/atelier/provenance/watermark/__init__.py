@@ -59,9 +59,9 @@ STRENGTH = 3.05
 MIN_SIZE = 64
 TILE_MIN_SIZE = 128
 # From 128 px, the share of the energy (strength^2) given to the tile; the rest goes to the QIM frame. Measured
-# on the 12 benchmark photos and paintings with issue 20's attacks (see the README): 0.45 decodes every attack
-# at 256 px; 0.57 lost 0.33x + WebP there (4 of 12) and 0.7 lost it too (2 of 12), while the tile's own cases
-# (a 50% crop, a rotation) barely moved at 128 px between 0.45 and 0.7.
+# on the 12 benchmark photos and paintings at 256 px: 0.45 read 0.33x + WebP q75 on 12 of 12 (11 with the
+# flat-region weighting); 0.57 on 4 and 0.7 on 2, while the tile's own cases (a 50% crop, a rotation) stayed at
+# 8-9 of 12 at 128 px from 0.45 to 0.7.
 TILE_SHARE = 0.45
 # Images whose flat dark regions (the mask's 0.2x) cover more than this share (MNIST grids) keep the tile alone
 # at full strength: the QIM frame's smooth offsets would show on black as faint grey patches.
