@@ -31,10 +31,12 @@ def _pixels(data_url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def page_url(tiny_run):
+def page_url(tiny_run, tmp_path_factory):
     from atelier.serve import background, create_app
+    from atelier.serve.settings import StudioSettings
 
-    with background(create_app(tiny_run.parent)) as url:
+    home = tmp_path_factory.mktemp("studio-home")  # this module's own database and gallery
+    with background(create_app(tiny_run.parent, settings=StudioSettings(home=home))) as url:
         yield url
 
 
@@ -86,12 +88,13 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     page.wait_for_selector("#strip .tile img")
     assert page.locator("#strip .tile").count() == 10
 
-    # Favourite it; the tray survives a reload (localStorage).
+    # Favourite it: kept in the studio's gallery, so the tray survives a reload (and another browser).
     page.click("#fav")
-    assert page.locator("#fav-count").inner_text() == "1"
+    page.wait_for_function("document.querySelector('#fav-count').textContent === '1'")
     page.reload()
     page.wait_for_selector("#favourites .tile img")
     assert page.locator("#fav-count").inner_text() == "1"
+    assert page.locator("#favourites .tile .seed").inner_text() == "#8"  # the picked candidate's seed
 
     # Download: the file carries atelier's provenance.
     page.locator("#grid .tile").nth(5).click()
