@@ -143,13 +143,13 @@ class JobQueue:
         job = self.get(job_id)
         t = now()
         with self.engine.begin() as conn:
-            if conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued").values(
-                    state="stopped", message="stopped before it started", ended_at=t, updated_at=t)).rowcount:
-                return self.get(job_id)
-            if conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "running").values(
-                    state="stopping", message="stopping: finishing the step and writing a checkpoint",
-                    updated_at=t)).rowcount:
-                return self.get(job_id)
+            done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued").values(
+                state="stopped", message="stopped before it started", ended_at=t, updated_at=t)).rowcount
+            done = done or conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "running").values(
+                state="stopping", message="stopping: finishing the step and writing a checkpoint",
+                updated_at=t)).rowcount
+        if done:
+            return self.get(job_id)  # read after the commit
         if job["state"] == "stopping":
             return job
         raise Conflict(f"job {job_id} is {job['state']}; there is nothing to stop")

@@ -33,9 +33,9 @@ from atelier.imageio import encode_image
 from atelier.provenance import COMPOSITE_SOURCE_TYPE
 from atelier.serve.auth import Access, AuthMiddleware, add_auth_routes
 from atelier.serve.context import Studio
-from atelier.serve.datasets import add_dataset_routes
+from atelier.serve.datasets import MULTIPART_OVERHEAD, add_dataset_routes
 from atelier.serve.gallery import add_gallery_routes
-from atelier.serve.gate import Gate, Limits, ServerTiming
+from atelier.serve.gate import BodySize, Gate, Limits, ServerTiming
 from atelier.serve.generate import _verifier, add_generate_routes, served
 from atelier.serve.jobs import add_job_routes
 from atelier.serve.registry import ModelStore
@@ -87,6 +87,12 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
                               "ones from your pictures, and curate a gallery. Every image returned carries "
                               "atelier's provenance metadata.")
     app.state.store, app.state.limits, app.state.studio = store, limits, s
+    zip_limit = s.settings.upload.max_zip_bytes + MULTIPART_OVERHEAD
+
+    def body_limit(method: str, path: str) -> int:
+        return zip_limit if (method, path) == ("POST", "/api/datasets") else limits.max_upload_bytes
+
+    app.add_middleware(BodySize, limit_of=body_limit)
     app.add_middleware(AuthMiddleware, access=s.access)
     app.add_middleware(ServerTiming)
 

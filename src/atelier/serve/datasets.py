@@ -19,7 +19,9 @@ from atelier.api.newmodel import plan_training, trainable_families
 from atelier.api.uploads import list_subfolders, resolve_under
 from atelier.serve.context import Studio, user
 
-__all__ = ["PlanRequest", "add_dataset_routes", "public_dataset"]
+__all__ = ["MULTIPART_OVERHEAD", "PlanRequest", "add_dataset_routes", "public_dataset"]
+
+MULTIPART_OVERHEAD = 1024 * 1024  # the multipart framing around an uploaded zip
 
 
 class FolderPick(BaseModel):
@@ -41,8 +43,11 @@ class PlanRequest(BaseModel):
 
 def public_dataset(d: dict[str, Any]) -> dict[str, Any]:
     """A dataset as the page sees it: no server paths."""
-    return {"id": d["id"], "name": d["name"], "origin": d["origin"], "summary": d["report"],
-            "recipe": d["recipe"], "created_at": d["created_at"], "sheet": f"/api/datasets/{d['id']}/sheet.png"}
+    summary = {k: v for k, v in d["report"].items() if k != "source"}
+    recipe = {"overrides": {k: v for k, v in d["recipe"]["overrides"].items() if k != "data.source"},
+              "reasons": d["recipe"]["reasons"]}
+    return {"id": d["id"], "name": d["name"], "origin": d["origin"], "summary": summary, "recipe": recipe,
+            "created_at": d["created_at"], "sheet": f"/api/datasets/{d['id']}/sheet.png"}
 
 
 def add_dataset_routes(app: FastAPI, s: Studio) -> None:
@@ -54,7 +59,9 @@ def add_dataset_routes(app: FastAPI, s: Studio) -> None:
         """Families a new model can be trained with from a folder of pictures (every registered generator)."""
         return {"trainable": trainable_families(), "registered": families.registered()}
 
-    @app.post("/api/datasets", status_code=201, max_body_size=limits.max_zip_bytes + 1024 * 1024)
+    # The limit of the body (the zip and its multipart framing); a Content-Length over it is refused before the
+    # body is read (atelier.serve.gate.BodySize), with the same numbers.
+    @app.post("/api/datasets", status_code=201, max_body_size=limits.max_zip_bytes + MULTIPART_OVERHEAD)
     def upload_dataset(file: Annotated[UploadFile, File(description="A .zip of images")],
                        request: Request) -> dict[str, Any]:
         """Upload a zip of pictures: checked (paths, links, sizes, pixels), unpacked, described, and given a

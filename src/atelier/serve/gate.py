@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException
 
-__all__ = ["MAX_BATCH", "MAX_FRAMES", "Gate", "Limits", "ServerTiming", "busy"]
+__all__ = ["MAX_BATCH", "MAX_FRAMES", "BodySize", "Gate", "Limits", "ServerTiming", "busy"]
 
 T = TypeVar("T")
 # Hard caps written into the OpenAPI schema; Limits may lower them per server.
@@ -90,3 +91,25 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed_send)
+
+
+class BodySize:
+    """Answers 413 with a JSON message naming the limit when a request's ``Content-Length`` is over it (before
+    the body is read; FastAPI's own limit still stops a body sent without a length, with a plain-text 413).
+    ``limit_of(method, path)`` gives the limit of a request."""
+
+    def __init__(self, app: Any, limit_of: Callable[[str, str], int]) -> None:
+        self.app, self.limit_of = app, limit_of
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+            limit = self.limit_of(scope.get("method", "GET"), scope.get("path", ""))
+            if length is not None and length.isdigit() and int(length) > limit:
+                body = json.dumps({"detail": f"the request body is {int(length):,} bytes; this server accepts at "
+                                             f"most {limit:,} here (its upload limit)"}).encode()
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

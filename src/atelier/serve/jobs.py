@@ -36,7 +36,7 @@ MAX_ROWS = 2000  # metric rows sent in the first event (the loss curve); later e
 
 class JobRequest(PlanRequest):
     dataset: str = Field(min_length=1, max_length=64, description="A dataset id from POST /api/datasets.")
-    name: str = Field(min_length=1, max_length=64, description="The new run's name (its folder, and the model's "
+    name: str = Field(min_length=1, max_length=200, description="The new run's name (its folder, and the model's "
                                                                 "name in the studio).")
     client_key: str | None = Field(None, min_length=8, max_length=64,
                                    description="Any unique string: a retried submission with the same key returns "

@@ -56,7 +56,10 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         card = self.run.path / "model_card.md"
-        return {**self.model.info(), "name": self.name, "backend": self.backend,
+        info = self.model.info()
+        if isinstance(info.get("data"), str) and ("/" in info["data"] or "\\" in info["data"]):
+            info["data"] = Path(info["data"]).name  # a folder's name, not the server's path
+        return {**info, "name": self.name, "backend": self.backend,
                 "card": card.read_text(encoding="utf-8") if card.is_file() else None}
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
