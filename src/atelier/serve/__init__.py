@@ -8,6 +8,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, SQLAlchemy): ``pi
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -57,8 +58,12 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
                                     log=studio.settings.home / "worker.log")
     if announce is not None:
         announce(studio, proc)
+    # uvicorn shuts down on SIGTERM and then raises the signal again for the handler that was there before:
+    # make that one a normal exit, so the worker below is stopped in order (its jobs checkpoint).
+    previous = signal.signal(signal.SIGTERM, _exit_normally)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        # Open event streams (a page watching a job) must not hold a restart up for long.
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     finally:
         if proc is not None:  # its jobs checkpoint and become resumable ("interrupted")
             proc.terminate()
@@ -66,6 +71,11 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
                 proc.wait(timeout=180)
             except Exception:  # noqa: BLE001
                 proc.kill()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_normally(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager

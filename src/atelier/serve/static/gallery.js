@@ -10,7 +10,8 @@ const isFavourite = (item) => !!(item && item.galleryId && state.favIds.has(item
 function recordItem(rec) {
   const body = rec.settings.body || {};
   const what = rec.workflow.replace("studio-", "");
-  const tag = rec.seed !== null && rec.seed !== undefined ? `#${rec.seed}` : what;
+  const made = { translate: "translation", stylize: "restyling", interpolate: "frame" }[what] || what;
+  const tag = rec.seed !== null && rec.seed !== undefined ? `#${rec.seed}` : made;
   return {
     url: rec.url, tag, title: `${rec.model} · ${what}${rec.seed !== null ? ` · seed ${rec.seed}` : ""}`, model: rec.model,
     seed: rec.seed === null ? undefined : rec.seed, galleryId: rec.id, record: rec,

@@ -19,7 +19,7 @@ async function loadModels(keep) {
     const usable = state.models.filter((m) => !m.error);
     const first = usable.find((m) => m.name === remembered && m.capabilities.includes("generate"))
       || usable.find((m) => m.capabilities.includes("generate")) || usable.find((m) => m.name === remembered) || usable[0];
-    if (first) selectModel(first.name);
+    if (first) selectModel(first.name, false);  // in the background: the view the designer is in stays
     else $("stage-sub").textContent = "No model here yet: train one in the Train tab (or with `atelier train`).";
   } catch (err) {
     $("health").className = "dot bad";
@@ -67,11 +67,11 @@ async function thumbnail(m, img) {
   } catch { img.src = `/api/models/${encodeURIComponent(m.name)}/thumbnail`; }
 }
 
-function selectModel(name) {
+function selectModel(name, show = true) {
   state.model = state.models.find((m) => m.name === name);
   if (!state.model) return;
   localStorage.setItem("atelier.model", name);
-  if (state.view !== "create") showView("create");
+  if (show && state.view !== "create") showView("create");
   state.a = state.b = null;
   state.label = null;
   document.querySelectorAll(".model").forEach((e) => e.classList.toggle("on", e.dataset.name === name));
@@ -92,6 +92,7 @@ function selectModel(name) {
   const pick = scales.find((s) => res * s >= 224) || scales[scales.length - 1];
   $("scale").innerHTML = scales.map((s) => `<option value="${s}" ${s === pick ? "selected" : ""}>${res * s} px</option>`).join("");
   renderPicks();
+  $("grid").innerHTML = "";  // no stale candidates of another model (or an older checkpoint) to click meanwhile
   generate();
 }
 

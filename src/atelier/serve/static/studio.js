@@ -150,6 +150,8 @@ function selectItem(item, e) {
   showFavourite(item);
   const seedOnly = item.recipe && item.recipe.path === "/api/generate";
   $("set-a").disabled = $("set-b").disabled = !seedOnly;
+  // A gallery image re-opens its settings instead; an upload's result has no seed to interpolate from.
+  $("set-a").hidden = $("set-b").hidden = !!item.record || !item.recipe;
   $("reopen").hidden = !item.record;
   const varies = item.seed !== undefined && item.recipe && !item.record;
   $("var-section").hidden = !varies;

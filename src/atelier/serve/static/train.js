@@ -124,6 +124,10 @@ async function startJob() {
   $("start-job").disabled = true;
   try {
     const job = await postJSON("/api/jobs", body);
+    // The form's work is done: fold it away, so the job's progress is what the page shows.
+    $("step-summary").hidden = $("step-recipe").hidden = true;
+    $("data-status").textContent = `Training “${job.name}” is queued. Upload more pictures to train another model.`;
+    train.dataset = null;
     await loadJobs();
     openJob(job.id);
   } catch (err) { showError(err); }
@@ -195,7 +199,13 @@ function renderJob({ job, progress, rows, reset }) {
   $("jd-stop").hidden = !["queued", "running"].includes(job.state);
   $("jd-resume").hidden = !["stopped", "interrupted", "failed"].includes(job.state);
   $("jd-more-box").hidden = ACTIVE.includes(job.state);
-  $("jd-open").hidden = !state.models.some((m) => m.name === job.name) && !progress.grid;
+  const listed = state.models.some((m) => m.name === job.name);
+  $("jd-open").hidden = !listed;
+  // Its first checkpoint makes the run a model the studio serves: list it (at most every 5 s while it is not).
+  if (!listed && progress.step > 0 && Date.now() - (train.modelsAt || 0) > 5000) {
+    train.modelsAt = Date.now();
+    loadModels(true);
+  }
   const f = progress.fraction;
   $("jd-bar").style.width = `${Math.round((f || 0) * 100)}%`;
   const stats = $("jd-stats");
