@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -191,11 +192,14 @@ def test_a_server_killed_mid_request_loses_and_duplicates_nothing(tiny_run, tmp_
     con = sqlite3.connect(home / "studio.db")
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        keys = [k for (k,) in con.execute("SELECT key FROM images")]
+        stored = con.execute("SELECT images.key, image_files.png FROM images LEFT JOIN image_files "
+                             "ON image_files.key = images.key").fetchall()
+        assert con.execute("SELECT count(*) FROM image_files").fetchone()[0] == len(stored)  # no stray picture
         assert con.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
     finally:
         con.close()
+    keys = [k for k, _ in stored]
     assert len(keys) == len(set(keys)) == 4 * len(requests)
-    for key in keys:  # every record's file is there and whole
-        with Image.open(home / "gallery" / key[:2] / f"{key}.png") as img:
+    for _, png in stored:  # every record has its picture, whole
+        with Image.open(io.BytesIO(png)) as img:
             img.load()

@@ -3,9 +3,11 @@ provenance; favourites, collections, and a zip of a selection.
 
 An image's identity is a hash of what made it (the model's run, its weights' sha256, the workflow and the
 request that remakes exactly this image), not of its bytes (its metadata carries a time): the same image
-asked for twice, or a request retried after a dropped connection, is one gallery entry. The PNG is written
-(atomically) before its row is committed, so a row never points at a missing file; a process killed in
-between leaves at most an unreferenced file, which the next save of that image reuses.
+asked for twice, or a request retried after a dropped connection, is one gallery entry. The PNG is stored in
+the database with its record, in the same transaction (all the images of one request in one): a record never
+lacks its image, a killed process leaves all of a request's images or none, and servers on several machines
+share the gallery through the database alone. (Per image, a file write with its fsync measured ~7 ms here; a
+row in a shared transaction, well under 1 ms.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import math
 import re
 import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -32,13 +33,13 @@ from atelier.api.studio_db import (
     collection_images,
     collections,
     connect,
+    image_files,
     images,
     now,
     row_dict,
 )
 from atelier.errors import ConfigError
 from atelier.imageio import encode_image
-from atelier.utils import atomic_write_bytes
 
 __all__ = ["EXPORT_SIDE", "MAX_EXPORT", "Gallery", "created_now", "image_key"]
 
@@ -61,45 +62,58 @@ def created_now() -> str:
 
 
 class Gallery:
-    """The gallery of one studio database; image files live under ``folder`` (named by their key)."""
+    """The gallery of one studio database."""
 
-    def __init__(self, db: str | Engine, folder: str | Path) -> None:
+    def __init__(self, db: str | Engine) -> None:
         self.engine = connect(db) if isinstance(db, str) else db
-        self.folder = Path(folder)
-
-    def path(self, record: dict[str, Any]) -> Path:
-        key = record["key"]
-        return self.folder / key[:2] / f"{key}.png"
 
     # ------------------------------------------------------------------ adding
-    def add(self, png: bytes, *, model: str, kind: str, workflow: str, settings: dict[str, Any],
-            provenance: dict[str, Any], seed: int | None = None, step: int | None = None,
-            weights_sha256: str | None = None, user: str | None = None) -> dict[str, Any]:
-        """Keep one encoded PNG with its record; returns the record (the existing one for an image already kept)."""
-        key = image_key(model, weights_sha256, workflow, settings)
-        found = self._by_key(key)
-        if found is not None:
-            return found
-        with Image.open(io.BytesIO(png)) as img:
-            width, height = img.size
-        path = self.folder / key[:2] / f"{key}.png"
-        atomic_write_bytes(path, png)  # the file first: a committed row always has its file
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(images).values(
-                    key=key, model=model, kind=kind, workflow=workflow, seed=seed, step=step,
-                    weights_sha256=weights_sha256, settings=settings, provenance=_jsonable(provenance),
-                    width=width, height=height, favourite=False, user=user, created_at=now()))
-        except IntegrityError:
-            pass  # the same image saved by a concurrent request
-        found = self._by_key(key)
-        assert found is not None
-        return found
+    def add(self, png: bytes, **record: Any) -> dict[str, Any]:
+        """Keep one encoded PNG with its record (see :meth:`add_many`)."""
+        return self.add_many([(png, record)])[0]
 
-    def _by_key(self, key: str) -> dict[str, Any] | None:
+    def add_many(self, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Keep encoded PNGs with their records (``model``, ``kind``, ``workflow``, ``settings``, ``provenance``
+        and optionally ``seed``, ``step``, ``weights_sha256``, ``user``) in one transaction; returns the
+        records (the existing one for an image already kept)."""
+        rows: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        keys = []
+        for png, rec in items:
+            with Image.open(io.BytesIO(png)) as img:
+                width, height = img.size
+            key = image_key(rec["model"], rec.get("weights_sha256"), rec["workflow"], rec["settings"])
+            keys.append(key)
+            rows[key] = (png, {
+                "key": key, "model": rec["model"], "kind": rec["kind"], "workflow": rec["workflow"],
+                "seed": rec.get("seed"), "step": rec.get("step"), "weights_sha256": rec.get("weights_sha256"),
+                "settings": rec["settings"], "provenance": _jsonable(rec["provenance"]), "width": width,
+                "height": height, "favourite": False, "user": rec.get("user"), "created_at": now()})
+        kept = self._by_keys(keys)
+        new = {k: v for k, v in rows.items() if k not in kept}
+        if new:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(images), [row for _, row in new.values()])
+                    conn.execute(insert(image_files), [{"key": k, "png": png} for k, (png, _) in new.items()])
+            except IntegrityError:
+                # A concurrent request kept some of the same images first: the rest one by one.
+                if len(new) > 1:
+                    for png, row in new.values():
+                        self.add_many([(png, row)])
+            kept = self._by_keys(keys)
+        return [kept[k] for k in keys]
+
+    def _by_keys(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(images).where(images.c.key == key)).first()
-        return row_dict(row) if row is not None else None
+            return {r.key: row_dict(r) for r in conn.execute(select(images).where(images.c.key.in_(set(keys))))}
+
+    def png(self, record: dict[str, Any]) -> bytes:
+        """The stored PNG of a record (its provenance metadata as made; the watermark from 64 px up)."""
+        with self.engine.connect() as conn:
+            data = conn.execute(select(image_files.c.png).where(image_files.c.key == record["key"])).scalar()
+        if data is None:
+            raise NotFound(f"image {record['id']} has no stored picture")
+        return bytes(data)
 
     # ------------------------------------------------------------------ reading
     def get(self, image_id: int) -> dict[str, Any]:
@@ -220,7 +234,7 @@ class Gallery:
         manifest = []
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for rec in records:
-                with Image.open(self.path(rec)) as img:
+                with Image.open(io.BytesIO(self.png(rec))) as img:
                     pixels = np.asarray(img)
                 scale = max(1, min(16, math.ceil(side / max(1, min(rec["width"], rec["height"])))))
                 big = pixels.repeat(scale, axis=0).repeat(scale, axis=1)

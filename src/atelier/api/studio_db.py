@@ -26,6 +26,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -40,7 +41,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from atelier.errors import AtelierError
 
 __all__ = ["SCHEMA_VERSION", "Conflict", "NotFound", "collection_images", "collections", "connect", "datasets",
-           "default_url", "images", "jobs", "meta", "metadata", "now", "row_dict", "users", "workers"]
+           "default_url", "image_files", "images", "jobs", "meta", "metadata", "now", "row_dict", "users", "workers"]
 
 SCHEMA_VERSION = 1
 
@@ -123,6 +124,12 @@ images = Table(
     Column("favourite", Boolean, nullable=False, default=False, index=True),
     Column("user", String(64)),
     Column("created_at", Float, nullable=False),
+)
+
+image_files = Table(
+    "image_files", metadata,                                   # the PNG bytes, apart so listings stay light
+    Column("key", String(64), ForeignKey("images.key", ondelete="CASCADE"), primary_key=True),
+    Column("png", LargeBinary, nullable=False),
 )
 
 collections = Table(

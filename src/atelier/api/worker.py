@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from atelier.api.jobs import HEARTBEAT_S, STALE_AFTER_S, JobQueue, budget_overrides
 from atelier.api.progress import MetricsTail
 from atelier.config import RunConfig, apply_overrides, save_config
@@ -94,7 +96,10 @@ class Worker:
         self.echo(f"worker {self.id[:8]} (pid {os.getpid()}): up to {self.max_jobs} job(s) at once")
         try:
             while not self._stop:
-                self.tick()
+                try:
+                    self.tick()
+                except OperationalError as exc:  # the database restarting or unreachable: try again shortly
+                    self.echo(f"worker {self.id[:8]}: database error, retrying: {str(exc).splitlines()[0]}")
                 if until_idle and not self.running and self.queue.counts()["queued"] == 0:
                     break
                 time.sleep(self.poll)

@@ -69,7 +69,7 @@ def build_studio(runs: str | Path | Sequence[str | Path] | ModelStore, backend: 
     runs_dir = None if (first / "config.yaml").is_file() else first
     return Studio(store=store, limits=limits, gate=Gate(limits), settings=settings,
                   queue=JobQueue(engine, runs_dir), datasets=Datasets(engine, settings.datasets_dir),
-                  gallery=Gallery(engine, settings.gallery_dir), access=Access(settings.token, engine))
+                  gallery=Gallery(engine), access=Access(settings.token, engine))
 
 
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",

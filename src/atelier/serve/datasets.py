@@ -119,9 +119,12 @@ def add_dataset_routes(app: FastAPI, s: Studio) -> None:
 
 def summary(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a run config a designer recognises (no server paths)."""
-    t = cfg["train"]
-    budget = next(({k: t[k]} for k in ("minutes", "images", "steps") if t.get(k) is not None), {})
-    return {"family": cfg["model"]["name"], "resolution": cfg["data"]["resolution"],
-            "channels": cfg["data"]["channels"], "batch_size": t["batch_size"], "budget": budget,
-            "model": {k: v for k, v in cfg["model"].items() if k != "name"},
-            "eval_every": cfg["eval"]["every"]}
+    try:
+        t = cfg["train"]
+        budget = next(({k: t[k]} for k in ("minutes", "images", "steps") if t.get(k) is not None), {})
+        return {"family": cfg["model"]["name"], "resolution": cfg["data"]["resolution"],
+                "channels": cfg["data"]["channels"], "batch_size": t["batch_size"], "budget": budget,
+                "model": {k: v for k, v in cfg["model"].items() if k != "name"},
+                "eval_every": cfg["eval"]["every"]}
+    except (KeyError, TypeError, AttributeError):  # a job queued from Python with a partial config
+        return {}

@@ -1,8 +1,8 @@
 """The gallery from the page: browse everything made through the studio, favourites, collections, re-open an
 image's settings, and download a selection as a zip (each image with its metadata, watermark and record).
 
-Images are addressed by their gallery id (an integer); the file behind an id is looked up in the database,
-never built from the request.
+Images are addressed by their gallery id (an integer) and kept in the database with their records: no path is
+ever built from a request.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import io
 from typing import Any
 
 from fastapi import FastAPI, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api.gallery import MAX_EXPORT
@@ -57,9 +57,10 @@ def add_gallery_routes(app: FastAPI, s: Studio) -> None:
         return {**public_image(g.get(image_id)), "collections": g.collections_of(image_id)}
 
     @app.get("/api/gallery/{image_id}/image.png", responses={200: {"content": {"image/png": {}}}})
-    def image_file(image_id: IdPath) -> FileResponse:
-        return FileResponse(g.path(g.get(image_id)), media_type="image/png",
-                            headers={"Cache-Control": "private, max-age=86400, immutable"})
+    def image_file(image_id: IdPath) -> Response:
+        """The image as it was made (its metadata; the watermark from 64 px up)."""
+        return Response(g.png(g.get(image_id)), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400, immutable"})
 
     @app.post("/api/gallery/{image_id}/favourite")
     def favourite(image_id: IdPath, req: Favourite) -> dict[str, Any]:

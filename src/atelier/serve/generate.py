@@ -132,19 +132,19 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
     def keep(request: Request, model: ServedModel, arrays: Any, items: Sequence[dict[str, Any]], workflow: str,
              fields: dict[str, Any], bodies: Sequence[dict[str, Any]], seed: Callable[[int], int | None]
              ) -> tuple[list[bytes], list[int]]:
-        """Encode each image (scale 1) and keep it in the gallery; returns the PNGs and their gallery ids."""
-        created, pngs, ids = created_now(), [], []
+        """Encode each image (scale 1) and keep them in the gallery, in one transaction; returns the PNGs and
+        their gallery ids."""
+        created, batch = created_now(), []
         for i, (arr, item, body) in enumerate(zip(arrays, items, bodies, strict=True)):
             meta = model.metadata(workflow=workflow, **fields, **item, created=created)
-            png = encode_image(arr, "png", meta)
             settings = {"endpoint": f"/api/{workflow.removeprefix('studio-')}", "body": body,
                         "index": item.get("variation", item.get("frame", 0))}
-            rec = s.gallery.add(png, model=model.name, kind=model.kind, workflow=workflow, settings=settings,
-                                provenance=meta, seed=seed(i), step=model.model.step,
-                                weights_sha256=model.model.weights_sha256, user=user(request))
-            pngs.append(png)
-            ids.append(rec["id"])
-        return pngs, ids
+            batch.append((encode_image(arr, "png", meta), {
+                "model": model.name, "kind": model.kind, "workflow": workflow, "settings": settings,
+                "provenance": meta, "seed": seed(i), "step": model.model.step,
+                "weights_sha256": model.model.weights_sha256, "user": user(request)}))
+        records = s.gallery.add_many(batch)
+        return [png for png, _ in batch], [r["id"] for r in records]
 
     def respond(request: Request, model: ServedModel, images: torch.Tensor, items: Sequence[dict[str, Any]],
                 req: _Request, workflow: str, body: dict[str, Any], seed_of: Callable[[int], int | None],

@@ -132,10 +132,11 @@ class ModelStore:
                 found = self._scan(self.roots)
             except RunError:
                 return
-            for name, entry in found.items():
-                if name not in self.runs:
-                    self._locks[name] = threading.Lock()
-                    self.runs[name] = entry
+            new = {name: entry for name, entry in found.items() if name not in self.runs}
+            if new:
+                # New dicts, swapped in whole: request threads iterating the old ones are not disturbed.
+                self._locks = {**self._locks, **{name: threading.Lock() for name in new}}
+                self.runs = {**self.runs, **new}
 
     def add(self, name: str, run_dir: Path) -> None:
         """Serve one more run folder under ``name`` (e.g. one outside the runs folder)."""

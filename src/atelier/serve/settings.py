@@ -29,8 +29,8 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class StudioSettings:
-    """``home``: the studio's own folder (default ``<runs>/.studio``): the SQLite database, uploaded datasets,
-    the gallery's images, the worker's log. ``db_url``: any SQLAlchemy URL (default: SQLite in ``home``).
+    """``home``: the studio's own folder (default ``<runs>/.studio``): the SQLite database (the gallery's images
+    are in it), uploaded datasets, the worker's log. ``db_url``: any SQLAlchemy URL (default: SQLite in ``home``).
     ``data_roots``: server folders a designer may pick training data from (none by default; uploads always
     work). ``token``: the access token (default: the ``ATELIER_TOKEN`` environment variable); with a token,
     or with users in the database, every API request must authenticate."""
@@ -57,8 +57,3 @@ class StudioSettings:
     def datasets_dir(self) -> Path:
         assert self.home is not None
         return self.home / "datasets"
-
-    @property
-    def gallery_dir(self) -> Path:
-        assert self.home is not None
-        return self.home / "gallery"
