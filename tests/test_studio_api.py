@@ -80,6 +80,9 @@ def test_a_zip_becomes_a_dataset_with_a_summary_a_contact_sheet_and_a_recipe(stu
     assert (plan["config"]["family"], plan["config"]["budget"]) == ("resnet", {"images": 5000})
     assert plan["config"]["model"]["width"] == 4 and plan["config"]["batch_size"] == 16
     assert any(r.startswith("model resnet (your choice)") for r in plan["reasons"])
+    plan = studio.post(f"/api/datasets/{ds}/plan", json={"extra": "eval.every=50\neval.n=64"}).json()
+    assert plan["config"]["eval_every"] == 50  # FID against the pictures themselves: a folder has no test split
+    assert "FID every 50 steps against your pictures themselves (no held-out set)" in plan["reasons"]
     assert "cannot train from a folder of images" in _detail(
         studio.post(f"/api/datasets/{ds}/plan", json={"family": "pix2pix"}), 400)
     assert "unknown key" in _detail(studio.post(f"/api/datasets/{ds}/plan", json={"extra": "model.nope=3"}), 400)
@@ -114,6 +117,18 @@ def test_jobs_are_queued_stopped_resumed_and_streamed(studio, dataset):
     update = json.loads(text.split("event: update\ndata: ")[1].split("\n")[0])
     assert update["job"]["state"] == "stopped" and update["progress"]["step"] == 0 and update["reset"] is True
     assert "event: end" in text
+    # What the page gets from a run's folder: the last losses and the FID curve, without the server's paths.
+    run = studio.tmp / "runs" / "first"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 5, "kimg": 0.08, "loss_d": 1.3, "loss_g": 0.7, "img_per_s": 90.0, "train_seconds": 1.0},
+        {"event": "eval", "step": 5, "metric": "fid", "value": 310.5, "ref": str(run), "source": str(run)},
+        {"step": 10, "kimg": 0.16, "loss_d": 1.1, "loss_g": 0.9, "img_per_s": 95.0, "train_seconds": 2.0},
+        {"event": "eval", "step": 10, "metric": "fid", "value": 250.25, "ref": str(run), "source": str(run)}]))
+    progress = studio.get(f"/api/jobs/{job['id']}").json()["progress"]
+    assert (progress["step"], progress["losses"], progress["img_per_s"]) == (10, {"loss_d": 1.1, "loss_g": 0.9}, 95.0)
+    assert progress["evals"] == [{"step": 5, "metric": "fid", "value": 310.5},
+                                 {"step": 10, "metric": "fid", "value": 250.25}]
     resumed = studio.post(f"/api/jobs/{job['id']}/resume", json={"budget": {"minutes": 2}}).json()
     assert resumed["state"] == "queued" and resumed["budget"] == {"minutes": 2.0}
     assert "no job 999" in _detail(studio.post("/api/jobs/999/stop"), 404)

@@ -148,6 +148,11 @@ def plan_training(dataset: dict[str, Any], family: str | None = None, resolution
         recipe.update(_check_extra(parse_set([ln.strip() for ln in lines
                                               if ln.strip() and not ln.strip().startswith("#")])))
     recipe["data.source"] = dataset["path"]  # never from the client: the registered dataset's own folder
+    if recipe.get("eval.every"):
+        # A folder has no held-out split: FID is measured against the pictures themselves (as StyleGAN's FID
+        # against the training set), with atelier's automatic evaluator for the data.
+        recipe["eval.ref"] = dataset["path"]
+        reasons.append(f"FID every {recipe['eval.every']} steps against your pictures themselves (no held-out set)")
     cfg = resolve_config(apply_overrides({}, recipe), where="the recipe")
     return cfg.to_dict(), reasons
 

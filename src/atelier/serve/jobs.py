@@ -61,6 +61,15 @@ def public_job(job: dict[str, Any], full: bool = False) -> dict[str, Any]:
     return out
 
 
+_EVAL_FIELDS = ("step", "metric", "value", "evaluator", "n_generated", "n_ref", "best")
+
+
+def public_progress(progress: dict[str, Any]) -> dict[str, Any]:
+    """A run's progress as the page sees it: evaluation records without the server's paths."""
+    evals = [{k: e[k] for k in _EVAL_FIELDS if k in e} for e in progress["evals"]]
+    return {**progress, "evals": evals}
+
+
 def add_job_routes(app: FastAPI, s: Studio) -> None:
     queue = s.queue
 
@@ -93,7 +102,8 @@ def add_job_routes(app: FastAPI, s: Studio) -> None:
     def get_job(job_id: IdPath) -> dict[str, Any]:
         queue.sweep(s.settings.stale_after)
         job = job_or_404(job_id)
-        return {**public_job(job, full=True), "progress": run_progress(job["run_dir"], budget=job["budget"])}
+        return {**public_job(job, full=True),
+                "progress": public_progress(run_progress(job["run_dir"], budget=job["budget"]))}
 
     @app.post("/api/jobs/{job_id}/stop")
     def stop(job_id: IdPath) -> dict[str, Any]:
@@ -150,7 +160,7 @@ async def _stream(s: Studio, job: dict[str, Any], request: Request) -> AsyncIter
             seen.extend(rows)
             s.queue.sweep(s.settings.stale_after)
             j = s.queue.get(job_id)
-            return j, rows, run_progress(j["run_dir"], rows=seen, budget=j["budget"])
+            return j, rows, public_progress(run_progress(j["run_dir"], rows=seen, budget=j["budget"]))
 
         current, rows, progress = await run_in_threadpool(look)
         key = (current["state"], current["step"], progress["step"], progress["grid"], len(progress["evals"]),
