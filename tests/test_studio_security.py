@@ -121,6 +121,7 @@ def test_users_sign_in_with_scrypt_hashed_passwords_and_failures_are_limited(tin
     res = run_cli("user", "add", "bo", "--runs", tiny_run.parent, "--home", tmp_path / "home", "--password", "short",
                   ok=False)
     one_line_error(res, r"a password needs at least 8 characters")
+    assert run_cli("user", "list", "--runs", tiny_run.parent, "--home", tmp_path / "home").output == "ana\n"
     with TestClient(create_app(tiny_run.parent, settings=settings)) as c:
         assert c.get("/api/models").status_code == 401  # users exist: signing in is required
         assert "wrong user name or password" in _detail(

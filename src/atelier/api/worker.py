@@ -39,6 +39,7 @@ from sqlalchemy.exc import OperationalError
 from atelier.api.jobs import HEARTBEAT_S, STALE_AFTER_S, JobQueue, budget_overrides
 from atelier.api.progress import MetricsTail
 from atelier.config import RunConfig, apply_overrides, save_config
+from atelier.errors import AtelierError
 from atelier.runs import resolve_config
 
 __all__ = ["Worker", "run_worker", "start_worker_process"]
@@ -153,7 +154,12 @@ class Worker:
             self.queue.unclaim(job["id"], "waiting for an earlier process of this run to finish its checkpoint")
             return
         config_path = run_dir / "job.yaml"
-        save_config(job_config(job["config"], job["budget"]), config_path)
+        try:
+            save_config(job_config(job["config"], job["budget"]), config_path)
+        except AtelierError as exc:  # e.g. a family this version of atelier no longer has
+            os.close(fd)
+            self.queue.end(job["id"], "failed", str(exc))
+            return
         log = open(run_dir / LOG_NAME, "ab")  # noqa: SIM115  (closed in _ended)
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.id[:8]}: job {job['id']}\n".encode())
         log.flush()
