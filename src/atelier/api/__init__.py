@@ -6,6 +6,10 @@
     atelier.train("configs/mnist-dcgan.yaml", "runs/x", {"train.minutes": 5})
     atelier.sample("runs/x", n=64, seed=0).save_grid("grid.png")
     atelier.evaluate("runs/x", metrics=["fid", "kid"], n=10_000)
+
+The studio's workflows (a job queue and its workers, datasets, the gallery, users) keep their state in a database
+through SQLAlchemy (the ``serve`` extra); import them from their modules: ``atelier.api.jobs``,
+``atelier.api.worker``, ``atelier.api.newmodel``, ``atelier.api.gallery``, ``atelier.api.users``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 from atelier.api.data import data_grid, describe_data, open_data, prepare_data, recommend_recipe
 from atelier.api.data import fetch as fetch_data
 from atelier.api.evaluate import evaluate, evaluate_translation
+from atelier.api.examples import example_input
 from atelier.api.export import export
+from atelier.api.progress import run_progress
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
 from atelier.api.sample import SampleSet, interpolate, sample
 from atelier.api.sample import load_generator as sample_generator
@@ -22,6 +28,7 @@ from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
 from atelier.api.train import describe_budget, dry_run, prepare, resume_step, train, train_style
 from atelier.api.translate import translate
+from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.families import load
 from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
 from atelier.training.result import TrainResult
@@ -34,6 +41,7 @@ __all__ = [
     "SynthSet",
     "TrainResult",
     "Translator",
+    "UploadLimits",
     "check_style_inputs",
     "data_grid",
     "describe_budget",
@@ -41,6 +49,7 @@ __all__ = [
     "dry_run",
     "evaluate",
     "evaluate_translation",
+    "example_input",
     "export",
     "fetch_data",
     "interpolate",
@@ -50,6 +59,7 @@ __all__ = [
     "prepare_data",
     "recommend_recipe",
     "resume_step",
+    "run_progress",
     "sample",
     "sample_generator",
     "stylize",
@@ -58,6 +68,7 @@ __all__ = [
     "train",
     "train_style",
     "translate",
+    "unpack_zip",
     "verify",
     "watermark_detect",
     "watermark_embed",
