@@ -39,7 +39,7 @@ def test_quantize_recovers_a_noisy_label_map():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 12, (40, 50)).astype(np.uint8)
     noisy = CMP_FACADES.colorize(truth).astype(int) + rng.integers(-16, 17, (40, 50, 3))
-    idx, dist = CMP_FACADES.quantize(np.clip(noisy, 0, 255).astype(np.uint8), return_distance=True)
+    idx, dist = CMP_FACADES.nearest(np.clip(noisy, 0, 255).astype(np.uint8))
     assert (idx == truth).all()
     assert dist.max() <= np.sqrt(3) * 16 + 1e-4
     # A colour halfway between two classes goes to one of those two, never to a third.

@@ -58,24 +58,25 @@ class Palette:
             return self.name
         return [f"{c}=#{r:02x}{g:02x}{b:02x}" for c, (r, g, b) in zip(self.classes, self.colors, strict=True)]
 
-    def quantize(self, rgb: np.ndarray, return_distance: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """uint8 ``(H, W, 3)`` colours -> uint8 ``(H, W)`` class indices of the nearest palette colour; with
-        ``return_distance`` also the RGB distance of each pixel to that colour (float32 ``(H, W)``)."""
+    def quantize(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` colours -> uint8 ``(H, W)`` class indices of the nearest palette colour."""
+        return self.nearest(rgb)[0]
+
+    def nearest(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class indices of :meth:`quantize` and each pixel's RGB distance to its class colour (float32)."""
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise DataError(f"a colour label map is (H, W, 3) RGB, got shape {rgb.shape}")
         flat = rgb.reshape(-1, 3).astype(np.int32)
         pal = self.array.astype(np.int32)
         idx = np.empty(len(flat), dtype=np.uint8)
-        dist = np.empty(len(flat), dtype=np.float32) if return_distance else None
+        dist = np.empty(len(flat), dtype=np.float32)
         for start in range(0, len(flat), 1 << 18):                          # bounded memory on large images
             chunk = flat[start:start + (1 << 18)]
             d2 = ((chunk[:, None, :] - pal[None]) ** 2).sum(-1)             # (n, K)
             idx[start:start + len(chunk)] = d2.argmin(1)
-            if dist is not None:
-                dist[start:start + len(chunk)] = np.sqrt(d2.min(1))
-        idx = idx.reshape(rgb.shape[:2])
-        return (idx, dist.reshape(rgb.shape[:2])) if dist is not None else idx
+            dist[start:start + len(chunk)] = np.sqrt(d2.min(1))
+        return idx.reshape(rgb.shape[:2]), dist.reshape(rgb.shape[:2])
 
     def colorize(self, index: np.ndarray) -> np.ndarray:
         """Class indices ``(H, W)`` -> uint8 ``(H, W, 3)`` in the palette's colours."""

@@ -56,11 +56,11 @@ def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str
     if segmenter is not None and kind != "translator":
         raise RunError(f"--segmenter adds the FCN-score to a label -> photo translation run, and {run} is a {kind} run")
     if kind == "translator":
-        keep = ("split", "limit", "baseline", "record", "device")
-        return [evaluate_translation(run, segmenter=segmenter, **{k: v for k, v in options.items() if k in keep})]
+        given = {k: v for k, v in options.items() if k in ("split", "limit", "baseline", "record", "device")}
+        return [evaluate_translation(run, segmenter=segmenter, **given)]
     if kind == "segmenter":
-        keep = ("split", "limit", "record", "device")
-        return [evaluate_segmentation(run, **{k: v for k, v in options.items() if k in keep})]
+        given = {k: v for k, v in options.items() if k in ("split", "limit", "record", "device")}
+        return [evaluate_segmentation(run, **given)]
     options.pop("split", None), options.pop("baseline", None), options.pop("limit", None)
     return evaluate_run(run, ref=ref, **options)
 

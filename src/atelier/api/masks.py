@@ -67,14 +67,12 @@ def brush_mask(brush: str | Path | Image.Image | np.ndarray, size: tuple[int, in
     if isinstance(brush, (str, Path)):
         img = open_image(brush)
         arr = np.asarray(img.convert("RGBA") if "A" in img.getbands() or "transparency" in img.info else img)
-    elif isinstance(brush, Image.Image):
-        arr = np.asarray(brush)
     else:
         arr = np.asarray(brush)
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
-        on = arr[..., -1] > 0                                                 # painted = not transparent
+        on = np.asarray(arr[..., -1] > 0)                                     # painted = not transparent
     else:
-        on = arr.reshape(*arr.shape[:2], -1).any(axis=2) if arr.ndim == 3 else arr != 0
+        on = np.asarray(arr.any(axis=2) if arr.ndim == 3 else arr != 0)
     if on.shape != tuple(size):
         raise DataError(f"mask {name} is {on.shape[1]}x{on.shape[0]} but the image is {size[1]}x{size[0]}; "
                         "paint the mask at the image's size")

@@ -110,7 +110,7 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
             continue
         src, dst = (img_a, img_b) if direction == "AtoB" else (img_b, img_a)
         if palette is not None:
-            dst = palette.quantize(dst)[..., None]                               # type: ignore[index]
+            dst = palette.quantize(dst)[..., None]
         pairs.append(np.concatenate([_resize(src, size), _resize(dst, size, nearest=palette is not None)], axis=-1))
         names.append(name)
     if not pairs:
