@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from atelier.api.data import data_grid, describe_data, open_data, prepare_data, recommend_recipe
 from atelier.api.data import fetch as fetch_data
-from atelier.api.evaluate import evaluate, evaluate_translation
+from atelier.api.edit import EDITS, EditResult, RegionEdit, edit_region, register_edit
+from atelier.api.evaluate import evaluate, evaluate_segmentation, evaluate_translation, fcn_score
 from atelier.api.examples import example_input
 from atelier.api.export import export
+from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
 from atelier.api.sample import SampleSet, interpolate, sample
 from atelier.api.sample import load_generator as sample_generator
+from atelier.api.segment import load_segmenter, segment, segmentation_image
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
@@ -30,13 +33,18 @@ from atelier.api.train import describe_budget, dry_run, prepare, resume_step, tr
 from atelier.api.translate import translate
 from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.families import load
-from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
+from atelier.loaded import Generator, LoadedModel, Segmenter, Stylizer, Translator
 from atelier.training.result import TrainResult
 
 __all__ = [
+    "EDITS",
+    "EditResult",
     "Generator",
     "LoadedModel",
+    "Mask",
+    "RegionEdit",
     "SampleSet",
+    "Segmenter",
     "Stylizer",
     "SynthSet",
     "TrainResult",
@@ -47,21 +55,30 @@ __all__ = [
     "describe_budget",
     "describe_data",
     "dry_run",
+    "edit_region",
     "evaluate",
+    "evaluate_segmentation",
     "evaluate_translation",
     "example_input",
     "export",
+    "fcn_score",
+    "feather",
     "fetch_data",
     "interpolate",
     "load",
+    "load_segmenter",
     "open_data",
     "prepare",
     "prepare_data",
     "recommend_recipe",
+    "region_mask",
+    "register_edit",
     "resume_step",
     "run_progress",
     "sample",
     "sample_generator",
+    "segment",
+    "segmentation_image",
     "stylize",
     "stylize_fast",
     "synthesize",
