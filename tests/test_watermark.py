@@ -16,10 +16,10 @@ from atelier.images import load_image
 from atelier.provenance.watermark import attacks as A
 from atelier.provenance.watermark import qim, tile
 from atelier.provenance.watermark.payload import check_payload, conv_encode, encode_payload, viterbi_decode
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
 DATA = Path(os.environ.get("ATELIER_DATA", ""))
-needs_data = pytest.mark.skipif(not (DATA / "content").is_dir(), reason="real images (ATELIER_DATA) not present")
+needs_data = pytest.mark.skipif(not (DATA / "content").is_dir(), reason=DATA_REASON)
 ID = W.model_id_hash("runs/test-run")
 
 
@@ -242,3 +242,22 @@ def test_tile_and_sync_agree_on_a_synthetic_picture():
     assert abs(scale / 0.8 - 1) < 0.005 and abs(degrees) < 0.1
     assert score > 1.3 * sync.estimate(tile.whiten(np.asarray(A.rescale(Image.fromarray(img), 0.8),
                                                                 np.float32)))[0][0]
+
+
+@needs_data
+def test_transparent_sprite_keeps_its_mark_in_the_stored_colour(tmp_path):
+    # An RGBA sprite: opaque disc on a fully transparent background whose colour planes still hold a picture.
+    # atelier marks the colour and keeps alpha exact; detection reads the colour planes as stored, so the mark is
+    # found even though a viewer (compositing over white) sees mostly white.
+    from atelier.api import watermark_detect
+    from atelier.imageio import save_image
+
+    rgb = np.asarray(Image.open(sorted((DATA / "content").glob("*"))[0]).convert("RGB").resize((256, 256)))
+    y, x = np.mgrid[0:256, 0:256]
+    alpha = (((y - 128) ** 2 + (x - 128) ** 2) < 60**2).astype(np.uint8) * 255
+    path = tmp_path / "sprite.png"
+    save_image(np.dstack([rgb, alpha]), path, {"workflow": "test", "model_id": "runs/sprite"})
+    stored = np.asarray(Image.open(path))
+    assert stored.shape[2] == 4 and np.array_equal(stored[:, :, 3], alpha)  # alpha kept exactly
+    found = watermark_detect(path)
+    assert found.detected and found.id32 == W.model_id_hash("runs/sprite")

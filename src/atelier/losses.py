@@ -13,12 +13,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from atelier.config import RunConfig
+
 __all__ = [
     "AdversarialLoss",
     "HingeLoss",
     "LeastSquaresLoss",
     "NonSaturatingLoss",
     "WassersteinLoss",
+    "check_critic",
     "get_loss",
     "gradient_penalty",
     "r1_penalty",
@@ -156,3 +159,10 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tenso
     weight multiplied by k so that its average strength is unchanged.
     """
     return _input_grad_norm2(critic, real).mean()
+
+
+def check_critic(cfg: RunConfig) -> None:
+    """A Wasserstein critic must be Lipschitz (Arjovsky et al. 2017): a gradient penalty or spectral norm."""
+    if cfg.loss.name == "wasserstein" and not cfg.loss.gp_weight and not cfg.model.get("spectral_norm_d"):
+        raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) or "
+                         "model.spectral_norm_d: true; an unconstrained critic diverges")

@@ -26,7 +26,7 @@ from atelier.provenance.metadata import (
     weights_sha256,
     xmp_packet,
 )
-from atelier.provenance.verify import verify_image
+from atelier.provenance.verify import detect_image, verify_image
 
 __all__ = [
     "COMPOSITE_SOURCE_TYPE",
@@ -34,6 +34,7 @@ __all__ = [
     "PREFIX",
     "C2paCredentials",
     "build_metadata",
+    "detect_image",
     "c2pa_credentials_from_env",
     "log_no_metadata",
     "match_run",
