@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -163,6 +163,9 @@ class TrainConfig(_Strict):
     # average does not drag the random init along for the first thousands of images.
     ema_half_life_kimg: float = Field(10.0, ge=0)
     ema_rampup: float | None = Field(0.05, ge=0)
+    # CPU threads: auto (the free cores, re-checked while training), off (torch's default: all cores) or N.
+    # ATELIER_THREADS in the environment wins (atelier.threads.configure_threads).
+    threads: Literal["auto", "off"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
 
     @model_validator(mode="after")
     def _some_budget(self) -> TrainConfig:
