@@ -95,6 +95,9 @@ class LossConfig(_Strict):
     r1_every: int = Field(16, ge=1)
     # D steps per G step (WGAN-GP uses 5). train.steps counts D steps, so images seen stay comparable.
     n_critic: int = Field(1, ge=1, le=100)
+    # Conditional projection D: weight of a cross-entropy on real images over the projection's class
+    # scores, so D learns the classes from their labels (0: off, the plain projection discriminator).
+    class_weight: float = Field(0.0, ge=0)
 
 
 AUGMENTS = ("color", "translation", "cutout")
