@@ -139,3 +139,22 @@ def test_the_shipped_conditional_config_trains_its_class_scores(tmp_path, tiny):
     assert len(cls) == 2 and all(0 < c < 10 for c in cls)   # the cross-entropy of D's class scores on reals
     g = atelier.load(run)
     assert g.network.cond_dim == 64 and g.network.embed is not None
+
+
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
+def test_evaluate_reports_class_agreement_for_a_conditional_run(tmp_path, tiny):
+    # Issue 16.9: every conditional run's evaluation says whether it gives the class it is asked for.
+    import atelier
+    from atelier.api.evaluate import evaluate_run
+
+    run = tmp_path / "cgan"
+    atelier.train(REPO / "configs" / "mnist-cgan.yaml", run, {**tiny, "train.steps": 2}, progress=False)
+    records = evaluate_run(run, metrics=["fid"], n=200)
+    agree = next(r for r in records if r["metric"] == "class_agreement")
+    assert agree["n"] == 200 and agree["chance"] == 0.1 and len(agree["per_class"]) == 10
+    assert 0 <= agree["worst_agreement"] <= agree["value"] <= 1
+    # An untrained model is near chance, nowhere near the >= 90% of a trained one.
+    assert agree["value"] < 0.5
+    plain = tmp_path / "dcgan"
+    atelier.train(REPO / "configs" / "mnist-dcgan.yaml", plain, {**tiny, "train.steps": 1}, progress=False)
+    assert all(r["metric"] != "class_agreement" for r in evaluate_run(plain, metrics=["fid"], n=100))
