@@ -60,7 +60,7 @@ while True:
 def child(seconds: float, batch: int, warmup: int = 3) -> None:
     """One measurement: train until ``seconds`` of steps after the warm-up; print one JSON line."""
     import atelier
-    from atelier.device import CpuSampler
+    from atelier.threads import CpuSampler
 
     marks: dict[str, float] = {}
     sampler = CpuSampler()

@@ -44,10 +44,11 @@ def main() -> None:
     import torch
 
     import atelier
-    from atelier.config import load_config, parse_set
+    from atelier.config import parse_set
     from atelier.data import open_source
     from atelier.metrics import fid, load_evaluator
     from atelier.metrics.classes import intra_class_diversity, per_class_agreement
+    from atelier.runs import load_config
 
     overrides = parse_set(args.sets)
     cfg = load_config(args.config, overrides)
@@ -72,7 +73,7 @@ def main() -> None:
     def evaluate(trainer) -> None:
         if trainer.step % every and trainer.step != steps:
             return
-        G = trainer.ema.model
+        G = trainer.task.ema.model
         with torch.no_grad():
             x = torch.cat([G(zc, yc) for zc, yc in zip(z.split(500), y.split(500), strict=True)])
         images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
