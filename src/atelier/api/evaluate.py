@@ -19,6 +19,7 @@ from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
 from atelier.loaded import Generator, Translator
 from atelier.metrics.cas import cas
+from atelier.metrics.classes import per_class_agreement, predict_classes
 from atelier.metrics.evaluate import (
     check_metrics,
     default_ref,
@@ -33,8 +34,8 @@ from atelier.metrics.evaluators import Evaluator
 from atelier.runs import Run
 from atelier.training.card import refresh_quality
 
-__all__ = ["cas_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_segmentation", "evaluate_source",
-           "evaluate_translation", "fcn_score", "format_table"]
+__all__ = ["cas_run", "class_agreement_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_segmentation",
+           "evaluate_source", "evaluate_translation", "fcn_score", "format_table", "reads_classes"]
 
 
 def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str | None = None,
@@ -99,6 +100,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                                   timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    if g.num_classes and reads_classes(ev, g):
+        records.append(class_agreement_run(g, ev, n=min(n, 100 * g.num_classes), seed=seed, batch_size=batch_size))
     records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,
                     generator="ema" if g.which.endswith("_ema") else "raw", checkpoint_step=g.step,
                     checkpoint_sha256=g.weights_sha256)
@@ -106,6 +109,31 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
         run.append_records(records)
         refresh_quality(run)
     return records
+
+
+def reads_classes(evaluator: Evaluator, g: Generator) -> bool:
+    """Whether the evaluator is a classifier of the run's own classes (a domain evaluator trained on the run's
+    data set, with one output per class): then it can say whether each sample is of the class asked for."""
+    spec = evaluator.spec
+    dataset = g.cfg.data.source.split(":")[0]
+    return spec.logits and dataset in spec.datasets and spec.num_classes == g.num_classes
+
+
+def class_agreement_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0,
+                        batch_size: int = 500) -> dict[str, Any]:
+    """Does a conditional generator give the class it is asked for? ``n`` samples with balanced labels (class k
+    for every K-th seed) read by the domain classifier: the share it calls the asked class, overall and for the
+    worst class (chance: 1/K)."""
+    per = max(1, n // g.num_classes)
+    labels = torch.arange(g.num_classes).repeat(per)                   # (K * per,) balanced
+    images = g.generate(g.latents(len(labels), seed=seed), labels=labels)
+    predicted = predict_classes(images, evaluator, batch_size)
+    agreement = float((predicted == labels).float().mean())
+    per_class = per_class_agreement(images, labels, evaluator, g.num_classes, batch_size)
+    return {"metric": "class_agreement", "value": round(agreement, 4), "worst_class": int(min(
+        range(g.num_classes), key=lambda k: per_class[k])), "worst_agreement": round(min(per_class), 4),
+        "per_class": [round(a, 4) for a in per_class], "chance": round(1 / g.num_classes, 4), "n": len(labels),
+        "seed": seed, "ref": "none (the classifier reads the samples)", "n_ref": 0, **evaluator.protocol()}
 
 
 def cas_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
