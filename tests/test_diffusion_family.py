@@ -148,8 +148,8 @@ def test_inpaint_keeps_the_known_pixels_and_fills_the_hole(eps_run, tmp_path):
 def test_edit_at_a_tiny_strength_returns_about_the_input(eps_run, tmp_path):
     m = atelier.load(eps_run)
     src, img = _digit(tmp_path, m)
-    near = atelier.edit(eps_run, src, tmp_path / "near.png", strength=0.02, steps=50, seed=1)   # one step
-    far = atelier.edit(eps_run, src, tmp_path / "far.png", strength=1.0, steps=4, seed=1)
+    near = atelier.sdedit(eps_run, src, tmp_path / "near.png", strength=0.02, steps=50, seed=1)   # one step
+    far = atelier.sdedit(eps_run, src, tmp_path / "far.png", strength=1.0, steps=4, seed=1)
     d_near = (near.image.int() - img.int()).abs().float().mean()
     d_far = (far.image.int() - img.int()).abs().float().mean()
     assert d_near < 8 and d_far > 3 * d_near, (d_near, d_far)

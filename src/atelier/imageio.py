@@ -31,7 +31,7 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Image.Image, str]:
     """The image with atelier's invisible watermark, and what to record about it in the metadata."""
     from atelier.provenance import model_id
-    from atelier.watermark import MIN_SIZE, embed, model_id_hash
+    from atelier.provenance.watermark import MIN_SIZE, embed, model_id_hash
 
     if min(image.size) < MIN_SIZE:
         return image, f"none (smaller than {MIN_SIZE} px: metadata only)"
@@ -70,7 +70,7 @@ def encode_image(
     studio's server returns them, so every image leaves atelier through this one function.
 
     * ``watermark``: embed the invisible watermark (payload: a hash of the ``model_id`` / ``run`` / ``model``
-      field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` (64) pixels
+      field of ``metadata``) into generated images of at least :data:`atelier.provenance.watermark.MIN_SIZE` (64) pixels
       a side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
     * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
       watermark stays).

@@ -25,7 +25,7 @@ from atelier.images import fit_to_square, open_image, to_channels
 from atelier.loaded import DiffusionModel, Generator
 from atelier.provenance import log_no_metadata
 
-__all__ = ["EditResult", "edit", "export_diffusers", "inpaint", "load_diffusion", "with_sampling"]
+__all__ = ["DiffusionResult", "export_diffusers", "inpaint", "load_diffusion", "sdedit", "with_sampling"]
 
 
 def with_sampling(g: Generator, steps: int | None = None, sampler: str | None = None,
@@ -85,7 +85,7 @@ def _mask(m: DiffusionModel, size: tuple[int, int], mask: str | Path | None, rec
 
 
 @dataclass
-class EditResult:
+class DiffusionResult:
     path: Path
     image: torch.Tensor               # uint8 (C, R, R), what was written (before the watermark)
     input: torch.Tensor               # uint8 (C, R, R), the input as the model saw it
@@ -96,13 +96,13 @@ class EditResult:
 
 def _finish(m: DiffusionModel, run: Any, out: str | Path, image: torch.Tensor, x: torch.Tensor,
             size: tuple[int, int], fields: dict[str, Any], strip_metadata: bool,
-            mask: torch.Tensor | None = None) -> EditResult:
+            mask: torch.Tensor | None = None) -> DiffusionResult:
     out = Path(out)
     path = save_image(image[0], out, m.metadata(**fields), strip_metadata=strip_metadata)
     if strip_metadata and m.run is not None:
         log_no_metadata(m.run.path, m.step, [path], 1, fields["workflow"])
     resized = None if size == (m.resolution, m.resolution) else size
-    return EditResult(path, image[0], x[0], fields, resized, None if mask is None else mask[0])
+    return DiffusionResult(path, image[0], x[0], fields, resized, None if mask is None else mask[0])
 
 
 def _labels(m: DiffusionModel, class_: int | None) -> int | None:
@@ -119,7 +119,7 @@ def _labels(m: DiffusionModel, class_: int | None) -> int | None:
 def inpaint(run: str | Path | DiffusionModel, image: str | Path, out: str | Path, mask: str | Path | None = None,
             rect: str | None = None, seed: int = 0, steps: int = 50, jump_length: int = 5, jump_n_sample: int = 4,
             class_: int | None = None, guidance: float | None = None, which: str = "ema", device: str = "cpu",
-            strip_metadata: bool = False) -> EditResult:
+            strip_metadata: bool = False) -> DiffusionResult:
     """Fill the hole of ``image`` (a mask file, white = fill, or ``rect`` "x0,y0,x1,y1") by RePaint resampling
     (Lugmayr et al. 2022) and write the result to ``out``; the pixels outside the hole are the input's."""
     m = load_diffusion(run, which, device)
@@ -137,10 +137,10 @@ def inpaint(run: str | Path | DiffusionModel, image: str | Path, out: str | Path
     return _finish(m, run, out, result, x, size, fields, strip_metadata, hole)
 
 
-def edit(run: str | Path | DiffusionModel, image: str | Path, out: str | Path, strength: float = 0.6,
+def sdedit(run: str | Path | DiffusionModel, image: str | Path, out: str | Path, strength: float = 0.6,
          seed: int = 0, steps: int | None = None, sampler: str | None = None, class_: int | None = None,
          guidance: float | None = None, which: str = "ema", device: str = "cpu",
-         strip_metadata: bool = False) -> EditResult:
+         strip_metadata: bool = False) -> DiffusionResult:
     """SDEdit (Meng et al. 2022): noise ``image`` to ``strength`` of the chain and denoise it into the model's
     domain; ``steps`` counts the full chain (about strength x steps run)."""
     if not 0.0 < strength <= 1.0:

@@ -12,7 +12,7 @@ from atelier.cli.app import CONTEXT, cli, no_metadata_option
 _IMAGE = click.Path(dir_okay=False, path_type=Path)
 
 
-def _report(result: api.EditResult, what: str) -> None:
+def _report(result: api.DiffusionResult, what: str) -> None:
     size = f" (fitted from {result.resized_from[0]}x{result.resized_from[1]})" if result.resized_from else ""
     side = result.image.shape[-1]
     click.echo(f"wrote {what} {side}x{side}{size} to {result.path}")
@@ -76,6 +76,6 @@ def edit(run: Path, image: Path, strength: float, out: Path, seed: int, steps: i
       atelier edit runs/mnist-diffusion --image sketch.png --strength 0.5 --out edited.png
       atelier edit runs/mnist-diffusion --image sketch.png --strength 0.7 --class 3 --guidance 2 --out three.png
     """
-    result = api.edit(run, image, out, strength=strength, seed=seed, steps=steps, sampler=sampler, class_=class_,
+    result = api.sdedit(run, image, out, strength=strength, seed=seed, steps=steps, sampler=sampler, class_=class_,
                       guidance=guidance, device=device, strip_metadata=no_metadata)
     _report(result, "the edited image")

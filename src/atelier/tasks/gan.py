@@ -109,9 +109,16 @@ class GANTask(Task):
             # One D forward over real and fake together: D has no batch statistics, so this is the same maths
             # as two calls, in one larger (faster) convolution.
             both = self.augment(torch.cat([real, fake.detach()]))    # (2B, C, H, W)
-            logits = self._d(both, y_both)                            # (2B, 1)
+            if lc.class_weight:  # and the projection's class scores (2B, K), from the same forward pass
+                logits, scores = self.D(both, y_both, scores=True)
+            else:
+                logits = self._d(both, y_both)                        # (2B, 1)
         d_terms = self.loss.d_loss(logits[:B], logits[B:])
         d_total = d_terms["loss"]
+        if lc.class_weight:  # D learns the classes from the real images' labels (atelier.models.layers)
+            cls = torch.nn.functional.cross_entropy(scores[:B].float(), y_real)
+            d_terms["cls"] = cls.detach()
+            d_total = d_total + lc.class_weight * cls
         if lc.gp_weight:
             gp = gradient_penalty(lambda x: self._d(x, y_real), both[:B], both[B:])
             d_terms["gp"] = gp.detach()
