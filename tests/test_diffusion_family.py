@@ -199,3 +199,18 @@ def test_diffusers_export_loads_in_diffusers_and_samples_what_atelier_samples(ep
     one_line_error(run_cli("export", eps_run, "--format", "diffusers", "--out", folder, ok=False),
                    "already exists and is not empty")
 
+
+
+def test_region_edit_inpaint_fills_the_region_of_a_larger_frame_and_keeps_the_rest(eps_run, tiny_run):
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randint(0, 256, (56, 72, 3), generator=g, dtype=torch.uint8).numpy()
+    r = atelier.edit_region(frame, kind="inpaint", model=eps_run, rect="10,10,40,30",
+                            options={"steps": 4, "jump_length": 2, "jump_n_sample": 2}, feather_px=0)
+    out = np.asarray(r.image)
+    inside = np.zeros((56, 72), dtype=bool)
+    inside[10:30, 10:40] = True
+    assert out.shape == frame.shape and np.array_equal(out[~inside], frame[~inside])
+    assert not np.array_equal(out[inside], frame[inside])
+    assert r.metadata["edit"] == "inpaint" and r.metadata["sampler"] == "repaint"
+    with pytest.raises(atelier.AtelierError, match="an inpaint edit needs a diffusion run"):
+        atelier.edit_region(frame, kind="inpaint", model=tiny_run, rect="10,10,40,30")
