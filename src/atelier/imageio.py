@@ -114,7 +114,7 @@ def encode_image(
         else:
             _flatten(image).save(buf, format=fmt, quality=quality, **extra)
     data = buf.getvalue()
-    creds = c2pa_credentials_from_env() if c2pa is None else (c2pa or None)
+    creds = c2pa_credentials_from_env() if c2pa is None or c2pa is True else (c2pa or None)
     if creds is not None and not strip_metadata:
         data = sign_c2pa(data, fmt, meta, creds, title=title)
     return data
