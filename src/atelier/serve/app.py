@@ -40,6 +40,7 @@ from atelier.serve.generate import _verifier, add_generate_routes, served
 from atelier.serve.jobs import add_job_routes
 from atelier.serve.registry import ModelStore
 from atelier.serve.settings import StudioSettings
+from atelier.version import __version__
 
 __all__ = ["STATIC", "Gate", "Limits", "create_app"]
 
@@ -75,8 +76,6 @@ def build_studio(runs: str | Path | Sequence[str | Path] | ModelStore, backend: 
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
                limits: Limits | None = None, device: str = "cpu", settings: StudioSettings | None = None) -> FastAPI:
     """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
-    from atelier.version import __version__
-
     s = build_studio(runs, backend, limits, device, settings)
     store, limits = s.store, s.limits
     # docs_url=None: the API page is served below with Swagger UI's files from the fastapi-offline package, not
