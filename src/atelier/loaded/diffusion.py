@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -24,7 +24,7 @@ from atelier.images import to_uint8_array
 from atelier.latent import to_uint8
 from atelier.loaded.base import ExportSpec
 from atelier.loaded.generator import Generator
-from atelier.models.diffusion import DiffusionConfig
+from atelier.models.diffusion import DiffusionConfig, DiffusionUNet
 
 __all__ = ["DiffusionModel"]
 
@@ -38,13 +38,15 @@ class DiffusionModel(Generator):
     the same seed, sampler and step count always give the same images.
     """
 
-    capabilities = ("generate", "inpaint", "edit")
+    # Generator's class attribute is typed as its one-element tuple; the base class's ClassVar is any tuple.
+    capabilities = ("generate", "inpaint", "edit")  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         params = {k: v for k, v in self.cfg.model.items() if k != "name"}
         self.mcfg = DiffusionConfig.model_validate(params)
-        self.sampler_name, self.steps, self.guidance = self.mcfg.sampler, self.mcfg.sample_steps, self.mcfg.guidance
+        self.sampler_name: str = self.mcfg.sampler
+        self.steps, self.guidance = self.mcfg.sample_steps, self.mcfg.guidance
 
     # ------------------------------------------------------------------ sampling settings
     def with_sampling(self, steps: int | None = None, sampler: str | None = None,
@@ -94,7 +96,7 @@ class DiffusionModel(Generator):
             raise AtelierError(str(exc)) from None
         return torch.cat(out)
 
-    def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,  # type: ignore[override]
+    def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,
                labels: Labels = None, y: Labels = None, steps: int | None = None, sampler: str | None = None,
                guidance: float | None = None, pil: bool = False,
                batch_size: int = 256) -> torch.Tensor | list[Image.Image]:
@@ -152,7 +154,7 @@ class DiffusionModel(Generator):
 
     # ------------------------------------------------------------------ describing and exporting
     def metadata(self, **fields: Any) -> dict[str, Any]:
-        sampling = {"sampler": self.sampler_name, "steps": self.steps}
+        sampling: dict[str, Any] = {"sampler": self.sampler_name, "steps": self.steps}
         if self.num_classes:
             sampling["guidance"] = self.guidance
         return super().metadata(**{**sampling, **fields})
@@ -164,12 +166,13 @@ class DiffusionModel(Generator):
     def export_spec(self) -> ExportSpec:
         """The denoiser ``(sample, timestep[, class_labels]) -> output``; height and width free (multiples of the
         U-Net's total downsampling)."""
-        inputs = self.network.example_inputs(2)
+        net = cast(DiffusionUNet, self.network)
+        inputs = net.example_inputs(2)
         names = ("sample", "timestep", "class_labels")[:len(inputs)]
-        return self.network, dict(zip(names, inputs, strict=True)), {"sample": (self.network.stride, 1)}
+        return net, dict(zip(names, inputs, strict=True)), {"sample": (net.stride, 1)}
 
     def export_sizes(self) -> str:
-        s = self.network.stride
+        s = cast(DiffusionUNet, self.network).stride
         return f"the denoiser: any batch size, height and width multiples of {s}"
 
     def export_diffusers(self, folder: Any, overwrite: bool = False) -> Any:

@@ -156,7 +156,7 @@ class DiffusionUNet(Network):
                              layers_per_block=cfg.layers_per_block, attention_resolutions=cfg.attention_resolutions,
                              attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
                              dropout=cfg.dropout, num_classes=cfg.num_classes)
-        self.num_classes = cfg.num_classes
+        self.num_classes, self.num_train_timesteps = cfg.num_classes, cfg.num_train_timesteps
         # Total downsampling of the U-Net: any height and width that are multiples of it work.
         self.stride = 2 ** (len(cfg.block_out_channels) - 1)
         self.unet = import_diffusers().UNet2DModel(**kwargs)
@@ -165,7 +165,7 @@ class DiffusionUNet(Network):
         """x_t, float timesteps in [0, T) and, for a class-conditional net, labels up to the null class."""
         (x,) = super().example_inputs(batch)
         g = torch.Generator().manual_seed(1)
-        t = torch.rand(batch, generator=g) * (self.cfg.num_train_timesteps - 1)
+        t = torch.rand(batch, generator=g) * (self.num_train_timesteps - 1)
         if not self.num_classes:
             return (x, t)
         y = torch.arange(batch) % (self.num_classes + 1)

@@ -55,7 +55,7 @@ class DiffusionTask(Task):
         self.networks = {"unet": self.unet}
         self.ema = EMA(distributed.unwrap(self.unet), cfg.train.ema_half_life_kimg, cfg.train.ema_rampup)
         self.emas = {"unet": self.ema}
-        self.opt = torch.optim.Adam(self.unet.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas))
+        self.opt = torch.optim.Adam(self.unet.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
         self.optimizers = {"opt": self.opt}
         # The progress grids start from the same noise every time, so changes over time are the model's. A
         # class-conditional model's grid has one row per class (log.grid images each).
