@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--steps", default="10,20,50")
-    ap.add_argument("--samplers", default="dpm++,euler")
+    ap.add_argument("--samplers", default="dpm++,euler", help="comma-separated; '' for none")
     ap.add_argument("--guidance", default="", help="guidance scales to compare, e.g. 1,2,3")
     ap.add_argument("--raw", action="store_true", help="also score the raw weights at the run's defaults")
     ap.add_argument("--seed", type=int, default=1234)
@@ -54,7 +54,7 @@ def main() -> None:
           f"{args.threads} thread(s), process CPU time")
     print("| weights | sampler | steps | guidance | FID | KID | read as the class asked | ms/image |")
     print("|---|---|---|---|---|---|---|---|")
-    for sampler in args.samplers.split(","):
+    for sampler in filter(None, args.samplers.split(",")):
         for steps in (int(s) for s in args.steps.split(",")):
             row(ema.with_sampling(steps=steps, sampler=sampler), "EMA")
     for w in (float(g) for g in args.guidance.split(",") if g):

@@ -111,14 +111,20 @@ def edit_models(tmp_path_factory) -> dict[str, Path]:
         "train.batch_size": 2, "train.steps": 2, "train.device": "cpu", "train.precision": "fp32",
         "train.channels_last": False, "log.every": 1, "log.sample_every": 2, "log.checkpoint_every": 2,
         "log.grid": 2, "log.tensorboard": False}, progress=False)
-    return {"restyle": root / "style-run", "translate": root / "p2p"}
+    atelier.train(None, root / "diffusion", {
+        "data.source": str(photos), "data.resolution": 32, "data.channels": 3, "model.name": "diffusion",
+        "model.block_out_channels": [8, 16], "model.attention_resolutions": [], "model.attention_head_dim": 8,
+        "model.norm_num_groups": 4, "model.sample_steps": 2, "train.batch_size": 2, "train.steps": 2,
+        "train.device": "cpu", "log.every": 1, "log.sample_every": 2, "log.checkpoint_every": 2, "log.grid": 2,
+        "log.tensorboard": False}, progress=False)
+    return {"restyle": root / "style-run", "translate": root / "p2p", "inpaint": root / "diffusion"}
 
 
 def test_every_registered_edit_kind_is_tested(edit_models):
     assert set(EDITS) == set(edit_models)     # a new kind (e.g. inpaint) must bring its model here
 
 
-@pytest.mark.parametrize("kind", ["restyle", "translate"])
+@pytest.mark.parametrize("kind", ["restyle", "translate", "inpaint"])
 @pytest.mark.parametrize("how", ["rect", "brush", "rgba"])
 def test_outside_the_mask_is_bit_identical_after_every_edit(edit_models, tmp_path, kind, how):
     photo = _photo(tmp_path)
