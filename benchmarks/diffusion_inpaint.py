@@ -24,6 +24,7 @@ import torch
 import atelier
 from atelier.data import open_source
 from atelier.diffusion import repaint_schedule
+from atelier.imageio import save_image
 from atelier.images import make_grid
 from atelier.metrics import load_evaluator
 
@@ -99,7 +100,8 @@ def main() -> None:
     print(json.dumps({"threads": args.threads, "clock": "process CPU time"}))
     if args.figure:
         images = torch.cat([t for pair in rows for t in pair])
-        make_grid(images, nrow=8, scale=3).save(args.figure)
+        save_image(make_grid(images, nrow=8, scale=3), args.figure,
+                   m.metadata(workflow="inpaint", layout="rows: damaged|repaired, centre, half, strokes"))
 
 
 if __name__ == "__main__":
