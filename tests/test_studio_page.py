@@ -276,7 +276,10 @@ def test_the_region_editor_paints_a_mask_and_keeps_the_rest_exact(browser, kinds
     page.goto(kinds_url)
     page.wait_for_selector("#grid .tile img")
     page.click("[data-view=edit]")
-    page.wait_for_function("document.querySelector('#edit-kind').options.length === 2")
+    from atelier.api.edit import EDITS
+
+    # One option per registered edit kind (restyle, translate, and the diffusion family's inpaint).
+    page.wait_for_function(f"document.querySelector('#edit-kind').options.length === {len(EDITS)}")
     photo = small_photo(tmp_path / "content.png", 96)
     page.set_input_files("#edit-file", str(photo))
     page.wait_for_function("document.querySelector('#edit-image').width > 0")
