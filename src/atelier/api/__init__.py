@@ -20,6 +20,8 @@ from atelier.api.edit import EDITS, EditResult, RegionEdit, edit_region, registe
 from atelier.api.evaluate import evaluate, evaluate_segmentation, evaluate_translation, fcn_score
 from atelier.api.examples import example_input
 from atelier.api.export import export
+from atelier.api.foundation import FoundationImages, img2img, load_foundation, t2i
+from atelier.api.foundation import inpaint as sd_inpaint
 from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
@@ -39,6 +41,7 @@ from atelier.training.result import TrainResult
 __all__ = [
     "EDITS",
     "EditResult",
+    "FoundationImages",
     "Generator",
     "LoadedModel",
     "Mask",
@@ -64,8 +67,10 @@ __all__ = [
     "fcn_score",
     "feather",
     "fetch_data",
+    "img2img",
     "interpolate",
     "load",
+    "load_foundation",
     "load_segmenter",
     "open_data",
     "prepare",
@@ -77,11 +82,13 @@ __all__ = [
     "run_progress",
     "sample",
     "sample_generator",
+    "sd_inpaint",
     "segment",
     "segmentation_image",
     "stylize",
     "stylize_fast",
     "synthesize",
+    "t2i",
     "train",
     "train_style",
     "translate",
