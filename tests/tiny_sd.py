@@ -66,3 +66,80 @@ def build_folder(root: Path, inpainting: bool = False) -> Path:
              "vae": ["diffusers", "AutoencoderKL"]}
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
     return folder
+
+
+# ------------------------------------------------------------------ the original (CompVis) single-file layout
+_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+_VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
+
+
+def _unet_key(key: str, per_block: int, up_attn: set[int]) -> str:
+    """A diffusers UNet key in the original layout (input_blocks / middle_block / output_blocks)."""
+    for new, old in _UNET_FIXED.items():
+        if key.startswith(new + "."):
+            return old + key[len(new):]
+    parts = key.split(".")
+    rest = ".".join(parts[4:]) if parts[0] in ("down_blocks", "up_blocks") else ".".join(parts[3:])
+    if parts[0] == "mid_block":
+        idx = {"resnets": 2 * int(parts[2]), "attentions": 1}[parts[1]]
+        head = f"middle_block.{idx}"
+    elif parts[2] == "downsamplers":
+        return f"input_blocks.{(int(parts[1]) + 1) * (per_block + 1)}.0.op.{'.'.join(parts[5:])}"
+    elif parts[2] == "upsamplers":
+        last = int(parts[1]) * (per_block + 1) + per_block
+        return f"output_blocks.{last}.{2 if int(parts[1]) in up_attn else 1}.conv.{'.'.join(parts[5:])}"
+    else:
+        b, j = int(parts[1]), int(parts[3])
+        block = b * (per_block + 1) + j + (1 if parts[0] == "down_blocks" else 0)
+        head = f"{'input' if parts[0] == 'down_blocks' else 'output'}_blocks.{block}.{0 if parts[2] == 'resnets' else 1}"
+    if "resnets" in key:
+        for new, old in _RESNET:
+            rest = rest.replace(new, old)
+    return f"{head}.{rest}"
+
+
+def _vae_key(key: str, n_blocks: int) -> str:
+    key = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    parts = key.split(".")
+    if len(parts) > 2 and parts[1] in ("down_blocks", "up_blocks"):
+        b = int(parts[2]) if parts[1] == "down_blocks" else n_blocks - 1 - int(parts[2])
+        name = "down" if parts[1] == "down_blocks" else "up"
+        if parts[3] == "resnets":
+            return f"{parts[0]}.{name}.{b}.block.{'.'.join(parts[4:])}"
+        return f"{parts[0]}.{name}.{b}.{'downsample' if name == 'down' else 'upsample'}.{'.'.join(parts[5:])}"
+    if len(parts) > 2 and parts[1] == "mid_block":
+        if parts[2] == "resnets":
+            return f"{parts[0]}.mid.block_{int(parts[3]) + 1}.{'.'.join(parts[4:])}"
+        rest = ".".join(parts[4:])
+        for new, old in _VAE_ATTN:
+            rest = rest.replace(new, old)
+        return f"{parts[0]}.mid.attn_1.{rest}"
+    return key
+
+
+def write_single_file(folder: Path, out: Path, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> Path:
+    """The diffusers folder's weights as one .safetensors file in the original SD 1.x key layout (what model sites
+    distribute): ``model.diffusion_model.*``, ``first_stage_model.*``, ``cond_stage_model.transformer.*``."""
+    from safetensors.torch import load_file, save_file
+
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
+    up_attn = {i for i, t in enumerate(unet_cfg["up_block_types"]) if t.startswith("CrossAttn")}
+    state: dict[str, torch.Tensor] = {}
+    if "unet" in parts:
+        for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items():
+            state["model.diffusion_model." + _unet_key(k, unet_cfg["layers_per_block"], up_attn)] = v
+    if "vae" in parts:
+        for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
+            if ".mid_block.attentions." in k and v.ndim == 2:
+                v = v[:, :, None, None]          # the original VAE's attention projections are 1x1 convolutions
+            state["first_stage_model." + _vae_key(k, len(vae_cfg["down_block_types"]))] = v
+    if "text_encoder" in parts:
+        for k, v in load_file(folder / "text_encoder" / "model.safetensors").items():
+            # transformers >= 5.6 saves CLIPTextModel without its ``text_model.`` level; the original files have it
+            state["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    return out

@@ -26,7 +26,8 @@ from atelier.utils import sha256_file
 
 __all__ = ["FoundationImages", "img2img", "inpaint", "load_foundation", "t2i"]
 
-Progress = Callable[[int, int, Path | None], None]   # (done, total, path written or None)
+# (done, total, path written or None); called with done = 0 once every input is checked, before the first image
+Progress = Callable[[int, int, Path | None], None]
 
 
 @dataclass
@@ -75,23 +76,28 @@ def _plan(rows: Sequence[Settings]) -> list[tuple[Settings, int, str]]:
         for k in range(s.n):
             name = f"{stem}-seed{s.seed + k}.png"
             if name in seen:
-                raise ConfigError(f"prompts {seen[name]} and {i} would both write {name}: give them different "
-                                  "names or seeds")
+                first = rows[seen[name] - 1].where or f"prompt {seen[name]}"
+                raise ConfigError(f"{first} and {s.where or f'prompt {i}'} would both write {name}: give them "
+                                  "different names or seeds")
             seen[name] = i
             plan.append((s, s.seed + k, name))
     return plan
 
 
-def _check(m: FoundationModel, rows: Sequence[Settings], size_from_image: bool) -> None:
+def _check(m: FoundationModel, rows: Sequence[Settings], workflow: str) -> None:
+    if m.info.inpainting and workflow != "inpaint":
+        raise AtelierError(f"{m.name} is an inpainting checkpoint (its UNet takes a mask): use it for inpainting "
+                           "only (atelier sd-inpaint)")
     for i, s in enumerate(rows, start=1):
         try:
             s.check()
             if s.sampler != "default" and s.sampler not in SAMPLERS:
                 raise ConfigError(f"unknown sampler {s.sampler!r}; use default or {', '.join(SAMPLERS)}")
-            if s.size is not None and not size_from_image:
+            if s.size is not None and workflow == "t2i":
                 m.check_size(s.size)
         except ConfigError as exc:
-            raise ConfigError(f"prompt {i}: {exc}" if len(rows) > 1 else str(exc)) from None
+            where = s.where or (f"prompt {i}" if len(rows) > 1 else "")
+            raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def _run(m: FoundationModel, workflow: str, rows: Sequence[Settings], out_dir: str | Path | None,
@@ -102,6 +108,8 @@ def _run(m: FoundationModel, workflow: str, rows: Sequence[Settings], out_dir: s
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        progress(0, len(plan), None)
     for done, (s, seed, name) in enumerate(plan, start=1):
         img = make(s, seed)
         f = _fields(m, workflow, s, seed, size_of(s), **extra)
@@ -124,7 +132,7 @@ def t2i(model: FoundationModel | str | Path, settings: Settings | Sequence[Setti
     ``out_dir`` as ``<name or prompt number>-seed<seed>.png`` when it is given. Every row is checked first."""
     m = _model(model)
     rows = [settings] if isinstance(settings, Settings) else list(settings)
-    _check(m, rows, size_from_image=False)
+    _check(m, rows, "t2i")
 
     def make(s: Settings, seed: int) -> np.ndarray:
         return m.generate("t2i", s.prompt, negative=s.negative, steps=s.steps, guidance=s.guidance, seed=seed,
@@ -160,7 +168,7 @@ def img2img(model: FoundationModel | str | Path, image: str | Path | Image.Image
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength {strength:g}: use a number in (0, 1]")
     m = _model(model)
-    _check(m, [settings], size_from_image=True)
+    _check(m, [settings], "img2img")
     src, extra = _source(m, image)
 
     def make(s: Settings, seed: int) -> np.ndarray:
@@ -196,7 +204,7 @@ def inpaint(model: FoundationModel | str | Path, image: str | Path | Image.Image
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength {strength:g}: use a number in (0, 1]")
     m = _model(model)
-    _check(m, [settings], size_from_image=True)
+    _check(m, [settings], "inpaint")
     original = (image.size if isinstance(image, Image.Image) else open_image(image).size)
     src, extra = _source(m, image)
     mask_img = _mask(mask, src.size, original)

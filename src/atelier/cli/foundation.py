@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -55,16 +56,20 @@ def _load(model_path: Path, config: Path | None, device: str, dtype: str, attent
     m = api.load_foundation(model_path, config=config, device=device, dtype=dtype,
                             attention_slicing=attention_slicing, vae_tiling=vae_tiling, cpu_offload=cpu_offload,
                             progress_bar=sys.stderr.isatty())
-    click.echo(f"loaded {m.name}: {m.info.label}, {m.info.layout}, {m.dtype} on {m.device.type}, "
-               f"sha256 {m.sha256[:16]}...", err=True)
-    if m.device.type == "cpu":
-        click.echo("note: running on the CPU works but is slow (minutes per 512 px image at 25 steps); "
-                   "a GPU with --dtype fp16 is 50-100x faster", err=True)
     return m
 
 
-def _progress(done: int, total: int, path: Path | None) -> None:
-    click.echo(f"[{done}/{total}] {path}")
+def _progress(m: FoundationModel) -> Callable[[int, int, Path | None], None]:
+    def show(done: int, total: int, path: Path | None) -> None:
+        if done == 0:   # every input checked: say what runs, before the (slow) first image
+            click.echo(f"{m.name}: {m.info.label}, {m.info.layout}, {' + '.join(m.levers)} on {m.device.type}, "
+                       f"sha256 {m.sha256[:16]}...; {total} image(s)", err=True)
+            if m.device.type == "cpu":
+                click.echo("note: running on the CPU works but is slow (minutes per 512 px image at 25 steps); "
+                           "a GPU with --dtype fp16 is far faster", err=True)
+        else:
+            click.echo(f"[{done}/{total}] {path}")
+    return show
 
 
 def _finish(result: api.FoundationImages, out_dir: Path, no_metadata: bool) -> None:
@@ -102,7 +107,7 @@ def t2i(model_path: Path, prompt: str | None, sheet: Path | None, size: str | No
     defaults = Settings(prompt=prompt or "", size=parse_size(size) if size else None, **kw)
     rows = read_sheet(sheet, defaults, _SAMPLERS) if sheet is not None else [defaults]
     m = _load(model_path, **load)
-    result = api.t2i(m, rows, out_dir, strip_metadata=no_metadata, progress=_progress)
+    result = api.t2i(m, rows, out_dir, strip_metadata=no_metadata, progress=_progress(m))
     _finish(result, out_dir, no_metadata)
 
 
@@ -128,7 +133,7 @@ def img2img(model_path: Path, image: Path, prompt: str, strength: float, out_dir
     settings.check()
     m = _load(model_path, **load)
     result = api.img2img(m, image, settings, out_dir, strength=strength, strip_metadata=no_metadata,
-                         progress=_progress)
+                         progress=_progress(m))
     _finish(result, out_dir, no_metadata)
 
 
@@ -161,5 +166,5 @@ def sd_inpaint(model_path: Path, image: Path, mask: Path, prompt: str, strength:
     settings.check()
     m = _load(model_path, **load)
     result = api.sd_inpaint(m, image, mask, settings, out_dir, strength=strength, keep_unmasked=not no_paste_back,
-                            strip_metadata=no_metadata, progress=_progress)
+                            strip_metadata=no_metadata, progress=_progress(m))
     _finish(result, out_dir, no_metadata)

@@ -99,7 +99,7 @@ class FoundationModel:
             raise ValueError(f"unknown mode {mode!r}")
         if self.info.inpainting and mode != "inpaint":
             raise AtelierError(f"{self.name} is an inpainting checkpoint (its UNet takes a mask): use it for "
-                               "inpainting only")
+                               "inpainting only (atelier sd-inpaint)")
         if mode not in self._pipes:
             cls = getattr(diffusers(), _PIPELINES[self.info.family][mode])
             with quiet():
@@ -213,8 +213,8 @@ def _from_folder(cls: Any, info: ModelInfo, torch_dtype: torch.dtype) -> Any:
     try:
         return cls.from_pretrained(info.path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype,
                                    variant=info.variant, **extra)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise AtelierError(f"cannot load {info.path}: {_first_line(exc)}") from None
+    except Exception as exc:  # diffusers / transformers raise many types for a file they cannot use
+        raise AtelierError(f"cannot load {info.path}: {_first_line(exc)}") from exc
 
 
 def _from_file(cls: Any, info: ModelInfo, config: str | Path | None, torch_dtype: torch.dtype) -> Any:
@@ -232,8 +232,8 @@ def _from_file(cls: Any, info: ModelInfo, config: str | Path | None, torch_dtype
         raise ConfigError(f"--config {cfg} is incomplete: no {' or '.join(missing)}/ folder")
     try:
         return cls.from_single_file(str(info.path), config=str(cfg), local_files_only=True, torch_dtype=torch_dtype)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise AtelierError(f"cannot load {info.path.name} with the configs of {cfg}: {_first_line(exc)}") from None
+    except Exception as exc:  # diffusers raises its own SingleFileComponentError, OSError, ValueError, ...
+        raise AtelierError(f"cannot load {info.path.name} with the configs of {cfg}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ class Settings:
     sampler: str = "default"
     n: int = 1                                # images, with seeds seed, seed + 1, ...
     name: str = ""                            # file name stem; "" = numbered
+    where: str = ""                           # where it was read ("sheet.csv row 3"), for error messages
 
     def check(self) -> None:
         if not self.prompt.strip():
@@ -110,7 +111,7 @@ def read_sheet(path: str | Path, defaults: Settings, samplers: tuple[str, ...] =
         if not any((v or "").strip() for v in row.values()):
             continue                                 # blank line
         try:
-            s = replace(defaults, **{k: _cell(row, k, defaults) for k in header})
+            s = replace(defaults, where=f"{path.name} row {number}", **{k: _cell(row, k, defaults) for k in header})
             s.check()
             if samplers and s.sampler not in samplers:
                 raise ConfigError(f"unknown sampler {s.sampler!r}; use {', '.join(samplers)}")
