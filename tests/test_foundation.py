@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_line_error, run_cli
 from PIL import Image
+
+from conftest import one_line_error, run_cli
 
 pytest.importorskip("diffusers", reason="the diffusion extra (pip install 'atelier[diffusion]')")
 pytest.importorskip("transformers", reason="the diffusion extra (pip install 'atelier[diffusion]')")
 
-import tiny_sd  # noqa: E402
-
 import atelier  # noqa: E402
+import tiny_sd  # noqa: E402
 from atelier.errors import AtelierError, ConfigError, MissingExtraError  # noqa: E402
 from atelier.foundation import Settings, detect, read_sheet  # noqa: E402
 from atelier.provenance import DIGITAL_SOURCE_TYPE, read_metadata  # noqa: E402

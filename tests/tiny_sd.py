@@ -94,7 +94,8 @@ def _unet_key(key: str, per_block: int, up_attn: set[int]) -> str:
     else:
         b, j = int(parts[1]), int(parts[3])
         block = b * (per_block + 1) + j + (1 if parts[0] == "down_blocks" else 0)
-        head = f"{'input' if parts[0] == 'down_blocks' else 'output'}_blocks.{block}.{0 if parts[2] == 'resnets' else 1}"
+        side = "input" if parts[0] == "down_blocks" else "output"
+        head = f"{side}_blocks.{block}.{0 if parts[2] == 'resnets' else 1}"
     if "resnets" in key:
         for new, old in _RESNET:
             rest = rest.replace(new, old)
