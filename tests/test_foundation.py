@@ -56,6 +56,19 @@ def test_detect_both_layouts(models):
     assert (single.layout, single.family) == ("single-file", "sd")
     assert len(folder.weight_files) == 3 and single.weight_files == [models["file"]]
     assert len(folder.sha256()) == 64 and folder.sha256() != single.sha256()
+    assert single.verified                                   # SD 1.x's CLIP in the layout the tests cover
+
+
+def test_single_file_layouts_not_covered_by_tests_are_marked(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    sd2 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+           "first_stage_model.encoder.conv_in.weight": torch.zeros(1),
+           "cond_stage_model.model.token_embedding.weight": torch.zeros(10, 1024)}   # OpenCLIP, as SD 2.x
+    save_file(sd2, tmp_path / "sd2.safetensors")
+    info = detect(tmp_path / "sd2.safetensors")
+    assert (info.family, info.label, info.verified) == ("sd", "Stable Diffusion 2.x", False)
 
 
 # ---------------------------------------------------------------------------------------------- text to image
@@ -81,6 +94,21 @@ def test_single_file_gives_the_folders_images(models, model):
     s = Settings("a cat", steps=2, seed=1)
     np.testing.assert_array_equal(atelier.t2i(single, s).images[0], atelier.t2i(model, s).images[0])
     assert single.sha256 == detect(models["file"]).sha256()
+
+
+def test_sdxl_folder_all_three_workflows(models, tmp_path):
+    m = atelier.load_foundation(tiny_sd.build_xl_folder(models["root"]), device="cpu")
+    assert (m.info.family, m.info.label, m.default_sampler) == ("sdxl", "SDXL", "EulerDiscreteScheduler")
+    a = atelier.t2i(m, Settings("a cat", steps=2, seed=1, size=(64, 48)), out_dir=tmp_path)
+    assert a.images[0].shape == (48, 64, 3) and read_metadata(a.paths[0])["atelier:model_family"] == "SDXL"
+    np.testing.assert_array_equal(a.images[0], atelier.t2i(m, Settings("a cat", steps=2, seed=1,
+                                                                        size=(64, 48))).images[0])
+    photo = _photo(tmp_path / "in.png")
+    assert atelier.img2img(m, photo, Settings("a cat", steps=3)).images[0].shape == (48, 64, 3)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[8:24, 8:40] = 255
+    out = atelier.sd_inpaint(m, photo, Image.fromarray(mask), Settings("a cat", steps=3)).images[0]
+    np.testing.assert_array_equal(out[mask == 0], _read(photo)[mask == 0])
 
 
 def test_cli_t2i_provenance_and_verify(models, model, tmp_path):
@@ -231,6 +259,14 @@ def test_unusable_files_are_one_error(models, tmp_path):
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxPipeline"}))
     one_line_error(run_cli("t2i", "--model", other, "--prompt", "x", "--out-dir", tmp_path, *FAST, ok=False),
                    "holds a FluxPipeline model; atelier runs Stable Diffusion 1.x / 2.x and SDXL")
+
+
+def test_memory_levers_run_and_are_recorded(models, tmp_path):
+    run_cli("t2i", "--model", models["folder"], "--prompt", "a cat", "--attention-slicing", "--vae-tiling",
+            "--out-dir", tmp_path, *FAST)
+    assert read_metadata(tmp_path / "001-seed0.png")["atelier:levers"] == "fp32 + attention-slicing + vae-tiling"
+    one_line_error(run_cli("t2i", "--model", models["folder"], "--prompt", "a cat", "--cpu-offload",
+                           "--out-dir", tmp_path, *FAST, ok=False), "--cpu-offload .* needs a CUDA device")
 
 
 def test_bad_options_are_one_error(models, tmp_path):

@@ -144,3 +144,44 @@ def write_single_file(folder: Path, out: Path, parts: tuple[str, ...] = ("unet",
             state["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
     save_file({k: v.contiguous() for k, v in state.items()}, str(out))
     return out
+
+
+def build_xl_folder(root: Path) -> Path:
+    """A tiny SDXL-shaped diffusers folder: two text encoders (the second with a projection, whose pooled output
+    and the size / crop conditioning feed the UNet's added embedding, Podell et al. 2023 sec. 2.2)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    text_cfg = {"vocab_size": 60, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+                "num_hidden_layers": 2, "max_position_embeddings": 77, "projection_dim": 16, "bos_token_id": 0,
+                "eos_token_id": 1, "pad_token_id": 1}
+    time_dim = 4
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=2, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=16 + 6 * time_dim)   # pooled text (16) + 6 size / crop numbers
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
+        sample_size=64, force_upcast=False)
+    folder = root / "tiny-sdxl"
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig(**text_cfg)).save_pretrained(folder / "text_encoder")
+    CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg)).save_pretrained(folder / "text_encoder_2")
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           steps_offset=1).save_pretrained(folder / "scheduler")
+    write_tokenizer(folder / "tokenizer")
+    write_tokenizer(folder / "tokenizer_2")
+    index = {"_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.42.1",
+             "force_zeros_for_empty_prompt": True, "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"],
+             "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
+    return folder

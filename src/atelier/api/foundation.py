@@ -63,6 +63,7 @@ def _fields(m: FoundationModel, workflow: str, s: Settings, seed: int, size: tup
         "weights_sha256": m.sha256,
         "prompt": s.prompt, "negative_prompt": s.negative, "steps": s.steps, "guidance": s.guidance,
         "sampler": sampler, "seed": seed, "size": f"{size[0]}x{size[1]}", "dtype": m.dtype,
+        "levers": " + ".join(m.levers),
         "safety_checker": "on" if m.safety_checker else "off (not in this checkpoint)",
         **extra,
     }

@@ -57,6 +57,9 @@ class ModelInfo:
     variant: str | None = None           # "fp16" when the folder holds only *.fp16.safetensors
     text_width: int | None = None        # the text encoder's width: 768 = SD 1.x, 1024 = SD 2.x
     weight_files: list[Path] = field(default_factory=list)
+    # False for single files whose key layout atelier's tests do not cover (SD 2.x's OpenCLIP, SDXL): loaded
+    # through diffusers' converter, with a warning
+    verified: bool = True
 
     @property
     def name(self) -> str:
@@ -192,5 +195,6 @@ def _detect_file(path: Path) -> ModelInfo:
     if missing:
         raise AtelierError(f"{path.name} is incomplete: it has no {' and no '.join(missing)} "
                            f"(a full checkpoint holds {', '.join(_PARTS[family])})")
+    hf_clip = any(k.startswith("cond_stage_model.transformer.") for k in keys)
     return ModelInfo(path=path, layout="single-file", family=family, inpainting=in_channels == 9,
-                     text_width=width, weight_files=[path])
+                     text_width=width, weight_files=[path], verified=family == "sd" and hf_clip)

@@ -103,7 +103,9 @@ class FoundationModel:
         if mode not in self._pipes:
             cls = getattr(diffusers(), _PIPELINES[self.info.family][mode])
             with quiet():
-                self._pipes[mode] = cls.from_pipe(self._base)
+                pipe = cls.from_pipe(self._base)
+            pipe.set_progress_bar_config(**getattr(self._base, "_progress_bar_config", {}))
+            self._pipes[mode] = pipe
         return self._pipes[mode]
 
     def _set_sampler(self, pipe: Any, sampler: str) -> None:
@@ -173,6 +175,13 @@ def load_foundation(path: str | Path, *, config: str | Path | None = None, devic
     info = detect(path)
     dev = resolve_device(device)
     dtype_name, torch_dtype = _torch_dtype(dtype, dev)
+    if cpu_offload:   # checked before the (slow) load
+        if dev.type != "cuda":
+            raise ConfigError("--cpu-offload moves sub-models to the GPU one at a time; it needs a CUDA device")
+        try:
+            import accelerate  # noqa: F401  (optional: diffusers' offload hooks need it)
+        except ImportError:
+            raise MissingExtraError("--cpu-offload needs the accelerate package: pip install accelerate") from None
     d = diffusers()
     cls = getattr(d, _PIPELINES[info.family]["inpaint" if info.inpainting else "t2i"])
     with quiet():
@@ -182,6 +191,10 @@ def load_foundation(path: str | Path, *, config: str | Path | None = None, devic
             pipe = _from_folder(cls, info, torch_dtype)
         else:
             pipe = _from_file(cls, info, config, torch_dtype)
+    if info.layout == "single-file" and not info.verified:
+        warnings.warn(f"{info.path.name}: single-file {info.label} checkpoints load through diffusers' own key "
+                      "converter, which atelier's tests cover for Stable Diffusion 1.x only; compare a first image "
+                      "with the model's diffusers folder if you have it", UserWarning, stacklevel=2)
     pipe.set_progress_bar_config(disable=not progress_bar)
     levers = [dtype_name]
     if attention_slicing:
@@ -191,12 +204,6 @@ def load_foundation(path: str | Path, *, config: str | Path | None = None, devic
         pipe.vae.enable_tiling()
         levers.append("vae-tiling")
     if cpu_offload:
-        if dev.type != "cuda":
-            raise ConfigError("--cpu-offload moves sub-models to the GPU one at a time; it needs a CUDA device")
-        try:
-            import accelerate  # noqa: F401  (optional: diffusers' offload hooks need it)
-        except ImportError:
-            raise MissingExtraError("--cpu-offload needs the accelerate package: pip install accelerate") from None
         pipe.enable_model_cpu_offload()
         levers.append("cpu-offload")
     else:
