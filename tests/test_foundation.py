@@ -74,7 +74,9 @@ def test_single_file_layouts_not_covered_by_tests_are_marked(tmp_path):
 # ---------------------------------------------------------------------------------------------- text to image
 def test_t2i_shapes_and_determinism_by_seed(model):
     a = atelier.t2i(model, Settings("a cat", steps=2, seed=3, n=2, size=(64, 48)))
-    assert [im.shape for im in a.images] == [(48, 64, 3)] * 2 and [im.dtype for im in a.images] == [np.uint8] * 2
+    assert [im.shape for im in a.images] == [(48, 64, 3)] * 2
+    assert [im.dtype for im in a.images] == [np.uint8] * 2
+    assert atelier.t2i(model, Settings("a cat", steps=2, size=(72, 40))).images[0].shape == (40, 72, 3)
     assert a.names == ["001-seed3.png", "001-seed4.png"]
     again = atelier.t2i(model, Settings("a cat", steps=2, seed=4, size=(64, 48)))   # image 2 alone, from its seed
     np.testing.assert_array_equal(a.images[1], again.images[0])
@@ -158,7 +160,7 @@ def test_prompt_sheet_batch(models, tmp_path):
     ("prompt,colour\na cat,red\n", r"unknown column\(s\) 'colour'"),
     ("prompt,sampler\na cat,lms\n", r"row 2: unknown sampler 'lms'"),
     ("prompt,name,seed\na,x,1\nb,x,1\n", r"sheet\.csv row 2 and sheet\.csv row 3 would both write x-seed1\.png"),
-    ("prompt,size\na cat,66x64\n", r"sheet\.csv row 2: size 66x64: .*multiples of 4"),
+    ("prompt,size\na cat,65x64\n", r"sheet\.csv row 2: size 65x64: .*multiples of 8"),
 ])
 def test_prompt_sheet_bad_row_is_one_error(models, tmp_path, rows, message):
     sheet = tmp_path / "sheet.csv"
@@ -180,7 +182,7 @@ def test_read_sheet_defaults_fill_blank_cells(tmp_path):
 
 # --------------------------------------------------------------------------------- image to image and inpainting
 def test_img2img_keeps_size_and_seed(model, tmp_path):
-    src = _photo(tmp_path / "in.png", (66, 50))          # rounded down to the model's multiple of 4: 64x48
+    src = _photo(tmp_path / "in.png", (65, 49))          # rounded down to multiples of 8: 64x48
     a = atelier.img2img(model, src, Settings("a cat", steps=3, seed=2), strength=0.5)
     b = atelier.img2img(model, src, Settings("a cat", steps=3, seed=2), strength=0.5)
     assert a.images[0].shape == (48, 64, 3)
@@ -272,7 +274,7 @@ def test_memory_levers_run_and_are_recorded(models, tmp_path):
 def test_bad_options_are_one_error(models, tmp_path):
     run = ("--model", models["folder"], "--out-dir", tmp_path / "o", *FAST)
     one_line_error(run_cli("t2i", *run, ok=False), r"give --prompt TEXT or --prompts SHEET\.csv")
-    one_line_error(run_cli("t2i", "--prompt", "x", "--size", "66x64", *run, ok=False), "multiples of 4")
+    one_line_error(run_cli("t2i", "--prompt", "x", "--size", "65x64", *run, ok=False), "multiples of 8")
     one_line_error(run_cli("t2i", "--prompt", "x", "--size", "big", *run, ok=False), "WIDTHxHEIGHT")
     one_line_error(run_cli("t2i", "--prompt", "x", "--dtype", "fp16", *run, ok=False), "fp16 needs a CUDA device")
     one_line_error(run_cli("img2img", "--prompt", "x", "--image", tmp_path / "none.png", *run, ok=False),

@@ -65,8 +65,8 @@ def _progress(m: FoundationModel) -> Callable[[int, int, Path | None], None]:
             click.echo(f"{m.name}: {m.info.label}, {m.info.layout}, {' + '.join(m.levers)} on {m.device.type}, "
                        f"sha256 {m.sha256[:16]}...; {total} image(s)", err=True)
             if m.device.type == "cpu":
-                click.echo("note: running on the CPU works but is slow (minutes per 512 px image at 25 steps); "
-                           "a GPU with --dtype fp16 is far faster", err=True)
+                click.echo("note: running on the CPU: it works, but a full-size model takes a long time per image "
+                           "(a GPU with --dtype fp16 is the usual choice)", err=True)
         else:
             click.echo(f"[{done}/{total}] {path}")
     return show

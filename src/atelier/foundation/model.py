@@ -79,9 +79,10 @@ class FoundationModel:
 
     @property
     def multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's downscale times the UNet's own downsampling."""
-        unet = self._base.unet.config
-        return int(self._base.vae_scale_factor * 2 ** (len(unet.down_block_types) - 1))
+        """Image sides must be multiples of this: the VAE's downscale (8 for every SD family; diffusers' SD
+        pipelines require 8 in any case). The UNet's own downsampling needs no multiple: diffusers' UNet sizes its
+        upsampling to the skip connections."""
+        return int(np.lcm(8, int(self._base.vae_scale_factor)))
 
     @property
     def default_size(self) -> tuple[int, int]:
