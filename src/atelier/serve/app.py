@@ -73,8 +73,10 @@ def build_studio(runs: str | Path | Sequence[str | Path] | ModelStore, backend: 
 
 
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
-               limits: Limits | None = None, device: str = "cpu", settings: StudioSettings | None = None) -> FastAPI:
-    """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
+               limits: Limits | None = None, device: str = "cpu", settings: StudioSettings | None = None,
+               foundation: Sequence[str | Path] = (), foundation_config: str | Path | None = None) -> FastAPI:
+    """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list), and the
+    foundation-model checkpoints in ``foundation`` (``foundation_config``: the configs of single files)."""
     from atelier.version import __version__
 
     s = build_studio(runs, backend, limits, device, settings)
@@ -173,4 +175,9 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     add_dataset_routes(app, s)
     add_job_routes(app, s)
     add_gallery_routes(app, s)
+    if foundation:   # diffusers is imported only when a checkpoint is served (the diffusion extra)
+        from atelier.serve.foundation import FoundationModels, add_foundation_routes
+
+        app.state.foundation = FoundationModels(foundation, foundation_config, device)
+        add_foundation_routes(app, s, app.state.foundation)
     return app
