@@ -424,6 +424,7 @@ def _fuzz(op, mode, server: str, budget: float, failures: list[str]) -> int:
     return sent
 
 
+@pytest.mark.slow
 def test_schema_fuzz_never_yields_a_5xx(server):
     schemathesis = pytest.importorskip("schemathesis")
     from schemathesis.generation import GenerationMode

@@ -41,6 +41,7 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
+@pytest.mark.slow
 def test_upload_train_watch_stop_restart_resume_generate_favourite_download(tmp_path):
     import atelier
 

@@ -65,6 +65,7 @@ def _train_rows(run_dir: Path) -> list[int]:
     return [r["step"] for r in rows if "event" not in r]
 
 
+@pytest.mark.slow
 def test_killed_trainer_and_killed_worker_resume_to_the_uninterrupted_result(tmp_path):
     import atelier
 

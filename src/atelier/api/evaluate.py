@@ -162,11 +162,13 @@ def evaluate_pairs(translator: Translator | None, source: str, cfg: RunConfig, l
     l1, psnr, ssim, n = 0.0, 0.0, 0.0, 0
     for chunk in ds.images.split(batch_size):
         x, y = chunk[:, :C], chunk[:, C:]
-        out = x if translator is None else translator.translate_batch(x)
+        out: torch.Tensor = x if translator is None else translator.translate_batch(x)
         a, b = out.float() / 255, y.float() / 255
         l1 += (a - b).abs().mean(dim=(1, 2, 3)).sum().item()
         psnr += peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)).sum().item()
-        ssim += structural_similarity_index_measure(a, b, data_range=1.0, reduction="none").sum().item()
+        s = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+        assert isinstance(s, torch.Tensor)  # (N,): no full image or contrast terms were asked for
+        ssim += s.sum().item()
         n += len(chunk)
     return {"pairs": n, "l1": l1 / n, "psnr": psnr / n, "ssim": ssim / n}
 

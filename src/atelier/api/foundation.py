@@ -71,7 +71,8 @@ def _fields(m: FoundationModel, workflow: str, s: Settings, seed: int, size: tup
 
 def _plan(rows: Sequence[Settings]) -> list[tuple[Settings, int, str]]:
     """(settings, seed, file name) per image; two images may not share a file name."""
-    plan, seen = [], {}
+    plan: list[tuple[Settings, int, str]] = []
+    seen: dict[str, int] = {}
     for i, s in enumerate(rows, start=1):
         stem = s.name or f"{i:03d}"
         for k in range(s.n):

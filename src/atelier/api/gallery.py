@@ -177,7 +177,9 @@ class Gallery:
             raise ConfigError("a collection needs a name of 1 to 100 characters")
         try:
             with self.engine.begin() as conn:
-                new_id = conn.execute(insert(collections).values(name=name, created_at=now())).inserted_primary_key[0]
+                key = conn.execute(insert(collections).values(name=name, created_at=now())).inserted_primary_key
+                assert key is not None
+                new_id = key[0]
         except IntegrityError:
             raise Conflict(f"a collection named {name!r} already exists") from None
         return self.collection(int(new_id))

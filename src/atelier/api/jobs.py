@@ -122,10 +122,12 @@ class JobQueue:
         t = now()
         try:
             with self.engine.begin() as conn:
-                job_id = conn.execute(insert(jobs).values(
+                key = conn.execute(insert(jobs).values(
                     name=name, run_dir=str(run_dir.resolve()), dataset_id=dataset_id, config=config,
                     budget=check_budget(budget), state="queued", step=0, kimg=0.0, client_key=client_key,
-                    user=user, created_at=t, updated_at=t, message="waiting for a worker")).inserted_primary_key[0]
+                    user=user, created_at=t, updated_at=t, message="waiting for a worker")).inserted_primary_key
+                assert key is not None
+                job_id = key[0]
         except IntegrityError:
             existing = self.by_key(client_key) if client_key is not None else None
             if existing is not None:

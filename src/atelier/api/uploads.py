@@ -182,7 +182,8 @@ def resolve_under(root: str | Path, relative: str) -> Path:
 def list_subfolders(folder: Path, limit: int = 500) -> tuple[list[str], int]:
     """Names of the visible sub-folders of ``folder`` (at most ``limit``) and how many images it holds
     directly (counted up to 10,000)."""
-    subs, n_images = [], 0
+    subs: list[str] = []
+    n_images = 0
     for i, entry in enumerate(sorted(folder.iterdir())):
         if i > 20_000:
             break

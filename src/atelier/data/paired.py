@@ -69,7 +69,7 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
         files = _images_in(root)
         if not files:
             raise DataError(f"{root} holds no images; expected side-by-side A|B pairs")
-        items = [(p.name, p, None) for p in files]
+        items: list[tuple[str, Path, Path | None]] = [(p.name, p, None) for p in files]
     elif layout == "folders":
         a_dir, b_dir = root / "A", root / "B"
         if not a_dir.is_dir() or not b_dir.is_dir():
@@ -89,7 +89,9 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
     else:
         raise DataError(f"data.paired must be side_by_side or folders, got {layout!r}")
 
-    pairs, names, skipped = [], [], []
+    pairs: list[np.ndarray] = []
+    names: list[str] = []
+    skipped: list[str] = []
     for name, p_a, p_b in items:
         if limit is not None and len(pairs) >= limit:
             break

@@ -17,6 +17,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from atelier.errors import AtelierError
+from atelier.provenance import weights_sha256
 
 __all__ = ["ModelInfo", "detect", "family_of_keys"]
 
@@ -77,9 +78,8 @@ class ModelInfo:
 
     def sha256(self) -> str:
         """The single file's sha256 (the number model sites list); for a folder, the sha256 of its weight files'
-        relative paths and sha256s, one ``path sha`` line each, sorted."""
-        from atelier.provenance import weights_sha256  # cached per (path, size, mtime)
-
+        relative paths and sha256s, one ``path sha`` line each, sorted (each file hashed once per path, size and
+        modification time)."""
         if self.layout == "single-file":
             return weights_sha256(self.path) or ""
         lines = sorted(f"{p.relative_to(self.path).as_posix()} {weights_sha256(p)}\n" for p in self.weight_files)
@@ -122,7 +122,9 @@ def _detect_folder(path: Path) -> ModelInfo:
     if family is None:
         raise AtelierError(f"{path} holds a {cls or 'unknown'} model; atelier runs Stable Diffusion 1.x / 2.x and "
                            "SDXL checkpoints (StableDiffusionPipeline, StableDiffusionXLPipeline)")
-    missing, weights, variants = [], [], set()
+    missing: list[str] = []
+    weights: list[Path] = []
+    variants: set[str] = set()
     for part in _COMPONENTS[family]:
         sub = path / part
         problem = _check_component(part, sub, index.get(part), weights, variants)

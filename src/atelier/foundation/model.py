@@ -110,6 +110,7 @@ class FoundationModel:
         return self._pipes[mode]
 
     def _set_sampler(self, pipe: Any, sampler: str) -> None:
+        extra: dict[str, Any]
         if sampler == "default":
             name, extra = self._scheduler_config.get("_class_name", ""), {}
         elif sampler in SAMPLERS:

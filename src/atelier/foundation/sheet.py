@@ -15,6 +15,7 @@ import csv
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from atelier.errors import ConfigError
 
@@ -111,7 +112,8 @@ def read_sheet(path: str | Path, defaults: Settings, samplers: tuple[str, ...] =
         if not any((v or "").strip() for v in row.values()):
             continue                                 # blank line
         try:
-            s = replace(defaults, where=f"{path.name} row {number}", **{k: _cell(row, k, defaults) for k in header})
+            cells: dict[str, Any] = {k: _cell(row, k, defaults) for k in header}
+            s = replace(defaults, where=f"{path.name} row {number}", **cells)
             s.check()
             if samplers and s.sampler not in samplers:
                 raise ConfigError(f"unknown sampler {s.sampler!r}; use {', '.join(samplers)}")

@@ -148,7 +148,8 @@ class Evaluator:
             batch_size = min(batch_size, 64)  # 299x299 Inception activations: ~10 MB per image
         feats, logits = [], []
         for chunk in images.split(batch_size):
-            f, lg = self.network.forward_features(self._input(chunk.to(self.device)))
+            f, lg = self.network.forward_features(  # type: ignore[operator]  # (every evaluator network has it)
+                self._input(chunk.to(self.device)))
             feats.append(f.float().cpu())
             logits.append(lg.float().cpu())
         return Features(torch.cat(feats), torch.cat(logits))

@@ -26,7 +26,7 @@ self-attention block at that feature resolution in G and D (see atelier.models.l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +51,7 @@ from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 
-_BN = {"eps": 1e-3, "momentum": 0.01}
+_BN: dict[str, Any] = {"eps": 1e-3, "momentum": 0.01}
 
 
 # (start size, number of stride-2 upsamplings) per supported output resolution
@@ -61,8 +61,8 @@ PLANS = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
 def _raw_weight(module: nn.Module) -> torch.Tensor:
     """A layer's stored weight; reading ``.weight`` of a spectral-normalised layer would run a power iteration."""
     if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+        return module.get_parameter("parametrizations.weight.original")
+    return module.get_parameter("weight")
 
 
 def _glorot(module: nn.Module) -> None:
@@ -211,12 +211,14 @@ class Discriminator(Network):
             raise ValueError("class scores need a projection discriminator (num_classes > 0, "
                              "d_conditioning: projection)")
         if self.input_labels:  # one-hot class maps as extra input channels: (B, C + K, H, W)
+            assert y is not None
             maps = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.features(x)                                       # (B, c, s, s)
         out = flat_linear(self.fc, h)                              # (B, 1) logits
         if self.project is None:
             return out
+        assert y is not None  # check_labels: a conditional D is given labels
         s = self.project.scores(h.sum(dim=(2, 3)))                 # (B, K): <embed(k), sum-pooled features>
         out = out + s.gather(1, y[:, None])
         return (out, s) if scores else out

@@ -105,13 +105,13 @@ class DBlock(nn.Module):
         self.down, self.first = down, first
         self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.sc = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else None
+        self.sc: nn.Conv2d | None = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The first block sees images, so it starts with a conv rather than a ReLU (SNGAN's "optimized" block).
         h = self.c2(F.relu(self.c1(x if self.first else F.relu(x))))
         s = x
-        if self.first:  # shortcut: pool then 1x1 conv on the raw image
+        if self.first and self.sc is not None:  # shortcut: pool then 1x1 conv on the raw image
             s = self.sc(F.avg_pool2d(s, 2))
         elif self.sc is not None:
             s = self.sc(s)
@@ -135,7 +135,7 @@ class ResNetGenerator(Network):
         self.embed = nn.Embedding(num_classes, self.cond_dim) if self.cond_dim else None
         self.fc = nn.Linear(z_dim + self.cond_dim, start * start * width)
         self.blocks = nn.ModuleList(GBlock(width, width, num_classes, self.cond_dim) for _ in range(n_up))
-        self.attn = SelfAttention(width) if attention else None
+        self.attn: SelfAttention | None = SelfAttention(width) if attention else None
         self.bn = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         _init(self)
@@ -161,7 +161,7 @@ class ResNetGenerator(Network):
         h = self.fc(z).view(-1, self.width, self.start, self.start)     # (B, ch, s, s)
         size = self.start
         for block in self.blocks:
-            if size == self.attention_at:
+            if size == self.attention_at and self.attn is not None:
                 h = self.attn(h)
             h = block(h, cond)                                          # (B, ch, 2s, 2s)
             size *= 2
@@ -207,6 +207,7 @@ class ResNetDiscriminator(Network):
             if scores:
                 raise ValueError("class scores need a class-conditional discriminator (num_classes > 0)")
             return out
+        assert y is not None  # check_labels: a conditional D is given labels
         s = self.project.scores(h)                                      # (B, K)
         out = out + s.gather(1, y[:, None])                             # + <embed(y), h>
         return (out, s) if scores else out

@@ -29,7 +29,7 @@ def create_app(runs: Any, backend: str = "torch", limits: Any = None, device: st
         require_extra(module, "serve", "the studio")
     if backend == "onnx":
         require_extra("onnxruntime", "export", "the ONNX Runtime backend")
-    from atelier.serve.app import create_app as _create
+    from atelier.serve.app import create_app as _create  # FastAPI: the optional extra atelier[serve]
 
     return _create(runs, backend=backend, limits=limits, device=device, settings=settings, foundation=foundation,
                    foundation_config=foundation_config)
@@ -43,8 +43,8 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
     (then run ``atelier worker`` yourself, here or on other machines). Refuses to bind beyond this machine
     without a token or users."""
     uvicorn = require_extra("uvicorn", "serve", "the studio")
-    from atelier.api.worker import start_worker_process
-    from atelier.serve.auth import check_exposure
+    from atelier.api.worker import start_worker_process  # SQLAlchemy: the optional extra atelier[serve]
+    from atelier.serve.auth import check_exposure  # FastAPI: the optional extra atelier[serve]
 
     app = create_app(runs, backend=backend, device=device, settings=settings, foundation=foundation,
                      foundation_config=foundation_config)
@@ -57,8 +57,9 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
         except Exception:  # noqa: BLE001  (listed with its error on the page)
             pass
     fm = getattr(app.state, "foundation", None)
-    for name in fm.names() if fm is not None else []:
-        fm.info(name)  # loads it (a load error is listed by GET /api/foundation)
+    if fm is not None:
+        for name in fm.names():
+            fm.info(name)  # loads it (a load error is listed by GET /api/foundation)
     proc = None
     if worker and studio.runs_dir is not None:
         proc = start_worker_process(studio.settings.db_url, max_jobs=max_jobs, gpus_per_job=gpus_per_job,

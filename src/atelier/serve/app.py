@@ -34,12 +34,14 @@ from atelier.provenance import COMPOSITE_SOURCE_TYPE
 from atelier.serve.auth import Access, AuthMiddleware, add_auth_routes
 from atelier.serve.context import Studio
 from atelier.serve.datasets import MULTIPART_OVERHEAD, add_dataset_routes
+from atelier.serve.foundation import FoundationModels, add_foundation_routes
 from atelier.serve.gallery import add_gallery_routes
 from atelier.serve.gate import BodySize, Gate, Limits, ServerTiming
 from atelier.serve.generate import _verifier, add_generate_routes, served
 from atelier.serve.jobs import add_job_routes
 from atelier.serve.registry import ModelStore
 from atelier.serve.settings import StudioSettings
+from atelier.version import __version__
 
 __all__ = ["STATIC", "Gate", "Limits", "create_app"]
 
@@ -77,8 +79,6 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
                foundation: Sequence[str | Path] = (), foundation_config: str | Path | None = None) -> FastAPI:
     """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list), and the
     foundation-model checkpoints in ``foundation`` (``foundation_config``: the configs of single files)."""
-    from atelier.version import __version__
-
     s = build_studio(runs, backend, limits, device, settings)
     store, limits = s.store, s.limits
     # docs_url=None: the API page is served below with Swagger UI's files from the fastapi-offline package, not
@@ -175,9 +175,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     add_dataset_routes(app, s)
     add_job_routes(app, s)
     add_gallery_routes(app, s)
-    if foundation:   # diffusers is imported only when a checkpoint is served (the diffusion extra)
-        from atelier.serve.foundation import FoundationModels, add_foundation_routes
-
+    if foundation:   # diffusers is imported when the first checkpoint loads (the diffusion extra)
         app.state.foundation = FoundationModels(foundation, foundation_config, device)
         add_foundation_routes(app, s, app.state.foundation)
     return app

@@ -127,7 +127,7 @@ class Access:
         if user:
             ok = verify_user(self.engine, user, password)
         else:
-            ok = bool(self.token) and hmac.compare_digest(password.encode(), self.token.encode())
+            ok = self.token is not None and hmac.compare_digest(password.encode(), self.token.encode())
         if not ok:
             with self._lock:
                 self._failures[client].append(time.monotonic())

@@ -35,7 +35,7 @@ __all__ = ["GANTask", "loss_text"]
 
 def loss_text(cfg: RunConfig) -> str:
     lc = cfg.loss
-    parts = [lc.name]
+    parts: list[str] = [lc.name]
     if lc.gp_weight:
         parts.append(f"gradient penalty {lc.gp_weight:g}")
     if lc.r1_gamma:
@@ -61,7 +61,7 @@ class GANTask(Task):
         self.networks = {"G": self.G, "D": self.D}
         self.ema = EMA(distributed.unwrap(self.G), cfg.train.ema_half_life_kimg, cfg.train.ema_rampup)
         self.emas = {"G": self.ema}
-        betas = tuple(cfg.optim.betas)
+        betas = cfg.optim.betas
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
@@ -116,6 +116,7 @@ class GANTask(Task):
         d_terms = self.loss.d_loss(logits[:B], logits[B:])
         d_total = d_terms["loss"]
         if lc.class_weight:  # D learns the classes from the real images' labels (atelier.models.layers)
+            assert y_real is not None  # loss.class_weight needs a conditional model (checked with the config)
             cls = torch.nn.functional.cross_entropy(scores[:B].float(), y_real)
             d_terms["cls"] = cls.detach()
             d_total = d_total + lc.class_weight * cls

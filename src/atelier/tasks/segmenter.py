@@ -59,7 +59,7 @@ class SegmenterTask(Task):
         spec = get_model(params.pop("name"))
         self.net = ctx.wrap(spec.build(spec.parse(params), d.resolution, d.channels)["net"])
         self.networks = {"net": self.net}
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.optim.lr_g, betas=tuple(cfg.optim.betas))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
         self.optimizers = {"opt": self.opt}
         k = len(self.palette)
         self.weights = (median_frequency_weights(self.dataset.images[:, d.channels], k).to(ctx.device)

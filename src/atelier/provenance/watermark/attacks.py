@@ -76,16 +76,28 @@ def brightness(img: Image.Image, factor: float) -> Image.Image:
     return ImageEnhance.Brightness(img).enhance(factor)
 
 
+def _shrink(factor: float, codec: str | None = None) -> Attack:
+    """Rescale by ``factor`` (kept at that size), then optionally re-encode at quality 75."""
+    def attack(im: Image.Image) -> Image.Image:
+        small = rescale(im, factor)
+        return small if codec is None else encode(small, codec, 75)
+    return attack
+
+
+def _crop(share: float, edge: str) -> Attack:
+    return lambda im: crop(im, share, edge)
+
+
 def _web() -> dict[str, Attack]:
     out: dict[str, Attack] = {}
     for f in (0.9, 0.75, 0.5, 0.33):
-        out[f"{f}x"] = lambda im, f=f: rescale(im, f)
-        out[f"{f}x + jpeg q75"] = lambda im, f=f: encode(rescale(im, f), "JPEG", 75)
-        out[f"{f}x + webp q75"] = lambda im, f=f: encode(rescale(im, f), "WEBP", 75)
-    out["1.5x"] = lambda im: rescale(im, 1.5)
+        out[f"{f}x"] = _shrink(f)
+        out[f"{f}x + jpeg q75"] = _shrink(f, "JPEG")
+        out[f"{f}x + webp q75"] = _shrink(f, "WEBP")
+    out["1.5x"] = _shrink(1.5)
     for share in (0.1, 0.25, 0.5):
         for edge in ("left", "top", "right", "bottom"):
-            out[f"crop {round(100 * share)}% {edge}"] = lambda im, s=share, e=edge: crop(im, s, e)
+            out[f"crop {round(100 * share)}% {edge}"] = _crop(share, edge)
     out["social (1080 px, jpeg q80)"] = social
     out["screenshot (0.8x bilinear, blur, png)"] = screenshot
     out["rotate +2 + crop"] = lambda im: rotate(im, 2.0)

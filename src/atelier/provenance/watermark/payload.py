@@ -69,7 +69,7 @@ def _trellis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def conv_encode(bits: np.ndarray) -> np.ndarray:
-    state, out = 0, []
+    state, out = 0, list[int]()
     for b in list(bits) + [0] * (K - 1):
         reg = (int(b) << (K - 1)) | state
         out.extend(bin(reg & g).count("1") & 1 for g in GENERATORS)

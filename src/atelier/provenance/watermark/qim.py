@@ -181,7 +181,7 @@ def slots(ny: int, nx: int, first: tuple[int, int] = (0, 0)) -> np.ndarray:
 
 def coded_soft(soft: np.ndarray, first: tuple[int, int]) -> np.ndarray:
     """Soft values of the coded bits: each window class's soft value (P, ny, nx) added to its slot's bit."""
-    return np.bincount(slots(*soft.shape[1:], first).ravel(), weights=soft.ravel(), minlength=CODED_BITS)
+    return np.bincount(slots(soft.shape[1], soft.shape[2], first).ravel(), weights=soft.ravel(), minlength=CODED_BITS)
 
 
 # ---------------------------------------------------------------------------------------------------- embed
@@ -252,7 +252,7 @@ def _apply(base: np.ndarray, bits: np.ndarray, step: float, kappa: float, weight
     q = basis()
     _, ny, nx = bits.shape
     offset = (q.dither[:, None, None] + 0.5 * bits) * step
-    fshape = frame_shape(*base.shape[:2], kappa)
+    fshape = frame_shape(base.shape[0], base.shape[1], kappa)
     delta = np.zeros(fshape)
     out, target = base, None
     passes = PASSES if base.shape[0] * base.shape[1] <= MANY_PASSES_PIXELS else 3

@@ -110,7 +110,7 @@ def detect(arr: np.ndarray) -> Detection | None:
     y = luma(arr)
     best: Detection | None = None
     for kappa in _frames(*y.shape):
-        if min(frame_shape(*y.shape, kappa)) < MIN_FRAME:
+        if min(frame_shape(y.shape[0], y.shape[1], kappa)) < MIN_FRAME:
             continue
         found = _detect_frame(y, kappa)
         if found.detected:
@@ -124,14 +124,14 @@ def _detect_frame(y: np.ndarray, kappa: float) -> Detection:
     q = basis()
     every = np.arange(len(q.pu))
     n_scales, rs = COARSE
-    coarse_scales = np.exp(np.linspace(*np.log(SCALES), n_scales))
+    coarse_scales = np.exp(np.linspace(np.log(SCALES[0]), np.log(SCALES[1]), n_scales))
     ranked = []
     for shift, x in _hypotheses(to_frame(y, kappa)):
         flat = x.reshape(len(q.pu), -1)
         ranked.append((_fit(flat[q.dc_free], q.dc_free, coarse_scales, np.array(rs)), shift, x))
     ranked.sort(key=lambda f: -f[0][0])
     n_scales, n_r, r_max = FINE
-    scales, rs_fine = np.exp(np.linspace(*np.log(SCALES), n_scales)), np.linspace(0.0, r_max, n_r)
+    scales, rs_fine = np.exp(np.linspace(np.log(SCALES[0]), np.log(SCALES[1]), n_scales)), np.linspace(0.0, r_max, n_r)
     fitted = []
     for (_, s, r), shift, x in ranked[:REFINE]:
         flat = x.reshape(len(q.pu), -1)
