@@ -309,6 +309,7 @@ print("attempts:", attempts)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and diffusers: about 10 s
 def test_no_network_during_load_and_generate(models, tmp_path):
     """A fresh process with no Hugging Face settings (atelier must switch the hub off itself) and every socket
     connection refused: loading both layouts and all three workflows attempt none."""
@@ -325,6 +326,18 @@ def test_no_network_during_load_and_generate(models, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "attempts: []", done.stdout
     assert len(list((tmp_path / "out").glob("*/*.png"))) == 6
+
+
+def test_safety_checker_listed_but_not_shipped_loads_without_it(models, tmp_path):
+    pruned = tmp_path / "pruned"
+    shutil.copytree(models["folder"], pruned)
+    index = json.loads((pruned / "model_index.json").read_text())
+    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"], requires_safety_checker=True)
+    (pruned / "model_index.json").write_text(json.dumps(index))
+    m = atelier.load_foundation(pruned, device="cpu")
+    assert not m.safety_checker
+    assert atelier.t2i(m, Settings("a cat", steps=1)).fields[0]["safety_checker"] == "off (not in this checkpoint)"
 
 
 def test_api_errors_are_atelier_errors(model, tmp_path):

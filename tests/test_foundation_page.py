@@ -22,6 +22,7 @@ else:
 import tiny_sd  # noqa: E402
 
 
+@pytest.mark.slow  # a browser and a server: about 20 s
 def test_page_lists_draws_and_reopens_a_foundation_model(tmp_path):
     from atelier.serve import background, create_app
     from atelier.serve.settings import StudioSettings

@@ -144,8 +144,10 @@ def t2i(model: FoundationModel | str | Path, settings: Settings | Sequence[Setti
                 lambda s: s.size or m.default_size)
 
 
-def _source(m: FoundationModel, image: str | Path | Image.Image) -> tuple[Image.Image, dict[str, object]]:
-    """The input image as RGB, its sides rounded down to the model's multiple (resized if they were not)."""
+def _source(m: FoundationModel, image: str | Path | Image.Image) -> tuple[Image.Image, dict[str, object],
+                                                                          tuple[int, int]]:
+    """The input image as RGB, its sides rounded down to the model's multiple (resized if they were not), the
+    metadata fields naming it, and its size as given."""
     extra: dict[str, object] = {}
     if isinstance(image, Image.Image):
         pil = to_channels(image, 3)
@@ -153,13 +155,13 @@ def _source(m: FoundationModel, image: str | Path | Image.Image) -> tuple[Image.
         pil = to_channels(open_image(image), 3)
         extra = {"source_image": Path(image).name, "source_sha256": sha256_file(image)}
     mult = m.multiple
-    w, h = pil.size
+    w, h = original = pil.size
     if w < mult or h < mult:
         raise ConfigError(f"the image is {w}x{h}; this model needs at least {mult}x{mult}")
     size = (w // mult * mult, h // mult * mult)
     if size != (w, h):
         pil = pil.resize(size, Image.Resampling.LANCZOS)
-    return pil, extra
+    return pil, extra, original
 
 
 def img2img(model: FoundationModel | str | Path, image: str | Path | Image.Image, settings: Settings,
@@ -171,7 +173,7 @@ def img2img(model: FoundationModel | str | Path, image: str | Path | Image.Image
         raise ConfigError(f"strength {strength:g}: use a number in (0, 1]")
     m = _model(model)
     _check(m, [settings], "img2img")
-    src, extra = _source(m, image)
+    src, extra, _ = _source(m, image)
 
     def make(s: Settings, seed: int) -> np.ndarray:
         return m.generate("img2img", s.prompt, negative=s.negative, steps=s.steps, guidance=s.guidance, seed=seed,
@@ -207,8 +209,7 @@ def inpaint(model: FoundationModel | str | Path, image: str | Path | Image.Image
         raise ConfigError(f"strength {strength:g}: use a number in (0, 1]")
     m = _model(model)
     _check(m, [settings], "inpaint")
-    original = (image.size if isinstance(image, Image.Image) else open_image(image).size)
-    src, extra = _source(m, image)
+    src, extra, original = _source(m, image)
     mask_img = _mask(mask, src.size, original)
     keep = np.asarray(mask_img)[:, :, None] == 0            # (H, W, 1): True where the original stays
     base = np.asarray(src)

@@ -9,6 +9,7 @@ pipelines themselves are diffusers' (imported at function level: the ``diffusion
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,8 +216,8 @@ def load_foundation(path: str | Path, *, config: str | Path | None = None, devic
 
 def _from_folder(cls: Any, info: ModelInfo, torch_dtype: torch.dtype) -> Any:
     extra: dict[str, Any] = {}
-    index = (info.path / "model_index.json").read_text(encoding="utf-8")
-    if '"safety_checker"' in index and not (info.path / "safety_checker").is_dir():
+    listed = json.loads((info.path / "model_index.json").read_text(encoding="utf-8")).get("safety_checker")
+    if isinstance(listed, list) and listed and listed[0] is not None and not (info.path / "safety_checker").is_dir():
         # Listed but not shipped (a pruned copy): load without it rather than fail; the metadata says so.
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:

@@ -118,8 +118,11 @@ def add_foundation_routes(app: FastAPI, s: Studio, models: FoundationModels) -> 
                                      "pixels per request")
         settings = Settings(prompt=req.prompt, negative=req.negative, steps=req.steps, guidance=req.guidance,
                             seed=req.seed, size=size, sampler=req.sampler, n=req.n)
-        with models.lock(req.model):   # diffusers pipelines are not thread-safe
-            result = gate.run(lambda: t2i(m, settings))
+        def draw() -> Any:
+            with models.lock(req.model):   # one image at a time per model: diffusers pipelines hold state
+                return t2i(m, settings)
+
+        result = gate.run(draw)
         created = created_now()
         pngs, ids = [], []
         records = []
