@@ -6,6 +6,8 @@
     atelier.train("configs/mnist-dcgan.yaml", "runs/x", {"train.minutes": 5})
     atelier.sample("runs/x", n=64, seed=0).save_grid("grid.png")
     atelier.evaluate("runs/x", metrics=["fid", "kid"], n=10_000)
+    m = atelier.load_foundation("models/sd15")              # your own Stable Diffusion checkpoint (diffusion extra)
+    atelier.t2i(m, Settings("a red fox in snow", n=4), out_dir="out")   # Settings: atelier.foundation.Settings
 
 The studio's workflows (a job queue and its workers, datasets, the gallery, users) keep their state in a database
 through SQLAlchemy (the ``serve`` extra); import them from their modules: ``atelier.api.jobs``,
