@@ -49,7 +49,7 @@ def registered() -> list[str]:
 
 def _ensure_loaded() -> None:
     # Import the model files so that their register() calls run.
-    from atelier.models import dcgan, pix2pix, resnet, vae  # noqa: F401
+    from atelier.models import dcgan, pix2pix, resnet, stylegan2, vae  # noqa: F401
 
 
 def get(name: str) -> ModelSpec:

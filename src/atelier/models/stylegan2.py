@@ -1,0 +1,378 @@
+"""A StyleGAN2-type generator and residual discriminator: Karras, Laine, Aittala, Hellsten, Lehtinen & Aila,
+"Analyzing and Improving the Image Quality of StyleGAN", CVPR 2020 (arXiv:1912.04958), with the class-conditional
+mapping and projection discriminator of StyleGAN2-ADA (Karras et al., NeurIPS 2020, arXiv:2006.06676). Written
+from the papers; NVIDIA's code (non-commercial licence) was read for ideas only.
+
+    mapping    z (+ embed(y)) -> normalise -> [FC + lrelu] * L (lr x 0.01) -> w            (B, w_dim)
+    synthesis  const (C, s, s) -> StyleConv -> ... per resolution: [up, StyleConv, StyleConv] -> ToRGB,
+               summed over resolutions ("skip" outputs, the paper's config E)              (B, C, H, W)
+    D          fromRGB -> [residual block, down x2] * n -> minibatch std -> conv -> FC -> FC -> logit (+ cmap)
+
+Every weight is stored at unit scale and multiplied by its He constant at run time (equalized learning
+rate, Karras et al. 2018), so Adam's per-parameter step means the same for every layer. Activations are
+leaky ReLU(0.2) times sqrt(2), which keeps unit variance.
+
+The modulated convolution is written for CPU speed as ``demod * conv(x * style, W)`` with one shared
+weight: the same maths as convolving each sample with its own modulated and demodulated weight (the
+paper's formulation; a per-sample grouped convolution that runs slowly on CPUs and in bf16), since the
+per-input-channel style commutes with the convolution and demodulation is a per-output-channel scale.
+
+Truncation (psi, Karras et al. 2019 sec. 5) moves w towards ``w_avg``, a buffer tracked with momentum
+``w_avg_beta`` during training. One global average serves a class-conditional model, as in StyleGAN2-ADA.
+
+Style mixing regularisation lives in ``StyleGAN2Generator.forward`` in training mode: with probability
+``mixing_prob`` a sample takes its styles from a second latent from a random layer on (see
+:func:`random_mix`). The task therefore needs nothing for it, and ``mixing_prob: 0`` turns it off.
+
+Modes: ``G.train()`` draws fresh noise, mixes styles, updates ``w_avg`` and returns the raw output (a clamp
+would stop gradients; StyleGAN2 trains unclamped too); ``G.eval()`` uses the constant noise buffers (a seed
+always gives the same image, and the graph exports to ONNX) and clamps to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from atelier.models import ModelSpec, register
+from atelier.models.layers import check_labels
+
+__all__ = ["StyleGAN2Config", "StyleGAN2Discriminator", "StyleGAN2Generator", "mix_styles", "modulated_conv2d",
+           "random_mix"]
+
+GAIN = math.sqrt(2.0)  # leaky ReLU(0.2) gain that keeps unit variance (He et al. 2015)
+NoiseMode = Literal["random", "const", "none"]
+
+
+def plan(resolution: int) -> tuple[int, int]:
+    """(start size, number of x2 upsamplings): 32, 64, 128, 256 start from 4x4; 28 (MNIST) from 7x7."""
+    start, n = resolution, 0
+    while start > 7 and start % 2 == 0:
+        start, n = start // 2, n + 1
+    if not 4 <= start <= 7 or n < 2:
+        raise ValueError(f"stylegan2 supports resolutions s * 2^k with s in 4..7 and k >= 2 (e.g. 28, 32, 64, 128), "
+                         f"got {resolution}")
+    return start, n
+
+
+def widths(resolution: int, width: int, width_max: int) -> dict[int, int]:
+    """Channels per feature size: ``width`` at the output, doubling per halving, capped at ``width_max``."""
+    start, n = plan(resolution)
+    return {start * 2**i: min(width * 2 ** (n - i), width_max) for i in range(n + 1)}
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalized learning rate; ``lr_mul`` slows it down (the mapping network)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activate: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul))
+        self.w_gain, self.lr_mul, self.activate = lr_mul / math.sqrt(in_features), lr_mul, activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.w_gain, self.bias * self.lr_mul)
+        return F.leaky_relu(x, 0.2) * GAIN if self.activate else x
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalized learning rate ("same" padding); optional 2x average-pool first (``down``)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True, activate: bool = False,
+                 down: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.w_gain, self.activate, self.down = 1.0 / math.sqrt(in_ch * kernel * kernel), activate, down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down:  # pooling before the conv: a quarter of the FLOPs of conv-then-pool (cf. blur + stride 2)
+            x = F.avg_pool2d(x, 2)
+        x = F.conv2d(x, self.weight * self.w_gain, self.bias, padding=self.weight.shape[-1] // 2)
+        return F.leaky_relu(x, 0.2) * GAIN if self.activate else x
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """StyleGAN2's modulated (and demodulated) convolution, eq. 1-3, as one shared-weight convolution.
+
+    x (B, I, H, W), weight (O, I, k, k) already scaled, styles (B, I) -> (B, O, H, W). The paper convolves
+    sample b with ``w'[o,i] = s[b,i] w[o,i]`` divided by ``sigma[b,o] = sqrt(sum_{i,k} w'^2 + eps)``. Scaling
+    the input channels by s instead, and the output channels by 1/sigma, is the same sum; sigma^2 is the
+    matrix product ``s^2 @ (sum_k w^2)^T``, computed in fp32 even under autocast (it is a sum of squares).
+    """
+    x = F.conv2d(x * styles.to(x.dtype)[:, :, None, None], weight, padding=weight.shape[-1] // 2)
+    if not demodulate:
+        return x
+    sq = weight.float().square().sum(dim=(2, 3))                             # (O, I)
+    dcoefs = (styles.float().square() @ sq.t() + eps).rsqrt()               # (B, O)
+    return x * dcoefs.to(x.dtype)[:, :, None, None]
+
+
+class StyleConv(nn.Module):
+    """Modulated 3x3 conv (optionally after a bilinear 2x upsampling) + per-pixel noise + bias + lrelu."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, size: int, *, up: bool = False) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)              # styles start at 1 (identity)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.noise_strength = nn.Parameter(torch.zeros(()))                 # learned, starts silent
+        # Fixed noise for noise_mode="const": a seeded sample always renders the same image.
+        self.register_buffer("noise_const", torch.randn(1, 1, size, size))
+        self.w_gain, self.up, self.size = 1.0 / math.sqrt(in_ch * 9), up, size
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
+        if self.up:
+            # Bilinear 2x upsampling is the separable [1, 3, 3, 1] / 4 filter of StyleGAN2's upfirdn
+            # (up to the border), without its zero-stuffed transposed convolution.
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = modulated_conv2d(x, self.weight * self.w_gain, self.affine(w))   # (B, O, size, size)
+        if noise_mode == "random":
+            x = x + torch.randn(x.shape[0], 1, self.size, self.size, device=x.device, dtype=x.dtype) \
+                * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const.to(x.dtype) * self.noise_strength
+        return F.leaky_relu(x + self.bias.to(x.dtype)[:, None, None], 0.2) * GAIN
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 conv to image channels, not demodulated (the output's scale is meaningful)."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.w_gain = 1.0 / math.sqrt(in_ch)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = modulated_conv2d(x, self.weight * self.w_gain, self.affine(w), demodulate=False)
+        return x + self.bias.to(x.dtype)[:, None, None]
+
+
+class MappingNetwork(nn.Module):
+    """z (B, z_dim) [+ class y (B,)] -> w (B, w_dim). As StyleGAN2-ADA's conditional mapping, z and the
+    class embedding are each normalised to unit second moment and concatenated."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, lr_mul: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        if num_classes:
+            self.embed = nn.Parameter(torch.randn(num_classes, w_dim))    # normalised below: scale-free
+        dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
+        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=lr_mul, activate=True)
+                                   for a, b in itertools.pairwise(dims)])
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        x = normalize_2nd_moment(z)
+        if self.num_classes:
+            x = torch.cat([x, normalize_2nd_moment(self.embed[y])], dim=1)
+        return self.net(x)
+
+
+def mix_styles(ws_coarse: torch.Tensor, ws_fine: torch.Tensor, crossover: int) -> torch.Tensor:
+    """Layers ``< crossover`` from ``ws_coarse``, the rest from ``ws_fine``; both (B, num_ws, w_dim).
+    Low indices drive the low resolutions (pose, shape), high ones the fine detail and colour."""
+    return torch.cat([ws_coarse[:, :crossover], ws_fine[:, crossover:]], dim=1)
+
+
+def random_mix(ws: torch.Tensor, ws2: torch.Tensor, prob: float) -> torch.Tensor:
+    """Style mixing regularisation (StyleGAN sec. 3.1): with probability ``prob`` a sample switches from ``ws``
+    to ``ws2`` at a crossover layer drawn uniformly in [1, num_ws); drawn per sample from the global generator."""
+    B, L = ws.shape[:2]
+    cutoff = torch.randint(1, L, (B,), device=ws.device)
+    cutoff = torch.where(torch.rand(B, device=ws.device) < prob, cutoff, L)
+    take2 = torch.arange(L, device=ws.device)[None, :] >= cutoff[:, None]   # (B, L)
+    return torch.where(take2[:, :, None], ws2, ws)
+
+
+class StyleGAN2Generator(nn.Module):
+    """``G(z, y=None, psi=1.0, noise_mode=None) -> (B, C, H, W)``; ``G.mapping`` and ``G.synthesis`` for the
+    latent tools. ``noise_mode=None`` means "random" in training and "const" in eval."""
+
+    def __init__(self, *, resolution: int = 64, channels: int = 3, z_dim: int = 128, w_dim: int = 128,
+                 mapping_layers: int = 4, mapping_lr_mul: float = 0.01, width: int = 32, width_max: int = 256,
+                 num_classes: int = 0, mixing_prob: float = 0.9, w_avg_beta: float = 0.995) -> None:
+        super().__init__()
+        if channels not in (1, 3, 4):
+            raise ValueError(f"channels must be 1, 3 or 4 (RGBA), got {channels}")
+        chans = widths(resolution, width, width_max)
+        self.config: dict[str, Any] = dict(
+            resolution=resolution, channels=channels, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
+            mapping_lr_mul=mapping_lr_mul, width=width, width_max=width_max, num_classes=num_classes,
+            mixing_prob=mixing_prob, w_avg_beta=w_avg_beta)
+        self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
+        self.mixing_prob, self.w_avg_beta = mixing_prob, w_avg_beta
+        self.map = MappingNetwork(z_dim, w_dim, num_classes, mapping_layers, mapping_lr_mul)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+        sizes = sorted(chans)
+        self.const = nn.Parameter(torch.randn(1, chans[sizes[0]], sizes[0], sizes[0]))
+        self.convs = nn.ModuleList([StyleConv(chans[sizes[0]], chans[sizes[0]], w_dim, sizes[0])])
+        self.torgbs = nn.ModuleList([ToRGB(chans[sizes[0]], channels, w_dim)])
+        for lo, hi in itertools.pairwise(sizes):
+            self.convs.append(StyleConv(chans[lo], chans[hi], w_dim, hi, up=True))
+            self.convs.append(StyleConv(chans[hi], chans[hi], w_dim, hi))
+            self.torgbs.append(ToRGB(chans[hi], channels, w_dim))
+        # One w per modulated layer; a ToRGB shares its index with the next block's first conv (StyleGAN2).
+        self.num_ws = len(self.convs) + 1
+        self.sizes = sizes
+
+    def ws_index(self, size: int) -> int:
+        """The first w index used at feature size ``size``: ``mix_styles(a, b, G.ws_index(16))`` takes the 4-8 px
+        (coarse) styles from ``a`` and everything from 16 px on from ``b``."""
+        if size not in self.sizes:
+            raise ValueError(f"feature sizes of this generator are {self.sizes}, got {size}")
+        return max(0, 2 * self.sizes.index(size) - 1)
+
+    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: float = 1.0,
+                cutoff: int | None = None, update_w_avg: bool = False) -> torch.Tensor:
+        """z (B, z_dim) -> ws (B, num_ws, w_dim); truncation moves layers ``< cutoff`` (all: None) towards w_avg."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
+        check_labels(y, self.num_classes, z.shape[0])
+        w = self.map(z, y)                                                   # (B, w_dim)
+        if update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        ws = w[:, None, :].expand(-1, self.num_ws, -1)                      # (B, num_ws, w_dim)
+        if psi != 1.0:
+            avg = self.w_avg.to(ws.dtype)
+            truncated = avg.lerp(ws, psi) if cutoff is None else torch.cat(
+                [avg.lerp(ws[:, :cutoff], psi), ws[:, cutoff:]], dim=1)
+            ws = truncated
+        return ws
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode | None = None) -> torch.Tensor:
+        """ws (B, num_ws, w_dim) -> image (B, C, H, W); raw (unclamped) output."""
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"expected ws of shape (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        mode = noise_mode or ("random" if self.training else "const")
+        x = self.const.expand(ws.shape[0], -1, -1, -1)                      # (B, C0, s, s)
+        if self.const.is_contiguous(memory_format=torch.channels_last) and self.const.shape[1] > 1:
+            x = x.contiguous(memory_format=torch.channels_last)             # keep the model's layout
+        x = self.convs[0](x, ws[:, 0], mode)
+        img = self.torgbs[0](x, ws[:, 1])                                   # (B, C, s, s)
+        for i, rgb in enumerate(self.torgbs[1:], start=1):
+            x = self.convs[2 * i - 1](x, ws[:, 2 * i - 1], mode)            # up x2
+            x = self.convs[2 * i](x, ws[:, 2 * i], mode)
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + rgb(x, ws[:, 2 * i + 1])
+        return img
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: float = 1.0,
+                noise_mode: NoiseMode | None = None) -> torch.Tensor:
+        if self.training and self.mixing_prob > 0:
+            B = z.shape[0]
+            z2 = torch.randn_like(z)
+            ws = self.mapping(torch.cat([z, z2]), None if y is None else torch.cat([y, y]), psi, update_w_avg=True)
+            ws = random_mix(ws[:B], ws[B:], self.mixing_prob)
+        else:
+            ws = self.mapping(z, y, psi, update_w_avg=self.training)
+        img = self.synthesis(ws, noise_mode)
+        return img if self.training else img.clamp(-1.0, 1.0)
+
+
+def minibatch_std(x: torch.Tensor, group_size: int, num_channels: int = 1) -> torch.Tensor:
+    """Append the feature std over groups of samples (Karras et al. 2018, ProGAN sec. 3), averaged to
+    ``num_channels`` maps. Groups are runs of consecutive samples (StyleGAN2 strides them), so a batch that
+    is reals then fakes, as the trainer's one D call makes, never mixes the two in a group."""
+    B, C, H, W = x.shape
+    g = min(group_size, B)
+    while B % g:
+        g -= 1
+    y = x.float().reshape(B // g, g, num_channels, C // num_channels, H, W)
+    y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3, 4))   # (B/g, F)
+    y = y[:, None, :, None, None].expand(-1, g, -1, H, W).reshape(B, num_channels, H, W)
+    return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+class DBlock(nn.Module):
+    """Residual block, halving the size: (conv3x3, pool + conv3x3) + pool + conv1x1 skip, scaled by 1/sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3, activate=True)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, activate=True, down=True)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """``D(x, y=None) -> (B, 1)`` logits. A conditional D projects its last features on a normalised class
+    embedding (StyleGAN2-ADA's cmap; Miyato & Koyama 2018) instead of one unconditional output."""
+
+    def __init__(self, *, resolution: int = 64, channels: int = 3, width: int = 32, width_max: int = 256,
+                 num_classes: int = 0, mbstd_group: int = 4) -> None:
+        super().__init__()
+        chans = widths(resolution, width, width_max)
+        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
+                                           width_max=width_max, num_classes=num_classes, mbstd_group=mbstd_group)
+        self.num_classes, self.mbstd_group = num_classes, mbstd_group
+        sizes = sorted(chans, reverse=True)
+        self.from_rgb = EqualConv2d(channels, chans[resolution], 1, activate=True)
+        self.blocks = nn.Sequential(*[DBlock(chans[hi], chans[lo]) for hi, lo in itertools.pairwise(sizes)])
+        c, s = chans[sizes[-1]], sizes[-1]
+        self.conv = EqualConv2d(c + 1, c, 3, activate=True)
+        self.fc = EqualLinear(c * s * s, c, activate=True)
+        self.out = EqualLinear(c, c if num_classes else 1)
+        if num_classes:
+            self.embed = nn.Parameter(torch.randn(num_classes, c))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(y, self.num_classes, x.shape[0])
+        h = self.blocks(self.from_rgb(x))                                   # (B, c, s, s)
+        h = self.conv(minibatch_std(h, self.mbstd_group))
+        out = self.out(self.fc(h.flatten(1)))                               # (B, 1) or (B, c)
+        if not self.num_classes:
+            return out
+        cmap = normalize_2nd_moment(self.embed[y])                          # (B, c)
+        return (out * cmap.to(out.dtype)).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
+
+
+class StyleGAN2Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 512 in the paper; 128 keeps the mapping network cheap on a CPU (its cost is per sample, not per pixel).
+    z_dim: int = Field(128, ge=1, le=1024)
+    w_dim: int = Field(128, ge=1, le=1024)
+    mapping_layers: int = Field(4, ge=1, le=8)   # 8 in the paper; 2 in StyleGAN2-ADA's small-data configs
+    mapping_lr_mul: float = Field(0.01, gt=0, le=1)
+    # Channels at the output resolution, doubling per halving up to width_max (StyleGAN2: 32768 / size, <= 512).
+    width: int = Field(32, ge=1, le=1024)
+    width_max: int = Field(256, ge=1, le=1024)
+    # D's widths (default: G's).
+    d_width: int | None = Field(None, ge=1, le=1024)
+    d_width_max: int | None = Field(None, ge=1, le=1024)
+    num_classes: int = Field(0, ge=0, le=10_000)
+    mixing_prob: float = Field(0.9, ge=0, le=1)
+    w_avg_beta: float = Field(0.995, ge=0, lt=1)
+    mbstd_group: int = Field(4, ge=1, le=64)
+
+
+def _build(*, resolution: int, channels: int, z_dim: int, w_dim: int, mapping_layers: int, mapping_lr_mul: float,
+           width: int, width_max: int, d_width: int | None, d_width_max: int | None, num_classes: int,
+           mixing_prob: float, w_avg_beta: float, mbstd_group: int) -> dict[str, nn.Module]:
+    return {
+        "G": StyleGAN2Generator(resolution=resolution, channels=channels, z_dim=z_dim, w_dim=w_dim,
+                       mapping_layers=mapping_layers, mapping_lr_mul=mapping_lr_mul, width=width, width_max=width_max,
+                       num_classes=num_classes, mixing_prob=mixing_prob, w_avg_beta=w_avg_beta),
+        "D": StyleGAN2Discriminator(resolution=resolution, channels=channels, width=d_width or width,
+                           width_max=d_width_max or width_max, num_classes=num_classes, mbstd_group=mbstd_group),
+    }
+
+
+register(ModelSpec(name="stylegan2", config=StyleGAN2Config, build=_build,
+                   networks={"G": StyleGAN2Generator, "D": StyleGAN2Discriminator}))
