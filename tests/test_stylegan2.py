@@ -76,15 +76,65 @@ def test_style_conv_layer_matches_the_reference_including_upsampling_and_channel
         conv.noise_strength.fill_(0.3)
         conv.bias.normal_()
     x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 8)
-    out = conv(x, w, "const")
-    up = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    carry = torch.rand(3, 6) + 0.5                     # the input arrives as x * carry (a deferred scale)
+    out, scale = conv(x, carry, w, "const")
+    up = F.interpolate(x * carry[:, :, None, None], scale_factor=2, mode="bilinear", align_corners=False)
     ref = grouped_reference(up, conv.weight * conv.w_gain, conv.affine(w), True)
     ref = F.leaky_relu(ref + 0.3 * conv.noise_const + conv.bias[:, None, None], 0.2) * math.sqrt(2)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out * scale[:, :, None, None], ref, rtol=1e-5, atol=1e-5)
     conv.to(memory_format=torch.channels_last)
-    out_cl = conv(x.contiguous(memory_format=torch.channels_last), w, "const")
+    out_cl, scale_cl = conv(x.contiguous(memory_format=torch.channels_last), carry, w, "const")
     assert out_cl.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out_cl, out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_cl * scale_cl[:, :, None, None], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_synthesis_equals_a_textbook_per_sample_modulation_network():
+    # The deferred scales (demodulation and gains) leave the function unchanged: rebuild G the paper's way.
+    G = tiny_g(resolution=28, channels=1).eval()
+    with torch.no_grad():
+        for conv in G.convs:
+            conv.noise_strength.fill_(0.2)
+            conv.bias.normal_()
+    ws = G.mapping(torch.randn(3, 8)) + torch.randn(3, G.num_ws, 8) * 0.5   # different w per layer
+
+    def layer(conv, h, w):
+        if conv.up:
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+        h = grouped_reference(h, conv.weight / math.sqrt(conv.weight[0].numel()), conv.affine(w), True)
+        return F.leaky_relu(h + conv.noise_strength * conv.noise_const + conv.bias[:, None, None], 0.2) * math.sqrt(2)
+
+    def to_rgb(rgb, h, w):
+        return grouped_reference(h, rgb.weight / math.sqrt(rgb.weight.shape[1]), rgb.affine(w), False) \
+            + rgb.bias[:, None, None]
+
+    h = layer(G.convs[0], G.const.expand(3, -1, -1, -1), ws[:, 0])
+    img = to_rgb(G.torgbs[0], h, ws[:, 1])
+    for i in range(1, len(G.torgbs)):
+        h = layer(G.convs[2 * i], layer(G.convs[2 * i - 1], h, ws[:, 2 * i - 1]), ws[:, 2 * i])
+        img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(G.torgbs[i], h,
+                                                                                               ws[:, 2 * i + 1])
+    torch.testing.assert_close(G.synthesis(ws, noise_mode="const"), img, rtol=1e-4, atol=1e-5)
+
+
+def test_discriminator_equals_its_unfolded_maths():
+    # The activation gains and the residual 1/sqrt(2) live in the weights; recompute D the textbook way.
+    D = tiny_d(resolution=28, channels=1)
+    x = torch.randn(4, 1, 28, 28)
+
+    def conv(layer, h, act=True):
+        if layer.down:
+            h = F.avg_pool2d(h, 2)
+        k = layer.weight.shape[-1]
+        out = F.conv2d(h, layer.weight / math.sqrt(layer.weight[0].numel()), layer.bias, padding=k // 2)
+        return F.leaky_relu(out, 0.2) * math.sqrt(2) if act else out
+
+    h = conv(D.from_rgb, x)
+    for block in D.blocks:
+        h = (conv(block.skip, h, act=False) + conv(block.conv1, conv(block.conv0, h))) / math.sqrt(2)
+    h = conv(D.conv, minibatch_std(h, 4)).flatten(1)
+    h = F.leaky_relu(F.linear(h, D.fc.weight / math.sqrt(h.shape[1]), D.fc.bias), 0.2) * math.sqrt(2)
+    ref = F.linear(h, D.out.weight / math.sqrt(h.shape[1]), D.out.bias)
+    torch.testing.assert_close(D(x), ref, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- mapping, truncation, mixing

@@ -72,14 +72,15 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class EqualLinear(nn.Module):
-    """Fully connected layer with equalized learning rate; ``lr_mul`` slows it down (the mapping network)."""
+    """Fully connected layer with equalized learning rate; ``lr_mul`` slows it down (the mapping network).
+    ``in_gain`` is a constant factor of the input, folded into the weight (see :class:`EqualConv2d`)."""
 
     def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activate: bool = False) -> None:
+                 activate: bool = False, in_gain: float = 1.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul))
-        self.w_gain, self.lr_mul, self.activate = lr_mul / math.sqrt(in_features), lr_mul, activate
+        self.w_gain, self.lr_mul, self.activate = in_gain * lr_mul / math.sqrt(in_features), lr_mul, activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.linear(x, self.weight * self.w_gain, self.bias * self.lr_mul)
@@ -87,20 +88,25 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    """Convolution with equalized learning rate ("same" padding); optional 2x average-pool first (``down``)."""
+    """Convolution with equalized learning rate ("same" padding); optional 2x average-pool first (``down``).
+
+    With ``activate`` it returns ``lrelu(conv(x))`` *without* the sqrt(2) gain: a constant factor of an
+    activation is folded into the consumer's weight instead (its ``in_gain``), which saves a full pass over
+    the activations forward and backward. The network is the same function.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True, activate: bool = False,
-                 down: bool = False) -> None:
+                 down: bool = False, in_gain: float = 1.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.w_gain, self.activate, self.down = 1.0 / math.sqrt(in_ch * kernel * kernel), activate, down
+        self.w_gain, self.activate, self.down = in_gain / math.sqrt(in_ch * kernel * kernel), activate, down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.down:  # pooling before the conv: a quarter of the FLOPs of conv-then-pool (cf. blur + stride 2)
             x = F.avg_pool2d(x, 2)
         x = F.conv2d(x, self.weight * self.w_gain, self.bias, padding=self.weight.shape[-1] // 2)
-        return F.leaky_relu(x, 0.2) * GAIN if self.activate else x
+        return F.leaky_relu_(x, 0.2) if self.activate else x
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
@@ -109,19 +115,27 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     x (B, I, H, W), weight (O, I, k, k) already scaled, styles (B, I) -> (B, O, H, W). The paper convolves
     sample b with ``w'[o,i] = s[b,i] w[o,i]`` divided by ``sigma[b,o] = sqrt(sum_{i,k} w'^2 + eps)``. Scaling
-    the input channels by s instead, and the output channels by 1/sigma, is the same sum; sigma^2 is the
-    matrix product ``s^2 @ (sum_k w^2)^T``, computed in fp32 even under autocast (it is a sum of squares).
+    the input channels by s instead, and the output channels by 1/sigma, is the same sum. :class:`StyleConv`
+    goes one step further and defers the 1/sigma to the next layer.
     """
     x = F.conv2d(x * styles.to(x.dtype)[:, :, None, None], weight, padding=weight.shape[-1] // 2)
-    if not demodulate:
-        return x
-    sq = weight.float().square().sum(dim=(2, 3))                             # (O, I)
-    dcoefs = (styles.float().square() @ sq.t() + eps).rsqrt()               # (B, O)
-    return x * dcoefs.to(x.dtype)[:, :, None, None]
+    return x * demodulation(weight, styles).to(x.dtype)[:, :, None, None] if demodulate else x
+
+
+def demodulation(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """1 / sigma (B, O): sigma^2 = s^2 @ (sum_k w^2)^T, in fp32 even under autocast (a sum of squares)."""
+    return (styles.float().square() @ weight.float().square().sum(dim=(2, 3)).t() + eps).rsqrt()
 
 
 class StyleConv(nn.Module):
-    """Modulated 3x3 conv (optionally after a bilinear 2x upsampling) + per-pixel noise + bias + lrelu."""
+    """Modulated 3x3 conv (optionally after a bilinear 2x upsampling) + per-pixel noise + bias + lrelu.
+
+    Input and output travel as ``(x, scale)``: the true activation is ``x * scale[:, :, None, None]``, with
+    ``scale`` (B, C). Leaky ReLU is positively homogeneous, so with y = conv(x * s, w) and d = 1 / sigma,
+        lrelu(d y + n + b) * sqrt(2)  =  lrelu(y + sigma (n + b)) * (sqrt(2) d):
+    demodulation and gain become the next layer's input scale, which it folds into its styles (a (B, C)
+    product), and noise and bias land in one in-place pass: 3 passes over the activations instead of 7.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, size: int, *, up: bool = False) -> None:
         super().__init__()
@@ -133,18 +147,24 @@ class StyleConv(nn.Module):
         self.register_buffer("noise_const", torch.randn(1, 1, size, size))
         self.w_gain, self.up, self.size = 1.0 / math.sqrt(in_ch * 9), up, size
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, w: torch.Tensor,
+                noise_mode: NoiseMode) -> tuple[torch.Tensor, torch.Tensor]:
+        styles = self.affine(w).float()                                     # (B, I)
+        weight = self.weight * self.w_gain
+        x = x * (styles * scale).to(x.dtype)[:, :, None, None]              # modulate (and undo the deferral)
         if self.up:
-            # Bilinear 2x upsampling is the separable [1, 3, 3, 1] / 4 filter of StyleGAN2's upfirdn
-            # (up to the border), without its zero-stuffed transposed convolution.
+            # Bilinear 2x upsampling is the separable [1, 3, 3, 1] / 4 filter of StyleGAN2's upfirdn (up to
+            # the border), here before an ordinary conv instead of StyleGAN2's transposed one. It commutes
+            # with the channel scale above, which is why that ran on the 4x smaller input.
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = modulated_conv2d(x, self.weight * self.w_gain, self.affine(w))   # (B, O, size, size)
-        if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, self.size, self.size, device=x.device, dtype=x.dtype) \
-                * self.noise_strength
-        elif noise_mode == "const":
-            x = x + self.noise_const.to(x.dtype) * self.noise_strength
-        return F.leaky_relu(x + self.bias.to(x.dtype)[:, None, None], 0.2) * GAIN
+        y = F.conv2d(x, weight, padding=1)                                  # (B, O, size, size)
+        sigma = 1.0 / demodulation(weight, styles)                          # (B, O)
+        y = y.add_((sigma * self.bias).to(y.dtype)[:, :, None, None])
+        if noise_mode != "none":
+            noise = (torch.randn(y.shape[0], 1, self.size, self.size, device=y.device, dtype=y.dtype)
+                     if noise_mode == "random" else self.noise_const.to(y.dtype))
+            y = y.addcmul_(noise, (sigma * self.noise_strength).to(y.dtype)[:, :, None, None])
+        return F.leaky_relu_(y, 0.2), GAIN / sigma
 
 
 class ToRGB(nn.Module):
@@ -157,9 +177,10 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.w_gain = 1.0 / math.sqrt(in_ch)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight * self.w_gain, self.affine(w), demodulate=False)
-        return x + self.bias.to(x.dtype)[:, None, None]
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w).float() * self.w_gain * scale               # (B, I), x's deferred scale folded in
+        x = F.conv2d(x * styles.to(x.dtype)[:, :, None, None], self.weight, self.bias)
+        return x
 
 
 class MappingNetwork(nn.Module):
@@ -262,12 +283,14 @@ class StyleGAN2Generator(nn.Module):
         x = self.const.expand(ws.shape[0], -1, -1, -1)                      # (B, C0, s, s)
         if self.const.is_contiguous(memory_format=torch.channels_last) and self.const.shape[1] > 1:
             x = x.contiguous(memory_format=torch.channels_last)             # keep the model's layout
-        x = self.convs[0](x, ws[:, 0], mode)
-        img = self.torgbs[0](x, ws[:, 1])                                   # (B, C, s, s)
+        scale = torch.ones(x.shape[:2], device=x.device)                    # (B, C0): see StyleConv
+        x, scale = self.convs[0](x, scale, ws[:, 0], mode)
+        img = self.torgbs[0](x, scale, ws[:, 1])                            # (B, C, s, s)
         for i, rgb in enumerate(self.torgbs[1:], start=1):
-            x = self.convs[2 * i - 1](x, ws[:, 2 * i - 1], mode)            # up x2
-            x = self.convs[2 * i](x, ws[:, 2 * i], mode)
-            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + rgb(x, ws[:, 2 * i + 1])
+            x, scale = self.convs[2 * i - 1](x, scale, ws[:, 2 * i - 1], mode)   # up x2
+            x, scale = self.convs[2 * i](x, scale, ws[:, 2 * i], mode)
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + rgb(x, scale,
+                                                                                                ws[:, 2 * i + 1])
         return img
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: float = 1.0,
@@ -298,16 +321,19 @@ def minibatch_std(x: torch.Tensor, group_size: int, num_channels: int = 1) -> to
 
 
 class DBlock(nn.Module):
-    """Residual block, halving the size: (conv3x3, pool + conv3x3) + pool + conv1x1 skip, scaled by 1/sqrt(2)."""
+    """Residual block, halving the size: (conv3x3, pool + conv3x3) + pool + conv1x1 skip, scaled by 1/sqrt(2).
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    The 1/sqrt(2) cancels the sqrt(2) gain of the main branch's last activation and goes into the skip's
+    weight, so the sum needs no scaling pass; ``in_gain`` is the input's deferred gain (from fromRGB)."""
+
+    def __init__(self, in_ch: int, out_ch: int, in_gain: float = 1.0) -> None:
         super().__init__()
-        self.conv0 = EqualConv2d(in_ch, in_ch, 3, activate=True)
-        self.conv1 = EqualConv2d(in_ch, out_ch, 3, activate=True, down=True)
-        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, down=True)
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3, activate=True, in_gain=in_gain)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, activate=True, down=True, in_gain=GAIN)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, down=True, in_gain=in_gain * math.sqrt(0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+        return self.skip(x).add_(self.conv1(self.conv0(x)))   # skip / sqrt(2) + lrelu(.) * sqrt(2) / sqrt(2)
 
 
 class StyleGAN2Discriminator(nn.Module):
@@ -323,10 +349,11 @@ class StyleGAN2Discriminator(nn.Module):
         self.num_classes, self.mbstd_group = num_classes, mbstd_group
         sizes = sorted(chans, reverse=True)
         self.from_rgb = EqualConv2d(channels, chans[resolution], 1, activate=True)
-        self.blocks = nn.Sequential(*[DBlock(chans[hi], chans[lo]) for hi, lo in itertools.pairwise(sizes)])
+        self.blocks = nn.Sequential(*[DBlock(chans[hi], chans[lo], in_gain=GAIN if hi == resolution else 1.0)
+                                      for hi, lo in itertools.pairwise(sizes)])
         c, s = chans[sizes[-1]], sizes[-1]
         self.conv = EqualConv2d(c + 1, c, 3, activate=True)
-        self.fc = EqualLinear(c * s * s, c, activate=True)
+        self.fc = EqualLinear(c * s * s, c, activate=True, in_gain=GAIN)
         self.out = EqualLinear(c, c if num_classes else 1)
         if num_classes:
             self.embed = nn.Parameter(torch.randn(num_classes, c))
