@@ -17,9 +17,9 @@ from atelier.models.stylegan2 import (
     StyleConv,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
+    demodulation,
     minibatch_std,
     mix_styles,
-    modulated_conv2d,
     random_mix,
 )
 
@@ -37,49 +37,47 @@ def tiny_d(resolution: int = 32, channels: int = 3, **kw) -> StyleGAN2Discrimina
     return StyleGAN2Discriminator(resolution=resolution, channels=channels, width=4, width_max=8, **kw)
 
 
-def grouped_reference(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool) -> torch.Tensor:
-    """The paper's formulation: every sample convolved with its own modulated (and demodulated) weight."""
+def grouped_reference(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                      up: str | None = None) -> torch.Tensor:
+    """The paper's formulation: every sample convolved with its own modulated (and demodulated) weight.
+    ``up="transpose"``: a 4x4 stride-2 transposed conv, whose output pixels each see a quarter of the taps
+    (hence the factor 2); ``up="bilinear"``: a bilinear 2x resize first."""
     B, C, H, W = x.shape
     w = weight[None] * styles[:, None, :, None, None]                       # (B, O, C, k, k)
     if demodulate:
-        w = w / (w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).sqrt()
+        w = w / (w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).sqrt() * (2 if up == "transpose" else 1)
+    if up == "transpose":
+        out = F.conv_transpose2d(x.reshape(1, B * C, H, W), w.transpose(1, 2).reshape(B * C, -1, *w.shape[3:]),
+                                 stride=2, padding=1, groups=B)
+        return out.reshape(B, -1, 2 * H, 2 * W)
+    if up == "bilinear":
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        B, C, H, W = x.shape
     out = F.conv2d(x.reshape(1, B * C, H, W), w.reshape(-1, C, *w.shape[3:]), padding=weight.shape[-1] // 2,
                    groups=B)
     return out.reshape(B, -1, H, W)
 
 
 # ---------------------------------------------------------------- modulated convolution
-@pytest.mark.parametrize("kernel,demodulate", [(3, True), (3, False), (1, False), (1, True)])
-def test_modulated_conv_equals_per_sample_weight_modulation(kernel, demodulate):
+def test_demodulation_is_the_norm_of_each_per_sample_modulated_kernel():
     torch.manual_seed(0)
-    x, weight = torch.randn(5, 6, 9, 9), torch.randn(7, 6, kernel, kernel) / math.sqrt(6 * kernel**2)
-    styles = torch.randn(5, 6) + 1.0
-    fast = modulated_conv2d(x, weight, styles, demodulate=demodulate)
-    ref = grouped_reference(x, weight, styles, demodulate)
-    assert fast.shape == (5, 7, 9, 9)
-    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    weight, styles = torch.randn(7, 6, 3, 3), torch.randn(5, 6)
+    per_sample = weight[None] * styles[:, None, :, None, None]             # (B, O, I, k, k)
+    expected = per_sample.square().sum(dim=(2, 3, 4)).rsqrt()
+    torch.testing.assert_close(demodulation(weight, styles), expected, rtol=1e-5, atol=0)
 
 
-def test_demodulated_output_has_unit_variance_for_unit_inputs():
+@pytest.mark.parametrize("up", [None, "transpose", "bilinear"])
+def test_style_conv_layer_matches_the_reference_and_channels_last(up):
     torch.manual_seed(0)
-    x = torch.randn(16, 64, 16, 16)
-    out = modulated_conv2d(x, torch.randn(32, 64, 3, 3), torch.rand(16, 64) * 4 + 0.1)  # wild scales in and styles
-    assert out.std().item() == pytest.approx(1.0, abs=0.05)
-    plain = modulated_conv2d(x, torch.randn(32, 64, 3, 3), torch.rand(16, 64) * 4 + 0.1, demodulate=False)
-    assert plain.std().item() > 10  # without demodulation the scales would pile up
-
-
-def test_style_conv_layer_matches_the_reference_including_upsampling_and_channels_last():
-    torch.manual_seed(0)
-    conv = StyleConv(6, 5, 8, 16, up=True)
+    conv = StyleConv(6, 5, 8, 16 if up else 8, up=up)
     with torch.no_grad():
         conv.noise_strength.fill_(0.3)
         conv.bias.normal_()
     x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 8)
     carry = torch.rand(3, 6) + 0.5                     # the input arrives as x * carry (a deferred scale)
     out, scale = conv(x, carry, w, "const")
-    up = F.interpolate(x * carry[:, :, None, None], scale_factor=2, mode="bilinear", align_corners=False)
-    ref = grouped_reference(up, conv.weight * conv.w_gain, conv.affine(w), True)
+    ref = grouped_reference(x * carry[:, :, None, None], conv.weight * conv.w_gain, conv.affine(w), True, up)
     ref = F.leaky_relu(ref + 0.3 * conv.noise_const + conv.bias[:, None, None], 0.2) * math.sqrt(2)
     torch.testing.assert_close(out * scale[:, :, None, None], ref, rtol=1e-5, atol=1e-5)
     conv.to(memory_format=torch.channels_last)
@@ -88,9 +86,24 @@ def test_style_conv_layer_matches_the_reference_including_upsampling_and_channel
     torch.testing.assert_close(out_cl * scale_cl[:, :, None, None], ref, rtol=1e-5, atol=1e-5)
 
 
-def test_synthesis_equals_a_textbook_per_sample_modulation_network():
+@pytest.mark.parametrize("up", [None, "transpose", "bilinear"])
+def test_demodulated_layers_keep_unit_variance_for_unit_inputs(up):
+    torch.manual_seed(0)
+    conv = StyleConv(64, 64, 8, 32 if up else 16, up=up)
+    with torch.no_grad():
+        conv.weight.mul_(7.0)                                       # wild weight scales...
+        conv.affine.bias.uniform_(0.1, 4.0)                         # ...and styles: demodulation undoes both
+    out, scale = conv(torch.randn(8, 64, 16, 16), torch.ones(8, 64), torch.randn(8, 8), "none")
+    # lrelu(u) * sqrt(2) with u ~ N(0, 1) has second moment 1 + 0.2^2. A bilinear 2x resize of white noise
+    # keeps (0.75^2 + 0.25^2)^2 of its variance (demodulation assumes unit-variance inputs, as in the paper).
+    moment = (out * scale[:, :, None, None]).square().mean().item()
+    assert moment == pytest.approx(1.04 * (0.625**2 if up == "bilinear" else 1.0), rel=0.1)
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
+def test_synthesis_equals_a_textbook_per_sample_modulation_network(upsample):
     # The deferred scales (demodulation and gains) leave the function unchanged: rebuild G the paper's way.
-    G = tiny_g(resolution=28, channels=1).eval()
+    G = tiny_g(resolution=28, channels=1, upsample=upsample).eval()
     with torch.no_grad():
         for conv in G.convs:
             conv.noise_strength.fill_(0.2)
@@ -98,9 +111,7 @@ def test_synthesis_equals_a_textbook_per_sample_modulation_network():
     ws = G.mapping(torch.randn(3, 8)) + torch.randn(3, G.num_ws, 8) * 0.5   # different w per layer
 
     def layer(conv, h, w):
-        if conv.up:
-            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
-        h = grouped_reference(h, conv.weight / math.sqrt(conv.weight[0].numel()), conv.affine(w), True)
+        h = grouped_reference(h, conv.weight / math.sqrt(conv.weight[0].numel()), conv.affine(w), True, conv.up)
         return F.leaky_relu(h + conv.noise_strength * conv.noise_const + conv.bias[:, None, None], 0.2) * math.sqrt(2)
 
     def to_rgb(rgb, h, w):
