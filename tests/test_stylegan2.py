@@ -255,7 +255,8 @@ def test_path_length_penalty_matches_a_jacobian_reference():
     lengths = []
     for i in range(3):
         ws = G.mapping(z[i:i + 1]).detach()
-        J = torch.autograd.functional.jacobian(lambda w: G.synthesis(w, noise_mode="const"), ws)  # (1,C,H,W,1,L,K)
+        J = torch.autograd.functional.jacobian(lambda w: G.synthesis(w, noise_mode="const"), ws,
+                                               vectorize=True)  # (1, C, H, W, 1, L, K)
         jt_u = (J[0] * u[i][:, :, :, None, None, None]).sum(dim=(0, 1, 2))[0]  # (L, w_dim)
         lengths.append(jt_u.square().sum(1).mean().sqrt())
     lengths_t = torch.stack(lengths)
