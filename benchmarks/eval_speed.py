@@ -39,7 +39,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from atelier.metrics import evaluate_run, load_evaluator
+    from atelier.api.evaluate import evaluate_run
+    from atelier.metrics import load_evaluator
 
     with tempfile.TemporaryDirectory(prefix="atelier-eval-bench-") as tmp:
         run_dir = args.run or _fresh_run(Path(tmp))

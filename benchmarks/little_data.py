@@ -24,11 +24,11 @@ import torch
 
 import atelier
 from atelier.checkpoint import CheckpointManager
-from atelier.config import load_config
 from atelier.data import open_source
 from atelier.metrics.evaluate import evaluate_images
 from atelier.metrics.evaluators import auto_evaluator, load_evaluator
 from atelier.models import build
+from atelier.runs import load_config
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

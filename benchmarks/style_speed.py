@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from atelier.style.fast import StyleModel, TransformerNet
+from atelier.models.fast_style import FastStyleConfig, TransformerNet
 from atelier.style.features import RandomFeatures, VGG19Features
 from atelier.style.gatys import image_to_tensor, stylize
 
@@ -98,8 +98,7 @@ def bf16_quality(run_dir: str, size: int = 512) -> None:
         x = image_to_tensor(photo, size)
         outs = []
         for precision in ("fp32", "bf16"):
-            m = StyleModel(model.network, precision=precision)
-            outs.append((m.stylize_tensor(x) * 255).round())
+            outs.append((model.set_precision(precision).stylize_tensor(x) * 255).round())
         d = (outs[0] - outs[1]).abs()
         mse = float(d.pow(2).mean())
         psnr = 10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-12)))
@@ -107,7 +106,7 @@ def bf16_quality(run_dir: str, size: int = 512) -> None:
 
 
 def train_seconds_per_step(steps: int, size: int, batch_size: int) -> float:
-    from atelier.training.style import train_style
+    from atelier.api import train_style
 
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "photos"
@@ -116,8 +115,10 @@ def train_seconds_per_step(steps: int, size: int, batch_size: int) -> float:
             _image(384, 10 + i).save(photos / f"{i}.png")
         _image(256, 99).save(Path(tmp) / "style.png")
         r = train_style(Path(tmp) / "run", style=[str(Path(tmp) / "style.png")], content_dir=str(photos),
-                        size=size, batch_size=batch_size, steps=steps, features="random", progress=False,
-                        log={"sample_every": 10_000, "checkpoint_every": 10_000, "tensorboard": False})
+                        features="random", progress=False,
+                        overrides={"data.resolution": size, "train.batch_size": batch_size, "train.steps": steps,
+                                   "log.sample_every": 10_000, "log.checkpoint_every": 10_000,
+                                   "log.tensorboard": False})
         return r.seconds / steps
 
 
@@ -146,7 +147,7 @@ def main() -> None:
         base = None
         for label, cfg in NETWORKS.items():
             torch.manual_seed(0)
-            net = TransformerNet(**cfg).eval()
+            net = TransformerNet(FastStyleConfig(**cfg), resolution=256).eval()
             params, gf = sum(p.numel() for p in net.parameters()), gflop(net, 512)
             for mode, (bf16, cl) in MODES.items():
                 ms = [forward_ms(net, s, bf16, cl) for s in (256, 512, 1024)]

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import atelier
+from atelier.api.synth import synthesize, write_folder, write_npz
 from atelier.metrics import load_evaluator
-from atelier.synth import synthesize, write_folder, write_npz
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from atelier.config import load_config, parse_set
+from atelier.config import parse_set
+from atelier.runs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

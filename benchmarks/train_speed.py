@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from atelier.config import load_config
 from atelier.data import open_source
 from atelier.models import dcgan
-from atelier.models.dcgan import Discriminator, Generator
+from atelier.models.dcgan import DCGANConfig, Discriminator, Generator
 from atelier.models.layers import Dropout
-from atelier.training import GANTrainer
+from atelier.runs import Run, load_config
+from atelier.tasks.gan import GANTask
+from atelier.training import Trainer
 
 FLOP_PER_IMAGE = 452e6  # the TF-tutorial DCGAN's training FLOPs per image; --compare recounts it
 
@@ -79,7 +80,8 @@ def nchw_handoffs(D: torch.nn.Module):
 
 def _nets() -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    G, D = Generator(), torch_dropout(Discriminator())
+    G = Generator(DCGANConfig(), resolution=28, channels=1)
+    D = torch_dropout(Discriminator(DCGANConfig(), resolution=28, channels=1))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     return G, D, opt_g, opt_d
@@ -141,20 +143,20 @@ def plain_loop(real_batches: list[torch.Tensor], steps: int, batch: int) -> floa
     return timed(plain_step(*_nets(), batch), real_batches, steps, batch)
 
 
-def make_trainer(batch: int, precision: str, channels_last: bool, dataset, plain_dropout: bool = False) -> GANTrainer:
+def make_trainer(batch: int, precision: str, channels_last: bool, dataset, plain_dropout: bool = False) -> Trainer:
     cfg = load_config(None, {"train.batch_size": batch, "train.precision": precision,
                              "train.channels_last": channels_last, "train.device": "cpu"})
-    trainer = GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
+    trainer = Trainer(cfg, Run("/tmp/atelier-bench-unused"), GANTask, progress=False, dataset=dataset)
     if plain_dropout:
-        torch_dropout(trainer.D)
+        torch_dropout(trainer.task.D)
     return trainer
 
 
 def atelier_loop(batch: int, steps: int, precision: str, channels_last: bool, dataset,
                  plain_dropout: bool = False, nchw: bool = False) -> float:
     trainer = make_trainer(batch, precision, channels_last, dataset, plain_dropout)
-    with nchw_handoffs(trainer.D) if nchw else contextlib.nullcontext():
-        return timed(lambda _: trainer.train_step(trainer.loader.next()[0]), [None], steps,  # type: ignore[list-item]
+    with nchw_handoffs(trainer.task.D) if nchw else contextlib.nullcontext():
+        return timed(lambda _: trainer.train_step(), [None], steps,  # type: ignore[list-item]
                      batch)
 
 
@@ -187,7 +189,7 @@ def count_flops(dataset, batch: int = 64) -> dict[str, float]:
         out[name] = fc.get_total_flops() / batch
     trainer = make_trainer(batch, "fp32", False, dataset)
     with FlopCounterMode(display=False) as fc:
-        trainer.train_step(trainer.loader.next()[0])
+        trainer.train_step()
     out["atelier step"] = fc.get_total_flops() / batch
     return out
 
@@ -197,9 +199,9 @@ def profile_step(dataset, batch: int, rows: int) -> None:
 
     trainer = make_trainer(batch, "bf16", True, dataset)
     for _ in range(3):
-        trainer.train_step(trainer.loader.next()[0])
+        trainer.train_step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.train_step(trainer.loader.next()[0])
+        trainer.train_step()
     print(f"\ntorch.profiler, one atelier step (bf16 + channels_last, batch {batch}), top {rows} by self CPU time:\n")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=44))
 
@@ -274,17 +276,17 @@ def allocator_ab(batch: int, steps: int, pairs: int) -> None:
 
 
 def allocator_child(mode: str, batch: int, steps: int) -> None:
-    import atelier.training.gan as gan
+    import atelier.training.loop as loop
 
     if mode == "off":
-        gan.tune_allocator = lambda on=True: False  # type: ignore[assignment]
+        loop.tune_allocator = lambda on=True: False  # type: ignore[assignment]
     dataset = open_source("mnist", channels=1, resolution=28, limit=4096)
     print(atelier_loop(batch, steps, "bf16", True, dataset))
 
 
 @torch.no_grad()
 def sampling(batch: int, reps: int) -> float:
-    G = Generator().eval()
+    G = Generator(DCGANConfig(), resolution=28, channels=1).eval()
     z = torch.randn(batch, 100)
     for _ in range(3):
         G(z)

@@ -17,26 +17,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from atelier.config import load_config
-from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator
-from atelier.training.pix2pix import Pix2PixTrainer
+from atelier.models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
+from atelier.runs import Run, load_config
+from atelier.tasks.pix2pix import Pix2PixTask
+from atelier.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def trainer_rate(config: str, steps: int) -> tuple[float, int]:
     cfg = load_config(REPO / "configs" / config, {"train.device": "cpu", "data.limit": 32})
-    tr = Pix2PixTrainer(cfg, "/tmp/atelier-bench-unused", progress=False)
+    tr = Trainer(cfg, Run("/tmp/atelier-bench-unused"), Pix2PixTask, progress=False)
     for _ in range(2):
-        tr.train_step(tr.loader.next()[0])
+        tr.train_step()
     t0 = time.perf_counter()
     for _ in range(steps):
-        tr.train_step(tr.loader.next()[0])
+        tr.train_step()
     return steps * cfg.train.batch_size / (time.perf_counter() - t0), cfg.data.resolution
 
 
 def plain_rate(resolution: int, ngf: int, batch: int, steps: int) -> float:
-    G, D = UNetGenerator(resolution=resolution, ngf=ngf), PatchDiscriminator(ndf=ngf)
+    cfg = Pix2PixConfig(ngf=ngf, ndf=ngf)
+    G = UNetGenerator(cfg, resolution=resolution, channels=3)
+    D = PatchDiscriminator(cfg, resolution=resolution, channels=3)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     x, y = torch.randn(batch, 3, resolution, resolution), torch.randn(batch, 3, resolution, resolution)
@@ -65,7 +68,7 @@ def plain_rate(resolution: int, ngf: int, batch: int, steps: int) -> float:
 
 @torch.no_grad()
 def latency_ms(resolution: int, ngf: int, reps: int) -> float:
-    G = UNetGenerator(resolution=resolution, ngf=ngf).eval()
+    G = UNetGenerator(Pix2PixConfig(ngf=ngf), resolution=resolution, channels=3).eval()
     x = torch.randn(1, 3, resolution, resolution)
     for _ in range(3):
         G(x)

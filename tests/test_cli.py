@@ -9,9 +9,9 @@ from PIL import Image
 
 from atelier.cli import cli
 from atelier.provenance import read_metadata
-from conftest import REPO, mnist_available
+from conftest import DATA_REASON, REPO, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def run(*args: str, ok: bool = True):
@@ -31,11 +31,19 @@ def _one_line_error(result, pattern: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command_and_every_command_has_help():
+    from atelier.cli import cli as group
+
     out = run("--help").output
-    for cmd in ("demo", "train", "sample", "data"):
-        assert cmd in out
-    assert "--dry-run" in run("train", "--help").output
+    listed = {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(group.commands)
+    paths = [[name, *([sub] if sub else [])] for name, cmd in group.commands.items()
+             for sub in (getattr(cmd, "commands", None) or [None])]
+    assert len(paths) >= 16  # every subcommand, groups' subcommands included
+    for path in paths:
+        text = run(*path, "--help").output
+        assert "Usage: atelier " + " ".join(path) in text and "--debug" in text, path
+    assert "--dry-run" in run("train", "--help").output and "--minutes" in run("train", "--help").output
 
 
 @needs_mnist
@@ -128,3 +136,59 @@ def test_folder_with_bad_files_trains_with_one_warning(tmp_path, monkeypatch):
 def test_sample_needs_an_output(tmp_path):
     result = run("sample", str(tmp_path), ok=False)
     assert result.exit_code == 2 and "--out" in result.output
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["sample"], r"Missing argument 'RUN'.*\(see `atelier sample --help`\)"),
+    (["sample", "r", "--n", "0", "--out", "x.png"], r"Invalid value for '--n'"),
+    (["train", "--steps", "many"], r"Invalid value for '--steps'"),
+    (["nonsense"], r"No such command 'nonsense'"),
+])
+def test_usage_errors_are_in_the_same_one_line_style(args, pattern, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(run(*args, ok=False), pattern)
+
+
+def test_debug_works_before_and_after_the_subcommand(tmp_path):
+    from atelier.errors import AtelierError
+
+    _one_line_error(run("sample", str(tmp_path / "none"), "--out", "x.png", ok=False), "run folder not found")
+    for args in (["--debug", "sample", str(tmp_path / "none"), "--out", "x.png"],
+                 ["sample", str(tmp_path / "none"), "--out", "x.png", "--debug"],
+                 ["data", "info", str(tmp_path / "none"), "--debug"]):
+        with pytest.raises(AtelierError) as err:
+            CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert "not found" in str(err.value), args  # the exception itself, with its traceback
+
+
+def test_no_metadata_help_names_the_run_log_only_where_there_is_a_run():
+    for path in (["data", "info"], ["watermark", "embed"], ["stylize"]):
+        text = " ".join(run(*path, "--help").output.split())
+        assert "--no-metadata" in text
+        assert ("metrics.jsonl" in text) == (path == ["stylize"]), path
+    assert "metrics.jsonl" in " ".join(run("sample", "--help").output.split())
+
+
+@needs_mnist
+def test_every_image_records_what_regenerates_exactly_it(tmp_path):
+    """--seeds and --n both write per-image metadata (its own seed, or the seed, count and index) that makes the
+    same image again; a grid records the whole request."""
+    run_dir = tmp_path / "run"
+    run("train", "--run-dir", str(run_dir), "--steps", "2", "--batch-size", "8", "--set", "model.width=8",
+        "--set", "data.limit=32", "--set", "log.tensorboard=false")
+    run("sample", str(run_dir), "--seeds", "0-3", "--out-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.png"))
+    for seed in range(4):
+        meta = read_metadata(str(tmp_path / "a" / f"seed{seed:06d}.png"))
+        assert meta["atelier:seed"] == str(seed) and "atelier:n" not in meta and "atelier:seeds" not in meta
+        run("sample", str(run_dir), "--seeds", meta["atelier:seed"], "--out-dir", str(tmp_path / f"again{seed}"))
+        with Image.open(tmp_path / "a" / f"seed{seed:06d}.png") as a, \
+                Image.open(tmp_path / f"again{seed}" / f"seed{seed:06d}.png") as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    grid = read_metadata(str(tmp_path / "a.png"))
+    assert grid["atelier:seeds"] == "0-3" and grid["atelier:n"] == "4"
+    run("sample", str(run_dir), "--n", "5", "--seed", "7", "--out-dir", str(tmp_path / "b"))
+    meta = read_metadata(str(tmp_path / "b" / "seed7-00003.png"))
+    assert (meta["atelier:seed"], meta["atelier:n"], meta["atelier:index"]) == ("7", "5", "3")
+    run("sample", str(run_dir), "--n", "5", "--seed", "7", "--out-dir", str(tmp_path / "c"))
+    with Image.open(tmp_path / "b" / "seed7-00003.png") as a, Image.open(tmp_path / "c" / "seed7-00003.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))

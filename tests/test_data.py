@@ -11,10 +11,10 @@ from PIL import Image
 
 from atelier.data import BatchLoader, open_source, parse_spec
 from atelier.data.mnist import read_idx
-from atelier.errors import DataError
-from conftest import mnist_available
+from atelier.errors import DataError, DownloadError
+from conftest import DATA_REASON, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _write_images(folder, n, size=(40, 30), mode="RGB", prefix="img"):
@@ -59,7 +59,7 @@ def test_mnist_with_three_channels_is_refused():
 
 def test_missing_named_dataset_offline_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("ATELIER_DATA", str(tmp_path))
-    with pytest.raises(Exception, match="not available locally and ATELIER_OFFLINE"):
+    with pytest.raises(DownloadError, match="not available locally and ATELIER_OFFLINE"):
         open_source("mnist")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 import atelier
@@ -20,10 +21,11 @@ from atelier.checkpoint import CheckpointManager
 from atelier.data import BatchLoader, ImageDataset
 from atelier.device import check_precision
 from atelier.errors import ConfigError, DataError
-from conftest import mnist_available
+from atelier.models import Network
+from conftest import DATA_REASON, mnist_available
 
 REPO = Path(__file__).resolve().parents[1]
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 # Global batch 32: one process trains on 32 images per step, two processes on 16 each.
 RUN = {"model.width": 8, "model.z_dim": 16, "data.limit": 256, "train.batch_size": 32, "train.steps": 12,
@@ -31,13 +33,13 @@ RUN = {"model.width": 8, "model.z_dim": 16, "data.limit": 256, "train.batch_size
        "log.checkpoint_every": 6, "log.grid": 2, "log.tensorboard": False}
 
 
-def _torchrun(run_dir: Path, overrides: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+def _torchrun(run_dir: Path, overrides: dict, nproc: int = 2, *extra: str) -> subprocess.CompletedProcess:
     sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "atelier", "train", "--run-dir", str(run_dir), *sets]
+           "-m", "atelier", "train", "--run-dir", str(run_dir), *sets, *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -81,6 +83,13 @@ def test_two_processes_follow_the_one_process_loss_curve_and_resume_in_one(tmp_p
     assert sum(diffs) / len(diffs) < 0.08, diffs
 
 
+@needs_mnist
+def test_a_dry_run_under_torchrun_reports_once(tmp_path):
+    proc = _torchrun(tmp_path / "dry", RUN, 2, "--dry-run")
+    assert proc.stdout.count("dry run ok") == 1 and proc.stdout.count("would write into") == 1, proc.stdout
+    assert not (tmp_path / "dry").exists()
+
+
 def _dataset(n: int = 64) -> ImageDataset:
     g = torch.Generator().manual_seed(0)
     return ImageDataset(torch.randint(0, 256, (n, 2, 12, 12), dtype=torch.uint8, generator=g),
@@ -119,33 +128,78 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.all_gather_tensor(torch.ones(3)).shape == (1, 3)
 
 
-# ---- DDP and the GAN step pattern, exactly: two processes vs one, same data and noise ----------------------
-def _gan_nets() -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    G = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
-    D = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
-    return G, D
+# ---- DDP and the GAN task's own step, exactly: two processes vs one, same data and noise ---------------------
+class _ToyGANConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    z_dim: int = 4
 
 
-def _gan_steps(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor, steps: int = 3) -> None:
-    """D phase with two D forwards and an R1 penalty (double backward), then G through a frozen D."""
-    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1)
-    for _ in range(steps):
-        fake = G(z)
-        D.requires_grad_(True)
-        x = real.detach().requires_grad_(True)
-        real_logits, fake_logits = D(x), D(fake.detach())
-        (grad,) = torch.autograd.grad(real_logits.sum(), x, create_graph=True)
-        loss_d = nn.functional.softplus(-real_logits).mean() + nn.functional.softplus(fake_logits).mean()
-        loss_d = loss_d + 5.0 * grad.square().sum(1).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        loss_g = nn.functional.softplus(-D(fake)).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
+class _ToyG(Network):
+    """No batch norm and no dropout: each rank's maths is then exactly its share of the one-process batch."""
+
+    def __init__(self, cfg: _ToyGANConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        self.net = nn.Sequential(nn.Linear(cfg.z_dim, channels * resolution**2), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, self.channels, self.resolution, self.resolution)
+
+
+class _ToyD(Network):
+    def __init__(self, cfg: _ToyGANConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(channels * resolution**2, 16), nn.LeakyReLU(0.2),
+                                 nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _register_toy_gan() -> None:
+    from atelier import families
+    from atelier.loaded import Generator
+    from atelier.models import ModelSpec, register
+    from atelier.tasks.gan import GANTask
+
+    register(ModelSpec(name="toy-mlp-gan", config=_ToyGANConfig, networks={"G": _ToyG, "D": _ToyD}))
+    families.register(families.Family("toy-mlp-gan", GANTask, Generator, slots=("G_ema", "G")))
+
+
+def _fixed_noise_task():
+    """The GAN task with every image's latent fixed by its index in the global batch (ranks draw their own
+    noise streams otherwise); the step itself is GANTask.step, unchanged."""
+    from atelier.tasks.gan import GANTask
+
+    class FixedNoise(GANTask):
+        def noise(self, batch: int):
+            z = torch.randn(8, self.z_dim, generator=torch.Generator().manual_seed(100 + self.ctx.step))
+            return z[self.ctx.world.rank * batch : (self.ctx.world.rank + 1) * batch], None
+
+    return FixedNoise
+
+
+TOY_GAN = {"model.name": "toy-mlp-gan", "data.resolution": 8, "train.batch_size": 8, "train.precision": "fp32",
+           "train.channels_last": False, "train.device": "cpu", "loss.r1_gamma": 5.0, "loss.r1_every": 1,
+           "log.tensorboard": False}
+
+
+def _toy_trainer(run_dir: Path):
+    from atelier.runs import Run, load_config
+    from atelier.training import Trainer
+
+    _register_toy_gan()
+    cfg = load_config(None, TOY_GAN)
+    data = ImageDataset(torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8,
+                                      generator=torch.Generator().manual_seed(0)), None, "synthetic")
+    return Trainer(cfg, Run(run_dir), _fixed_noise_task(), progress=False, dataset=data)
+
+
+def _train_three_steps(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    trainer = _toy_trainer(run_dir)
+    for _ in range(3):
+        trainer.train_step()
+    state = trainer.state_dict()
+    return {k: state[k] for k in ("G", "D", "G_ema")}
 
 
 def _ada():
@@ -163,40 +217,35 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    world, device = distributed.init(torch.device("cpu"))
-    G, D = _gan_nets()
-    gen = torch.Generator().manual_seed(1)
-    real, z = torch.randn(8, 8, generator=gen), torch.randn(8, 4, generator=gen)
-    shard = slice(4 * rank, 4 * rank + 4)
-    Gw, Dw = distributed.wrap(G, device), distributed.wrap(D, device)
-    _gan_steps(Gw, Dw, real[shard], z[shard])
+    states = _train_three_steps(Path(out).parent / "two")   # the Trainer joins the process group
+    world = distributed.World(rank, 2, rank)
     # ADA: rank 0 sees D(real) > 0, rank 1 sees D(real) < 0 more often; p moves by the global statistic.
     ada = _ada()
-    ada.observe(_ada_logits()[shard])
+    ada.observe(_ada_logits()[slice(4 * rank, 4 * rank + 4)])
     if world.is_main:
-        torch.save({"G": G.state_dict(), "D": D.state_dict(), "ada_p": ada.p}, out)
+        torch.save({**{k: v for k, v in states.items()}, "ada_p": ada.p}, out)
     distributed.barrier()
     distributed.cleanup()
 
 
-def test_ddp_step_pattern_and_ada_match_one_process_exactly(tmp_path):
+def test_the_gan_task_step_and_ada_under_ddp_match_one_process_exactly(tmp_path):
+    """GANTask.step (D phase with R1's double backward through DDP, G through a frozen D, EMA) on two processes
+    gives the one-process weights: the gradients are averaged over the ranks' shards of the same batch."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "two.pt"
     mp.start_processes(_worker, args=(port, str(out)), nprocs=2, start_method="spawn")
-    G, D = _gan_nets()
-    gen = torch.Generator().manual_seed(1)
-    real, z = torch.randn(8, 8, generator=gen), torch.randn(8, 4, generator=gen)
-    _gan_steps(G, D, real, z)
+    one = _train_three_steps(tmp_path / "one")
     two = torch.load(out, weights_only=True)
     ada = _ada()
     ada.observe(_ada_logits())
     assert ada.p == pytest.approx(0.42) and two["ada_p"] == pytest.approx(ada.p)  # rank 0 alone would raise p
-    del two["ada_p"]
-    for name, net in (("G", G), ("D", D)):
-        for key, value in net.state_dict().items():
+    for name in ("G", "D", "G_ema"):
+        assert one[name].keys() == two[name].keys()
+        for key, value in one[name].items():
             torch.testing.assert_close(two[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
+    assert not torch.equal(one["G"]["net.0.weight"], _toy_trainer(tmp_path / "fresh").state_dict()["G"]["net.0.weight"])
 
 
 @pytest.mark.gpu

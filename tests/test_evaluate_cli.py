@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 
 from atelier.checkpoint import CheckpointManager
-from atelier.training.logging import read_metrics
-from conftest import mnist_available
-from test_cli import _one_line_error, run
+from atelier.runs import read_metrics
+from conftest import DATA_REASON, mnist_available, one_line_error, run_cli
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +39,14 @@ def tiny_run(tmp_path_factory):
 
 
 def test_evaluate_help_has_examples():
-    out = run("evaluate", "--help").output
+    out = run_cli("evaluate", "--help").output
     assert "--real mnist:train --ref mnist:test" in out and "--inception-weights" in out
 
 
-def test_evaluate_run_appends_records_with_their_protocol(tiny_run, ref_npz):
+def test_evaluate_run_appends_records_with_their_protocol(own_tiny_run, ref_npz):
+    tiny_run = own_tiny_run
     before = len(read_metrics(tiny_run / "metrics.jsonl"))
-    out = run("evaluate", str(tiny_run), "--ref", ref_npz, "--n", "300", "--metrics", "fid,kid,is,pr",
+    out = run_cli("evaluate", str(tiny_run), "--ref", ref_npz, "--n", "300", "--metrics", "fid,kid,is,pr",
               "--seed", "5").output
     assert "fid" in out and "recall" in out and "appended 5 record(s)" in out
     rows = read_metrics(tiny_run / "metrics.jsonl")
@@ -59,14 +59,18 @@ def test_evaluate_run_appends_records_with_their_protocol(tiny_run, ref_npz):
     assert fid["resize"].startswith("none") and fid["value"] > 0
     assert evals[1]["kid_subset_size"] == 300 and evals[2]["is_splits"] == 10 and evals[3]["pr_k"] == 3
     # The loss plot and a resumed RunLogger still read the file (eval lines have a step).
-    again = json.loads(run("evaluate", str(tiny_run), "--ref", ref_npz, "--n", "300", "--metrics", "fid",
+    again = json.loads(run_cli("evaluate", str(tiny_run), "--ref", ref_npz, "--n", "300", "--metrics", "fid",
                            "--seed", "5", "--json", "--no-record").output)
     assert again[0]["value"] == fid["value"]  # same seed, same evaluator -> same number
     assert len(read_metrics(tiny_run / "metrics.jsonl")) == len(rows)
+    # The model card lists the latest record of each metric, with its protocol (it said "not measured" before).
+    card = (tiny_run / "model_card.md").read_text()
+    assert "Not measured yet" not in card and f"FID {fid['value']:.4g}" in card
+    assert "evaluator `digits`" in card and f"reference `{ref_npz}`" in card and "300 samples" in card
 
 
 def test_evaluate_real_vs_real(ref_npz):
-    records = json.loads(run("evaluate", "--real", "mnist:train", "--ref", ref_npz, "--n", "400",
+    records = json.loads(run_cli("evaluate", "--real", "mnist:train", "--ref", ref_npz, "--n", "400",
                              "--metrics", "fid,pr", "--json").output)
     fid, precision, recall = (r["value"] for r in records)
     assert records[0]["n_images"] == 400 and records[0]["n_source"] == 60_000 and records[0]["source"] == "mnist:train"
@@ -79,14 +83,14 @@ def test_evaluate_refuses_data_that_does_not_fit(tmp_path, ref_npz):
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(photos / f"{i}.png")
-    result = run("evaluate", "--real", str(photos), "--ref", ref_npz, "--evaluator", "digits", ok=False)
-    _one_line_error(result, r"64x64 images; the digits evaluator reads 28x28 images only")
-    result = run("evaluate", "--real", str(photos), "--ref", ref_npz, "--evaluator", "inception", ok=False)
-    _one_line_error(result, r"FID Inception.*weights not found.*--inception-weights")
-    result = run("evaluate", "--real", "mnist:test", "--ref", ref_npz, "--metrics", "fid,lpips", ok=False)
-    _one_line_error(result, r"unknown metric\(s\) lpips")
-    assert run("evaluate", "--real", "mnist:test", ok=False).exit_code == 2  # --ref missing: usage error
-    assert run("evaluate", ok=False).exit_code == 2
+    result = run_cli("evaluate", "--real", str(photos), "--ref", ref_npz, "--evaluator", "digits", ok=False)
+    one_line_error(result, r"64x64 images; the digits evaluator reads 28x28 images only")
+    result = run_cli("evaluate", "--real", str(photos), "--ref", ref_npz, "--evaluator", "inception", ok=False)
+    one_line_error(result, r"FID Inception.*weights not found.*--inception-weights")
+    result = run_cli("evaluate", "--real", "mnist:test", "--ref", ref_npz, "--metrics", "fid,lpips", ok=False)
+    one_line_error(result, r"unknown metric\(s\) lpips")
+    assert run_cli("evaluate", "--real", "mnist:test", ok=False).exit_code == 2  # --ref missing: usage error
+    assert run_cli("evaluate", ok=False).exit_code == 2
 
 
 def test_training_eval_keeps_best_and_does_not_change_training(tmp_path, ref_npz, tiny):

@@ -38,9 +38,9 @@ def test_cli_export_parity_and_dynamic_batch(tiny_run, tmp_path):
 
 
 def test_conditional_generator_exports_with_a_label_input(tiny_cgan_run, tmp_path):
-    from atelier.export import export_run
+    from atelier.api import export
 
-    result = export_run(tiny_cgan_run, out=tmp_path / "c.onnx")
+    result = export(tiny_cgan_run, out=tmp_path / "c.onnx")
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
     assert set(result.inputs) == {"z", "y"}
     model = onnx.load(str(tmp_path / "c.onnx"))
@@ -50,8 +50,33 @@ def test_conditional_generator_exports_with_a_label_input(tiny_cgan_run, tmp_pat
 def test_cli_export_errors(tiny_run, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "x.onnx")])
-    assert res.exit_code == 2 and "not a run folder of a model atelier can export" in res.output
+    assert res.exit_code == 2 and "not an atelier run folder" in res.output
     res = runner.invoke(cli, ["export", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "run folder not found" in res.output
     res = runner.invoke(cli, ["export", str(tiny_run), "--format", "tflite"])
     assert res.exit_code == 2 and "tflite" in res.output
+
+
+@pytest.mark.parametrize("kind,sizes", [("style", [(64, 48), (120, 200)]), ("pix2pix", [(32, 32), (64, 96)])])
+def test_image_networks_export_with_dynamic_height_and_width(tmp_path, kind, sizes):
+    """The fast style network and the pix2pix U-Net are fully convolutional: their ONNX models take other sizes
+    than the one they were exported at, and say which."""
+    import shutil
+    from pathlib import Path
+
+    import atelier
+    from atelier.export import max_abs_diff, onnx_session
+
+    run = tmp_path / kind
+    shutil.copytree(Path(__file__).parent / "fixtures" / "legacy-runs" / kind, run)
+    res = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "m.onnx")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "height, width" in res.output and "accepts:  any height and width that are multiples of" in res.output
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_param and dims[3].dim_param  # symbolic height and width
+    net = atelier.load(run).network
+    session = onnx_session(tmp_path / "m.onnx")
+    for h, w in sizes:
+        x = torch.rand(2, 3, h, w) * (2 if kind == "pix2pix" else 1) - (1 if kind == "pix2pix" else 0)
+        assert max_abs_diff(net, session, {"x": x}) <= 1e-4

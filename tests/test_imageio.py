@@ -69,3 +69,64 @@ def test_corrupt_and_huge_images_are_clear_errors(tmp_path):
     Image.new("L", (300, 300)).save(big)
     with pytest.raises(ImageError, match="pixels; the limit is"):
         load_image(big, max_pixels=1000)
+
+
+def _rgba_batch(n: int = 2, size: int = 64) -> torch.Tensor:
+    """(N, 4, H, W) in [-1, 1]: colour noise, alpha 0 / partial / 1 in stripes."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 4, size, size, generator=g) * 2 - 1
+    x[:, 3, :, : size // 3] = -1.0                      # fully transparent (colour still there, invisible)
+    x[:, 3, :, size // 3 : 2 * size // 3] = 0.0         # half transparent
+    x[:, 3, :, 2 * size // 3 :] = 1.0                   # opaque
+    return x
+
+
+@pytest.mark.parametrize("watermark", [False, True])
+def test_rgba_tensor_and_array_round_trip_keep_alpha(tmp_path, watermark):
+    from atelier.imageio import save_images
+    from atelier.images import to_uint8_array
+
+    x = _rgba_batch()
+    want = to_uint8_array(x)                             # (N, H, W, 4) uint8
+    paths = save_images(x, tmp_path / "t", watermark=watermark)
+    save_image(want[1], tmp_path / "a.png", watermark=watermark)      # an (H, W, 4) array
+    for path, expected in ((paths[0], want[0]), (paths[1], want[1]), (tmp_path / "a.png", want[1])):
+        with Image.open(path) as im:
+            assert im.mode == "RGBA"
+            got = np.asarray(im)
+        assert np.array_equal(got[..., 3], expected[..., 3])          # alpha exactly
+        seen = expected[..., 3] > 0
+        diff = np.abs(got[..., :3].astype(int) - expected[..., :3].astype(int))[seen]
+        # Colour under alpha > 0: exact without the watermark; the watermark's small changes with it.
+        assert diff.max() == 0 if not watermark else (diff.mean() < 3 and diff.max() <= 32)
+
+
+def test_jpeg_of_rgba_composites_over_white_and_webp_keeps_alpha(tmp_path):
+    img = np.zeros((16, 16, 4), np.uint8)
+    img[..., 0] = 255                  # red everywhere, but ...
+    img[:, :8, 3] = 0                  # ... left half transparent (must not show red)
+    img[:, 8:, 3] = 255
+    save_image(img, tmp_path / "a.jpg", watermark=False)
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert im.mode == "RGB"
+        arr = np.asarray(im).astype(int)
+    assert (arr[4:12, 1:6] > 240).all()                               # white, not red
+    assert arr[8, 13, 0] > 230 and arr[8, 13, 1] < 30                 # red stays red
+    save_image(img, tmp_path / "a.webp", watermark=False)
+    with Image.open(tmp_path / "a.webp") as im:
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im)[..., 3], img[..., 3])
+
+
+def test_grid_shows_transparency_over_a_checkerboard():
+    from atelier.images import CHECKER_COLOURS, checkerboard
+
+    x = torch.zeros(2, 4, 16, 16, dtype=torch.uint8)
+    x[1, 0] = 255
+    x[1, 3, :8] = 255                  # second image: top half opaque red, bottom half transparent
+    arr = np.asarray(make_grid(x, nrow=2, pad=1))
+    assert arr.shape == (18, 35, 3)
+    board = checkerboard(16, 16)
+    assert set(np.unique(board)) == set(CHECKER_COLOURS) and board[0, 0, 0] != board[0, 2, 0]
+    assert np.array_equal(arr[1:17, 1:17], board)                     # fully transparent: the checkerboard
+    second = arr[1:17, 18:34]
+    assert (second[:8] == [255, 0, 0]).all() and np.array_equal(second[8:], board[8:])

@@ -14,10 +14,9 @@ from atelier.metrics import maths
 from atelier.metrics.evaluators import EVALUATORS, load_evaluator
 from atelier.metrics.inception import FIDInceptionV3, preprocess
 from atelier.weights import WEIGHTS, NamedWeights, WeightsError
-from conftest import mnist_available
-from test_download import online, server  # noqa: F401  (fixtures: a local HTTP server, downloads allowed)
+from conftest import DATA_REASON, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _gaussian(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
@@ -330,9 +329,9 @@ def test_reference_features_are_cached_per_evaluator(digits, tmp_path, monkeypat
     real_read = reference.read_images
     calls = []
 
-    def small_read(spec, evaluator, n=None, seed=0):
+    def small_read(spec, evaluator, n=None, seed=0, like=None):
         calls.append(spec)
-        return real_read(spec, evaluator, n=300, seed=seed)  # keep the test fast
+        return real_read(spec, evaluator, n=300, seed=seed, like=like)  # keep the test fast
 
     monkeypatch.setattr(reference, "read_images", small_read)
     f1, info1 = reference.reference_features("mnist:test", digits)

@@ -7,51 +7,27 @@ from click.testing import CliRunner
 from PIL import Image
 
 import atelier
+from atelier.api.evaluate import evaluate_pairs
 from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
 from atelier.data import BatchLoader
 from atelier.data.paired import load_paired
 from atelier.errors import DataError
-from atelier.models.pix2pix import PatchDiscriminator, UNetGenerator, receptive_field
-from atelier.translation import Translator, evaluate_pairs
-
-
-def _pairs(folder, n=6, size=32, seed=0):
-    """Side-by-side pairs where B is a known function of A: B = 255 - A (colour inverse)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        a = np.zeros((size, size, 3), np.uint8)
-        y, x = rng.integers(2, size - 12, 2)
-        a[y : y + 10, x : x + 10] = rng.integers(60, 255, 3)        # a coloured square at a random place
-        a[:, : size // 4] = 200                                     # an asymmetric band (catches bad flips)
-        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"{i}.png")
-    return folder
-
-
-@pytest.fixture
-def tiny_p2p(tmp_path):
-    train, test = _pairs(tmp_path / "train"), _pairs(tmp_path / "test", n=3, seed=1)
-    return {
-        "data.source": str(train), "data.eval_source": str(test), "data.paired": "side_by_side",
-        "data.direction": "AtoB", "data.resolution": 32, "data.load_size": 36, "data.channels": 3,
-        "data.hflip": True, "model.name": "pix2pix", "model.ngf": 4, "model.ndf": 4,
-        "train.batch_size": 2, "train.steps": 6, "train.device": "cpu", "train.precision": "fp32",
-        "train.channels_last": False, "log.every": 2, "log.sample_every": 3, "log.checkpoint_every": 3,
-        "log.grid": 3, "log.tensorboard": False,
-    }
+from atelier.loaded import Translator
+from atelier.models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator, receptive_field
+from conftest import make_pairs
 
 
 @pytest.mark.parametrize("resolution,depth", [(256, None), (128, None), (64, 4), (32, 5)])
 def test_unet_output_shape(resolution, depth):
-    g = UNetGenerator(resolution=resolution, ngf=4, depth=depth)
+    g = UNetGenerator(Pix2PixConfig(ngf=4, depth=depth), resolution=resolution, channels=3)
     assert g(torch.randn(2, 3, resolution, resolution)).shape == (2, 3, resolution, resolution)
     with pytest.raises(ValueError, match="must be divisible"):
         g(torch.randn(1, 3, resolution + 8, resolution))
 
 
 def test_unet_has_skips_and_paper_dropout():
-    g = UNetGenerator(resolution=256)
+    g = UNetGenerator(Pix2PixConfig(), resolution=256, channels=3)
     drops = [m.drop.p for m in g.up if isinstance(m.drop, torch.nn.Dropout)]
     assert drops == [0.5, 0.5, 0.5]  # the three innermost decoder blocks
     assert sum(p.numel() for p in g.parameters()) == 54_414_531  # the reference unet_256
@@ -60,16 +36,16 @@ def test_unet_has_skips_and_paper_dropout():
 def test_patchgan_receptive_field_is_70():
     assert receptive_field(3) == 70
     # Measure it: the gradient of one output logit reaches exactly a 70x70 window of the input.
-    d = PatchDiscriminator(in_channels=1, ndf=4).eval()
-    x = torch.randn(1, 1, 128, 128, requires_grad=True)
+    d = PatchDiscriminator(Pix2PixConfig(ndf=4), resolution=128, channels=1).eval()
+    x = torch.randn(1, 2, 128, 128, requires_grad=True)
     out = d(x)
     out[0, 0, 5, 5].backward()
-    ys, xs = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    ys, xs = torch.nonzero(x.grad[0].abs().sum(0) > 0, as_tuple=True)
     assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (70, 70)
 
 
 def test_paired_loader_keeps_halves_aligned_under_augmentation(tmp_path):
-    ds = load_paired(str(_pairs(tmp_path / "p", n=8)), "side_by_side", "AtoB", 3, 40)
+    ds = load_paired(str(make_pairs(tmp_path / "p", n=8)), "side_by_side", "AtoB", 3, 40)
     loader = BatchLoader(ds, 4, seed=0, hflip=True, crop=32)
     flipped_some = False
     for _ in range(6):
@@ -82,13 +58,13 @@ def test_paired_loader_keeps_halves_aligned_under_augmentation(tmp_path):
 
 
 def test_direction_swaps_input_and_target(tmp_path):
-    src = _pairs(tmp_path / "p", n=2)
+    src = make_pairs(tmp_path / "p", n=2)
     ab = load_paired(str(src), "side_by_side", "AtoB", 3, 32)
     ba = load_paired(str(src), "side_by_side", "BtoA", 3, 32)
     assert torch.equal(ab.images[:, :3], ba.images[:, 3:])
 
 
-def test_folders_layout_and_mismatched_pairs(tmp_path):
+def test_folders_layout_and_mismatchedmake_pairs(tmp_path):
     for sub, names in (("A", ["1", "2", "3"]), ("B", ["1", "2", "4"])):
         (tmp_path / sub).mkdir()
         for n in names:
@@ -171,13 +147,16 @@ def test_evaluate_cli_scores_translation_runs_and_records(tmp_path, tiny_p2p):
     assert ident["l1"] > 0.5  # B = 255 - A
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r.get("event") == "eval"]
-    assert [e["generator"] for e in evals] == ["G", "identity"] and evals[0]["step"] == 6
+    assert [e["generator"] for e in evals if e["metric"] == "l1"] == ["G", "identity"] and evals[0]["step"] == 6
+    assert [e["metric"] for e in evals[:3]] == ["l1", "psnr", "ssim"] and evals[0]["value"] == model["l1"]
+    card = (tmp_path / "run" / "model_card.md").read_text()
+    assert "L1 " in card and "PSNR " in card and "Not measured yet" not in card
     res = runner.invoke(cli, ["evaluate", str(tmp_path / "run"), "--split", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "paired data not found" in res.output
 
 
 def test_unreadable_pairs_are_skipped_with_one_warning(tmp_path):
-    src = _pairs(tmp_path / "p", n=3)
+    src = make_pairs(tmp_path / "p", n=3)
     (src / "bad.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable pair\(s\): bad.png"):
         ds = load_paired(str(src), "side_by_side", "AtoB", 3, 32)

@@ -24,7 +24,7 @@ from atelier.provenance import (
     verify_image,
 )
 from atelier.watermark import detect, model_id_hash
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
 
 def _picture(size: int = 192, seed: int = 0) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_watermark_commands(tmp_path):
     assert report.exit_code == 0 and "detected, payload" in report.output and "qim" in report.output
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 def test_sample_no_metadata_is_logged(tmp_path, tiny):
     from atelier import api
 
@@ -252,8 +252,9 @@ def _no_metadata_rows(run_dir):
     return [r for r in rows if r.get("event") == "no-metadata"]
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
-def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
+@pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
+def test_interpolate_and_data_info_no_metadata(tmp_path, own_tiny_run):
+    tiny_run = own_tiny_run
     import shutil
 
     run = shutil.copytree(tiny_run, tmp_path / "tiny-dcgan")
@@ -271,8 +272,8 @@ def test_interpolate_and_data_info_no_metadata(tmp_path, tiny_run):
 
 def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path):
     import atelier
+    from atelier.api import train_style
     from atelier.checkpoint import CheckpointManager
-    from atelier.training.style import train_style
     from atelier.utils import sha256_file
 
     pairs, photos = tmp_path / "pairs", tmp_path / "photos"
@@ -287,9 +288,10 @@ def test_translate_and_stylize_carry_weights_sha256_and_log_no_metadata(tmp_path
            "train.device": "cpu", "log.every": 1, "log.sample_every": 2, "log.checkpoint_every": 2,
            "log.grid": 2, "log.tensorboard": False}
     atelier.train(None, tmp_path / "p2p", p2p, progress=False)
-    train_style(tmp_path / "sty", style=[str(photos / "0.png")], content_dir=str(photos), size=32, steps=2,
-                batch_size=1, features="random", model={"width": 4, "res_blocks": 1}, progress=False,
-                log={"every": 1, "sample_every": 2, "checkpoint_every": 2, "tensorboard": False})
+    train_style(tmp_path / "sty", style=[str(photos / "0.png")], content_dir=str(photos), features="random",
+                progress=False, overrides={"data.resolution": 32, "train.steps": 2, "train.batch_size": 1,
+                                           "model.width": 4, "model.res_blocks": 1, "log.every": 1,
+                                           "log.sample_every": 2, "log.checkpoint_every": 2, "log.tensorboard": False})
     for run, command in (("p2p", ["translate", str(tmp_path / "p2p"), "--input", str(pairs / "0.png")]),
                          ("sty", ["stylize", "--model", str(tmp_path / "sty"), "--content", str(photos / "1.png")])):
         model = atelier.load(tmp_path / run)

@@ -10,20 +10,24 @@ import struct
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from atelier.loaded import Stylizer  # noqa: E402
+from atelier.models import Network  # noqa: E402
 from atelier.serve import background, create_app  # noqa: E402
 from atelier.serve.app import STATIC, Gate, Limits  # noqa: E402
-from atelier.serve.registry import ModelKind, ModelStore, ServedModel  # noqa: E402
-from test_pix2pix import tiny_p2p  # noqa: E402, F401  (the tiny pix2pix config fixture)
+from atelier.serve.registry import ModelStore  # noqa: E402
 
 MODEL = "tiny-dcgan"
 
@@ -68,7 +72,8 @@ def _detail(resp, status: int) -> str:
 def test_models_lists_capabilities_card_and_limits(client):
     data = client.get("/api/models").json()
     (m,) = data["models"]
-    assert m["name"] == MODEL and m["kind"] == "unconditional" and m["capabilities"] == ["generate"]
+    assert m["name"] == MODEL and m["kind"] == "generator" and m["capabilities"] == ["generate"]
+    assert m["conditional"] is False
     assert m["resolution"] == 28 and m["channels"] == 1 and m["z_dim"] == 16 and m["step"] == 6
     assert m["classes"] is None and "# Model card" in m["card"]
     assert data["limits"]["max_batch"] == 64 and data["verify"] is True
@@ -232,22 +237,41 @@ def _bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-class _Invert(ServedModel):
-    """Stands in for a fast style network: adding a kind to the studio is one ModelKind entry."""
+class _ToyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    kind, capabilities = "style", ("stylize",)
 
-    def info(self) -> dict:
-        return {**super().info(), "channels": 3}
+class _ToyNet(Network):
+    def __init__(self, cfg: _ToyConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        self.gain = torch.nn.Parameter(torch.ones(()))
 
-    def stylize(self, image: np.ndarray) -> np.ndarray:
-        return 255 - image
+
+class _Invert(Stylizer):
+    """Stands in for a style network: a new kind of model in the studio is a loaded-model class."""
+
+    def __call__(self, image, size=None):
+        return 255 - np.asarray(image)
+
+
+def _toy_stylizer_run(run_dir: Path) -> Path:
+    from atelier import families
+    from atelier.checkpoint import CheckpointManager
+    from atelier.models import ModelSpec, register
+    from atelier.runs import Run, load_config
+
+    register(ModelSpec(name="toy-invert", config=_ToyConfig, networks={"net": _ToyNet}))
+    families.register(families.Family("toy-invert", families.get("fast-style").task, _Invert, slots=("net",)))
+    cfg = load_config(None, {"model.name": "toy-invert", "data.channels": 3, "data.resolution": 32})
+    Run(run_dir).write_config(cfg)
+    net = _ToyNet(_ToyConfig(), resolution=32, channels=3)
+    CheckpointManager(run_dir / "checkpoints").save(1, {"net": net.state_dict()})
+    return run_dir
 
 
 def test_a_registered_kind_gets_the_upload_endpoints(tiny_run, tmp_path):
     store = ModelStore(tiny_run.parent)
-    store.add("wave", tmp_path, ModelKind("style", _Invert.capabilities, lambda cfg: False,
-                                          lambda name, run_dir, **kw: _Invert(name, run_dir)))
+    store.add("wave", _toy_stylizer_run(tmp_path / "wave"))
     with TestClient(create_app(store, limits=Limits(max_upload_bytes=200_000, max_upload_pixels=512 * 512))) as c:
         listed = {m["name"]: m for m in c.get("/api/models").json()["models"]}
         assert listed["wave"]["capabilities"] == ["stylize"]
@@ -281,7 +305,7 @@ def test_a_conditional_gan_is_served_with_its_classes(tiny_cgan_run, backend):
     g = atelier.load(tiny_cgan_run)
     with TestClient(create_app(tiny_cgan_run.parent, backend=backend)) as c:
         info = c.get("/api/models/tiny-cgan").json()
-        assert info["kind"] == "conditional" and info["classes"] == [str(i) for i in range(10)]
+        assert info["kind"] == "generator" and info["conditional"] and info["classes"] == [str(i) for i in range(10)]
         pixels, meta = _png(c.post("/api/generate", json={"model": "tiny-cgan", "seeds": [5], "label": 7}))
         assert meta["atelier:label"] == "7"
         expected = g.sample(seeds=[5], labels=7)[0, 0].numpy()
@@ -318,7 +342,7 @@ def test_translate_endpoint_with_a_pix2pix_run(tmp_path, tiny_p2p):  # noqa: F81
     photo = np.asarray(Image.open(tmp_path / "test" / "0.png").convert("RGB"))[:, :32]
     with TestClient(create_app(tmp_path / "runs")) as c:
         (m,) = c.get("/api/models").json()["models"]
-        assert m["kind"] == "translate" and m["capabilities"] == ["translate"]
+        assert m["kind"] == "translator" and m["capabilities"] == ["translate"]
         pixels, meta = _png(c.post("/api/translate", data={"model": "p2p"},
                                    files={"file": ("facade.png", _png_bytes(photo), "image/png")}))
         assert pixels.shape == photo.shape  # the upload's size
@@ -327,9 +351,9 @@ def test_translate_endpoint_with_a_pix2pix_run(tmp_path, tiny_p2p):  # noqa: F81
         assert meta["atelier:workflow"] == "studio-translate" and meta["atelier:source"] == "facade.png"
         assert "does not generate" in _detail(c.post("/api/generate", json={"model": "p2p", "n": 1}), 400)
     out = tmp_path / "p2p.onnx"
-    from atelier.export import export_run
+    from atelier.api import export
 
-    assert export_run(tmp_path / "runs" / "p2p", out=out).max_abs_diff <= 1e-4
+    assert export(tmp_path / "runs" / "p2p", out=out).max_abs_diff <= 1e-4
 
 
 # ---------------------------------------------------------------------------------- ONNX backend
@@ -471,7 +495,8 @@ def test_a_run_that_cannot_load_is_listed_with_its_error(tiny_run, tmp_path):
 
 
 def test_a_trained_fast_style_run_is_served_for_stylize(tmp_path):
-    from test_style import _photo, _tiny_run
+    from conftest import small_photo as _photo
+    from conftest import tiny_style_run as _tiny_run
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -141,3 +141,26 @@ def test_server_errors_are_shown_and_seeds_stay_in_range(browser, page_url):
     page.wait_for_selector("#error:not([hidden])")
     assert "the server is busy" in page.locator("#error").inner_text()
     page.close()
+
+
+def test_the_api_page_renders_with_the_network_blocked(browser, page_url, tmp_path):
+    """/docs is Swagger UI served from the installed swagger-ui-bundle, not from a CDN: it renders offline."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    blocked: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(page_url):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(f"{page_url}/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    paths = [t.strip() for t in page.locator(".opblock-summary-path").all_inner_texts()]
+    assert "/api/generate" in paths and len(paths) >= 5, paths
+    assert blocked == [], blocked
+    page.screenshot(path=str(tmp_path / "docs.png"))
+    ctx.close()

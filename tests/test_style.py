@@ -14,36 +14,25 @@ from click.testing import CliRunner
 from PIL import Image
 
 import atelier
+from atelier.api import train_style
 from atelier.cli import cli
 from atelier.errors import ImageError, RunError
-from atelier.style.fast import StyleModel, TransformerNet, load_transformer
+from atelier.loaded import Stylizer
+from atelier.models import load_pretrained
+from atelier.models.fast_style import FastStyleConfig, TransformerNet
 from atelier.style.features import RandomFeatures, VGG19Features, build_features
 from atelier.style.gatys import PerceptualLoss, image_to_tensor, rgb_to_yuv, stylize
-from atelier.training.style import train_style
 from atelier.weights import WeightsError, resolve_weights
-from conftest import SHARED_DATA
-from test_download import server  # noqa: F401  (the local HTTP server fixture)
+from conftest import DATA_REASON, SHARED_DATA, small_photo, tiny_style_run
 
 CONTENT = SHARED_DATA / "content"
 STYLE = SHARED_DATA / "style"
-needs_data = pytest.mark.skipif(not (CONTENT / "chelsea.png").is_file(), reason="style/content images absent")
-
-
-def _photo(path: Path, size: int = 48) -> Path:
-    """A small copy of a shared image (tests stay fast), or a synthetic one when the data is absent."""
-    src = {"content": CONTENT / "chelsea.png", "style": STYLE / "starry_night.jpg"}.get(path.stem)
-    if src is not None and src.is_file():
-        with Image.open(src) as im:
-            im.convert("RGB").resize((size, size * 2 // 3), Image.Resampling.LANCZOS).save(path)
-    else:
-        rng = np.random.default_rng(len(path.stem))
-        Image.fromarray(rng.integers(0, 255, (size * 2 // 3, size, 3), dtype=np.uint8)).save(path)
-    return path
+needs_data = pytest.mark.skipif(not (CONTENT / "chelsea.png").is_file(), reason=DATA_REASON)
 
 
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
-    return _photo(tmp_path / "content.png"), _photo(tmp_path / "style.png")
+    return small_photo(tmp_path / "content.png"), small_photo(tmp_path / "style.png")
 
 
 # ------------------------------------------------------------------------------------------- Gatys
@@ -158,26 +147,37 @@ def test_vgg19_download_checks_sha256(server, tmp_path, monkeypatch):  # noqa: F
 @pytest.mark.parametrize("shape", [(1, 3, 37, 53), (2, 3, 64, 48), (1, 3, 5, 9)])
 def test_transformer_output_size_follows_input(shape, arch):
     torch.manual_seed(0)
-    net = TransformerNet(width=4, res_blocks=1, arch=arch)
+    net = _net(width=4, res_blocks=1, arch=arch)
     with torch.no_grad():
         y = net(torch.rand(shape))
     assert y.shape == shape
-    assert StyleModel(net)(Image.new("RGB", (45, 31), (90, 120, 200))).size == (45, 31)
+    assert _stylizer(net)(Image.new("RGB", (45, 31), (90, 120, 200))).size == (45, 31)
+
+
+def _net(**options) -> TransformerNet:
+    return TransformerNet(FastStyleConfig(**options), resolution=32)
+
+
+def _stylizer(net: TransformerNet, precision: str = "auto") -> Stylizer:
+    from atelier.runs import load_config
+
+    cfg = load_config(None, {"model.name": "fast-style", "model.style": ["s.jpg"], "data.channels": 3})
+    return Stylizer(net, cfg, None, 0, "net").set_precision(precision)
 
 
 def test_transformer_save_load_round_trip(tmp_path):
     from atelier.models import save_pretrained
 
     torch.manual_seed(1)
-    net = TransformerNet(width=4, res_blocks=2)
+    net = _net(width=4, res_blocks=2)
     for p in net.parameters():
         p.data.normal_(0, 0.1)
     save_pretrained(net, tmp_path / "m")
-    back = load_transformer(tmp_path / "m")
+    back = load_pretrained(tmp_path / "m")
     x = torch.rand(1, 3, 24, 20)
     assert back.config == net.config and torch.equal(back(x), net.eval()(x))
-    with pytest.raises(RunError, match="not a saved style network"):
-        load_transformer(tmp_path)
+    with pytest.raises(RunError, match="not a saved atelier model"):
+        load_pretrained(tmp_path)
 
 
 def test_networks_saved_before_arch_existed_load_as_johnson(tmp_path):
@@ -186,30 +186,30 @@ def test_networks_saved_before_arch_existed_load_as_johnson(tmp_path):
     from atelier.models import save_pretrained
 
     torch.manual_seed(2)
-    old = TransformerNet(width=4, res_blocks=1, arch="johnson")
+    old = _net(width=4, res_blocks=1, arch="johnson")
     save_pretrained(old, tmp_path / "m")
-    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    del cfg["config"]["arch"]  # what a network saved before the lean layout holds
-    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
-    back = load_transformer(tmp_path / "m")
-    assert back.config["arch"] == "johnson"
+    # What a network saved before the lean layout (and before networks recorded their family) holds.
+    legacy = {"class": "TransformerNet", "module": "atelier.style.fast", "config": {"width": 4, "res_blocks": 1}}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(legacy))
+    back = load_pretrained(tmp_path / "m")
+    assert back.config["config"]["arch"] == "johnson"
     x = torch.rand(1, 3, 24, 20)
     assert torch.equal(back(x), old.eval()(x))
 
 
 def test_bf16_inference_stays_close_to_fp32():
     torch.manual_seed(3)
-    net = TransformerNet(width=8, res_blocks=2)
+    net = _net(width=8, res_blocks=2)
     for p in net.parameters():
         p.data.normal_(0, 0.2)
     x = torch.rand(1, 3, 64, 48)
-    fp32, bf16 = StyleModel(net, precision="fp32"), StyleModel(net, precision="bf16")
+    fp32, bf16 = _stylizer(net, precision="fp32"), _stylizer(net, precision="bf16")
     assert not fp32.bf16 and bf16.bf16 and bf16.metadata()["precision"] == "bf16"
     a, b = fp32.stylize_tensor(x), bf16.stylize_tensor(x)
     assert b.dtype == torch.float32 and a.shape == b.shape
     assert 0 < float((a - b).abs().mean()) < 2 / 255  # bf16 did run, and moved pixels by under 2 grey levels
     with pytest.raises(ValueError, match="precision"):
-        StyleModel(net, precision="fp16")
+        _stylizer(net, precision="fp16")
 
 
 def test_gram_backward_matches_autograd():
@@ -236,26 +236,19 @@ def photos(tmp_path) -> Path:
             with Image.open(src) as im:
                 im.convert("RGB").resize((72, 56), Image.Resampling.LANCZOS).save(folder / f"{i}.png")
         else:
-            _photo(folder / f"{i}.png", 72)
+            small_photo(folder / f"{i}.png", 72)
     return folder
 
 
-def _tiny_run(run_dir: Path, photos: Path, style: Path, steps: int, batch_size: int = 2):
-    return train_style(run_dir, style=[str(style)], content_dir=str(photos), size=32, steps=steps,
-                       batch_size=batch_size,
-                       lr=2e-2, features="random", model={"width": 4, "res_blocks": 1}, progress=False,
-                       log={"every": 1, "sample_every": 3, "checkpoint_every": 2, "tensorboard": False})
-
-
-def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
+def test_trained_fast_net_restyles_a_held_outsmall_photo(tmp_path, photos, pair):
     _, style = pair
-    result = _tiny_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    result = tiny_style_run(tmp_path / "run", photos, style, steps=25, batch_size=4)
+    assert (tmp_path / "run" / "model_card.md").is_file() and (tmp_path / "run" / "loss.png").is_file()
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())[-1] == "grid-0000025.png"
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
     assert len(rows) == 25
     model = atelier.load(tmp_path / "run")
-    assert isinstance(model, StyleModel) and model.step == 25
+    assert isinstance(model, Stylizer) and model.step == 25
     # photos/0.png is held out of training (holdout=1 takes the first file).
     held = image_to_tensor(photos / "0.png")
     # The style image at the size the trainer used: size 32 x style_scale 2 (the default).
@@ -270,28 +263,32 @@ def test_trained_fast_net_restyles_a_held_out_photo(tmp_path, photos, pair):
 
 def test_train_style_resume_is_exact(tmp_path, photos, pair):
     _, style = pair
-    _tiny_run(tmp_path / "a", photos, style, steps=4)
-    _tiny_run(tmp_path / "b", photos, style, steps=2)
-    _tiny_run(tmp_path / "b", photos, style, steps=4)  # resumes from step 2
-    a = load_transformer(tmp_path / "a" / "model").state_dict()
-    b = load_transformer(tmp_path / "b" / "model").state_dict()
+    tiny_style_run(tmp_path / "a", photos, style, steps=4)
+    tiny_style_run(tmp_path / "b", photos, style, steps=2)
+    tiny_style_run(tmp_path / "b", photos, style, steps=4)  # resumes from step 2
+    a = atelier.load(tmp_path / "a").network.state_dict()
+    b = atelier.load(tmp_path / "b").network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(atelier.AtelierError, match="different settings"):
-        _tiny_run(tmp_path / "b", photos, style, steps=6, batch_size=3)
+    with pytest.raises(atelier.AtelierError, match="different config: train.batch_size=3"):
+        tiny_style_run(tmp_path / "b", photos, style, steps=6, batch_size=3)
 
 
 def test_runs_trained_before_arch_existed_load_and_resume(tmp_path, photos, pair):
     import yaml
 
     run = tmp_path / "old"
-    train_style(run, style=[str(pair[1])], content_dir=str(photos), size=32, steps=2, batch_size=1, style_scale=1.0,
-                model={"width": 4, "res_blocks": 1, "arch": "johnson"}, progress=False,
-                log={"checkpoint_every": 1, "tensorboard": False})
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    del cfg["model"]["arch"], cfg["style_scale"]  # what a run folder from before both fields holds
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert atelier.load(run).network.config["arch"] == "johnson"
-    assert train_style(run, steps=3, progress=False).step == 3
+    train_style(run, style=[str(pair[1])], content_dir=str(photos), progress=False, features="random",
+                overrides={"data.resolution": 32, "train.steps": 2, "train.batch_size": 1, "model.style_scale": 1.0,
+                           "model.width": 4, "model.res_blocks": 1, "model.arch": "johnson",
+                           "log.checkpoint_every": 1, "log.tensorboard": False})
+    # What a train-style run folder from before the one training loop (and before `arch` and `style_scale`)
+    # holds: a config of its own kind.
+    legacy = {"kind": "fast-style", "style": [str(pair[1])], "content_dir": str(photos), "size": 32, "steps": 2,
+              "batch_size": 1, "lr": 3e-3, "features": "random", "seed": 0, "device": "auto",
+              "model": {"width": 4, "res_blocks": 1}, "log": {"checkpoint_every": 1, "tensorboard": False}}
+    (run / "config.yaml").write_text(yaml.safe_dump(legacy))
+    assert atelier.load(run).network.cfg.arch == "johnson"
+    assert atelier.train(None, run, {"train.steps": 3}, progress=False).step == 3
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -317,7 +314,7 @@ def test_cli_stylize_and_fast_model(tmp_path, pair, photos):
         assert im.size == (32, 21)
     r = _cli("train-style", "--style", style, "--content-dir", photos, "--run-dir", tmp_path / "run", "--size", 32,
              "--steps", 2, "--batch-size", 1, "--width", 4)
-    assert r.exit_code == 0 and "network:" in r.output, r.output
+    assert r.exit_code == 0 and "model card:" in r.output and "losses: style" in r.output, r.output
     r = _cli("stylize", "--model", tmp_path / "run", "--content", content, "--out", tmp_path / "f.jpg")
     assert r.exit_code == 0, r.output
     with Image.open(tmp_path / "f.jpg") as im:
@@ -346,7 +343,7 @@ def test_cli_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, pair):
         (("--content", content, "--style", tmp_path / "dot.png"), r"1x1; style transfer needs at least 16"),
         (("--content", _huge_png_header(tmp_path / "huge.png", 20000, 20000), "--style", style),
          "huge.png is too large to decode safely|20000x20000 = 400,000,000 pixels; the limit is"),
-        (("--model", tmp_path, "--content", content), "not a fast style run"),
+        (("--model", tmp_path, "--content", content), "not an atelier run folder"),
         (("--model", tmp_path / "nope", "--content", content), "run folder not found"),
     ]
     for args, pattern in cases:
@@ -365,7 +362,7 @@ def test_gan_run_folder_is_not_a_style_model(tmp_path, pair):
     with pytest.raises(RunError, match="no checkpoint yet; train it first \\(`atelier train"):
         atelier.load(run)  # still the GAN path, unchanged
     r = _cli("stylize", "--model", run, "--content", pair[0], "--out", tmp_path / "o.png")
-    _one_line_error(r, "not a fast style run|no checkpoint")
+    _one_line_error(r, "not a fast style network|no checkpoint")
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "I;16"])
@@ -379,3 +376,17 @@ def test_cmyk_and_16_bit_photos_are_converted(tmp_path, mode):
         assert float(t.max()) > 0.95  # scaled from 16 bits, not clipped at 255/65535
     with pytest.raises(ImageError, match="needs at least"):
         image_to_tensor(Image.new("RGB", (1, 1)))
+
+
+def test_stylized_images_record_every_input_the_same_way(tmp_path, pair):
+    """Content and style are both recorded by file name and the sha256 of the file's bytes."""
+    from atelier.provenance import read_metadata
+    from atelier.utils import sha256_file
+
+    content, style = pair
+    r = _cli("stylize", "--content", content, "--style", style, "--out", tmp_path / "o.png", "--size", 24,
+             "--steps", 1)
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(str(tmp_path / "o.png"))
+    assert meta["atelier:content"] == Path(content).name and meta["atelier:style"] == Path(style).name
+    assert meta["atelier:content_sha256"] == sha256_file(content) and meta["atelier:style_sha256"] == sha256_file(style)

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 import atelier
-import atelier.data as data_module
 from atelier.api import Generator
+from atelier.api.synth import check_output, output_format, synthesize, write_folder, write_npz
 from atelier.cli import cli
 from atelier.config import validate_config
 from atelier.data import open_source
@@ -18,10 +18,9 @@ from atelier.errors import ConfigError, DataError, RunError
 from atelier.metrics import load_evaluator
 from atelier.metrics.cas import cas
 from atelier.provenance import read_metadata
-from atelier.synth import check_output, output_format, synthesize, write_folder, write_npz
-from conftest import TINY, mnist_available
+from conftest import DATA_REASON, TINY, mnist_available
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 class _Bank(torch.nn.Module):
@@ -147,7 +146,8 @@ def test_output_checks(tmp_path):
             check_output(locked / "s.npz")
 
 
-def test_cli_synth_and_data_info(tiny_run, tmp_path):
+def test_cli_synth_and_data_info(own_tiny_run, tmp_path):
+    tiny_run = own_tiny_run
     runner = CliRunner()
     out = tmp_path / "s.npz"
     res = runner.invoke(cli, ["synth", str(tiny_run), "--n", "30", "--out", str(out)])
@@ -160,7 +160,7 @@ def test_cli_synth_and_data_info(tiny_run, tmp_path):
 
     for args, message in [
         (["--n", "30"], "already exists; pass --force"),
-        (["--n", "0", "--force"], "is not between 1 and 10,000,000"),
+        (["--n", "0", "--force"], "0 is not in the range 1<=x<=10000000"),
         (["--n", "3", "--per-class", "2", "--force"], "not both"),
         (["--force"], "give --n N"),
     ]:
@@ -220,8 +220,10 @@ def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path, monkeypatch)
     run = tmp_path / "runs" / "cgan"
     atelier.train(None, run, {**TINY, "model.num_classes": 10}, progress=False)
     # CAS tests on the whole mnist:test (10,000 images); 500 of them keep this test fast.
-    full = data_module.open_source
-    monkeypatch.setattr(data_module, "open_source",
+    import atelier.metrics.cas as cas_module
+
+    full = cas_module.open_source
+    monkeypatch.setattr(cas_module, "open_source",
                         lambda spec, *a, **k: full(spec, *a, **({**k, "limit": 500} if spec == "mnist:test" else k)))
     runner = CliRunner()
     res = runner.invoke(cli, ["synth", str(run), "--per-class", "2", "--out", str(tmp_path / "c.npz")])
@@ -241,7 +243,7 @@ def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path, monkeypatch)
 
 
 def test_evaluate_cas_of_an_unconditional_run_is_a_clear_error(tiny_run):
-    from atelier.metrics import evaluate_run
+    from atelier.api.evaluate import evaluate_run
 
     with pytest.raises(RunError, match="unconditional"):
         evaluate_run(tiny_run, metrics=["cas"], n=100, record=False)

@@ -14,14 +14,13 @@ import torch
 from safetensors import safe_open
 
 import atelier
-from atelier.api import prepare_run
+from atelier.api import prepare
 from atelier.checkpoint import CheckpointManager
-from atelier.config import load_config
 from atelier.errors import ConfigError
-from atelier.training import GANTrainer
-from conftest import REPO, mnist_available
+from atelier.training import Trainer
+from conftest import DATA_REASON, REPO, make_trainer, mnist_available
 
-pytestmark = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+pytestmark = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 
 def _final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -30,8 +29,11 @@ def _final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
         return {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("s.rng")}
 
 
-def test_run_folder_layout(tmp_path, tiny):
+def test_run_folder_layout(tmp_path, tiny, capsys):
     result = atelier.train(None, tmp_path / "run", {**tiny, "log.tensorboard": True}, progress=False)
+    # Without a terminal, plain log lines (one per log.every steps) carry the step, the losses and an ETA.
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["2/6", "4/6", "6/6"] and all(" eta " in ln for ln in lines)
     run = tmp_path / "run"
     assert result.step == 6 and result.images_seen == 6 * 16
     assert (run / "config.yaml").is_file() and (run / "model_card.md").is_file() and (run / "loss.png").is_file()
@@ -42,7 +44,7 @@ def test_run_folder_layout(tmp_path, tiny):
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert {"loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "kimg"} <= set(rows[0])
     card = (run / "model_card.md").read_text()
-    assert "mnist:train" in card and "Licence" in card and "6 of 6" in card
+    assert "mnist:train" in card and "Licence" in card and "Steps: 6 at batch 16" in card and "budget 6 steps" in card
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -51,7 +53,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny, precision)
     atelier.train(None, tmp_path / "straight", overrides, progress=False)
 
     # Interrupt after step 4 (not a checkpoint step) through the same path Ctrl-C takes.
-    def stop_at_4(trainer: GANTrainer) -> None:
+    def stop_at_4(trainer: Trainer) -> None:
         if trainer.step == 4:
             trainer.request_stop(signal.SIGTERM)
 
@@ -73,8 +75,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny, precision)
 def test_resume_refuses_a_changed_config_but_allows_more_steps(tmp_path, tiny):
     atelier.train(None, tmp_path / "r", tiny, progress=False)
     with pytest.raises(ConfigError, match=r"model.width=16 \(the run has 8\)"):
-        prepare_run(None, tmp_path / "r", {**tiny, "model.width": 16})
-    cfg, resuming = prepare_run(None, tmp_path / "r", {"train.steps": 9})
+        prepare(None, tmp_path / "r", {**tiny, "model.width": 16})
+    cfg, resuming = prepare(None, tmp_path / "r", {"train.steps": 9})
     assert resuming and cfg.train.steps == 9 and cfg.model["width"] == 8
     result = atelier.train(None, tmp_path / "r", {"train.steps": 9}, progress=False)
     assert result.step == 9
@@ -87,7 +89,7 @@ def test_resume_a_run_written_before_new_config_keys_existed(tmp_path, tiny):
     stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     del stored["data"]["direction"]  # as if written by an older atelier
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(stored))
-    cfg, resuming = prepare_run(None, tmp_path / "r", {**tiny, "train.steps": 8})
+    cfg, resuming = prepare(None, tmp_path / "r", {**tiny, "train.steps": 8})
     assert resuming and cfg.train.steps == 8
 
 
@@ -186,10 +188,9 @@ def test_ema_beta_follows_half_life():
 
 
 def test_training_loss_moves_and_outputs_are_finite(tmp_path, tiny):
-    cfg = load_config(None, {**tiny, "train.steps": 10})
-    trainer = GANTrainer(cfg, tmp_path / "r", progress=False)
-    first = trainer.train_step(trainer.loader.next()[0])
+    trainer = make_trainer(tmp_path / "r", {**tiny, "train.steps": 10})
+    first = trainer.train_step()
     for _ in range(9):
-        last = trainer.train_step(trainer.loader.next()[0])
+        last = trainer.train_step()
     assert all(np.isfinite(v) for v in last.values())
     assert 0 < last["d_real"] < 1 and last["d_real"] != first["d_real"]

@@ -16,14 +16,13 @@ from torch.distributions import kl_divergence as torch_kl
 import atelier
 from atelier.checkpoint import CheckpointManager
 from atelier.cli import cli
-from atelier.config import load_config
 from atelier.errors import ConfigError
 from atelier.models import load_pretrained, save_pretrained
 from atelier.models.vae import Decoder, Encoder, VAEConfig, kl_divergence, reconstruction_nll
-from atelier.training.vae import VAETrainer
-from conftest import REPO, mnist_available
+from atelier.runs import load_config
+from conftest import DATA_REASON, REPO, make_trainer, mnist_available
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="MNIST mirror (ATELIER_DATA) not present")
+needs_mnist = pytest.mark.skipif(not mnist_available(), reason=DATA_REASON)
 
 TINY_VAE = {
     "model.name": "vae", "model.z_dim": 4, "model.width": 4, "data.limit": 128, "train.batch_size": 16,
@@ -38,8 +37,9 @@ def _rows(run) -> list[dict]:
 
 @pytest.mark.parametrize("resolution,channels", [(28, 1), (32, 3), (64, 3)])
 def test_shapes_and_range(resolution, channels):
-    enc = Encoder(resolution=resolution, channels=channels, z_dim=5, width=4)
-    dec = Decoder(resolution=resolution, channels=channels, z_dim=5, width=4)
+    cfg = VAEConfig(z_dim=5, width=4)
+    enc = Encoder(cfg, resolution=resolution, channels=channels)
+    dec = Decoder(cfg, resolution=resolution, channels=channels)
     x = torch.rand(3, channels, resolution, resolution) * 2 - 1
     mu, logvar = enc(x)
     assert mu.shape == logvar.shape == (3, 5)
@@ -50,8 +50,8 @@ def test_shapes_and_range(resolution, channels):
         dec(torch.randn(3, 6))
     with pytest.raises(ValueError, match="expected images of shape"):
         enc(torch.zeros(1, channels, resolution + 4, resolution + 4))
-    with pytest.raises(ValueError, match="vae supports resolutions"):
-        Decoder(resolution=48)
+    with pytest.raises(ValueError, match=r"data.resolution must be one of \[28, 32, 64\] for model vae"):
+        Decoder(cfg, resolution=48, channels=1)
 
 
 def test_kl_and_likelihoods_match_torch_distributions():
@@ -63,21 +63,21 @@ def test_kl_and_likelihoods_match_torch_distributions():
 
     x = torch.rand(2, 1, 28, 28) * 2 - 1
     logits = torch.randn(2, 1, 28, 28)
-    bern = Decoder(likelihood="bernoulli")
+    bern = Decoder(VAEConfig(likelihood="bernoulli"), resolution=28, channels=1)
     nll = reconstruction_nll(bern, logits, x)
     # BCE with soft targets t = (x + 1) / 2 is -[t log p + (1 - t) log(1 - p)]; at t in {0, 1} it is -log Bernoulli.
     binary = torch.where(x > 0, 1.0, -1.0)
     assert torch.allclose(reconstruction_nll(bern, logits, binary),
                           -Bernoulli(logits=logits).log_prob((binary + 1) / 2).flatten(1).sum(1), atol=1e-3)
     assert nll.shape == (2,) and (nll > 0).all()
-    gauss = Decoder(likelihood="gaussian")
+    gauss = Decoder(VAEConfig(likelihood="gaussian"), resolution=28, channels=1)
     mean = gauss.to_image(logits)
     assert torch.allclose(reconstruction_nll(gauss, logits, x, sigma=0.2),
                           -Normal(mean, 0.2).log_prob(x).flatten(1).sum(1), atol=1e-2)
 
 
 def test_save_load_pretrained_round_trip(tmp_path):
-    dec = Decoder(resolution=32, channels=3, z_dim=7, width=4, likelihood="gaussian")
+    dec = Decoder(VAEConfig(z_dim=7, width=4, likelihood="gaussian"), resolution=32, channels=3)
     back = load_pretrained(save_pretrained(dec, tmp_path / "dec"))
     z = torch.randn(2, 7)
     assert isinstance(back, Decoder) and back.likelihood == "gaussian"
@@ -97,7 +97,7 @@ def test_trains_logs_elbo_terms_grids_and_samples(tmp_path):
     result = atelier.train(REPO / "configs" / "mnist-vae.yaml", run, {**TINY_VAE, "train.steps": 24}, progress=False)
     assert result.step == 24
     rows = _rows(run)
-    assert {"recon", "kl", "beta", "elbo", "loss_g"} <= set(rows[0])
+    assert {"recon", "kl", "beta", "elbo", "loss"} <= set(rows[0]) and "loss_d" not in rows[0]
     for r in rows:
         assert r["elbo"] == pytest.approx(-(r["recon"] + r["kl"]), rel=1e-4)
         assert r["kl"] >= 0 and r["beta"] == 1.0
@@ -121,16 +121,15 @@ def test_trains_logs_elbo_terms_grids_and_samples(tmp_path):
 
 @needs_mnist
 def test_reconstructions_in_the_grid_are_the_decoded_posterior_means(tmp_path):
-    cfg = load_config(REPO / "configs" / "mnist-vae.yaml", TINY_VAE)
-    trainer = VAETrainer(cfg, tmp_path / "r", progress=False)
-    real = trainer.fixed_real
+    task = make_trainer(tmp_path / "r", TINY_VAE, config=REPO / "configs" / "mnist-vae.yaml").task
+    real = task.fixed_real
     assert real.shape == (4, 1, 28, 28)       # log.grid 4 -> one pair of rows of 4 held-out images
     from atelier.data import open_source
 
     test = open_source("mnist:test", limit=4).images.float() / 127.5 - 1
     assert torch.equal(real, test)            # held out: the test split, not training images
-    mu, _ = trainer.E(real)
-    assert torch.allclose(trainer.reconstruct(real), trainer.G(mu))
+    mu, _ = task.encoder(real)
+    assert torch.allclose(task.reconstruct(real), task.decoder(mu))
 
 
 def test_gan_only_settings_are_refused(tmp_path):
@@ -142,15 +141,14 @@ def test_gan_only_settings_are_refused(tmp_path):
 
 @needs_mnist
 def test_beta_warmup_ramps_with_images_seen(tmp_path):
-    cfg = load_config(REPO / "configs" / "mnist-vae.yaml",
-                      {**TINY_VAE, "model.beta": 4.0, "model.beta_warmup_kimg": 0.064})
-    trainer = VAETrainer(cfg, tmp_path / "r", progress=False)
-    assert trainer.beta() == 0.0
-    trainer.images_seen = 32
-    assert trainer.beta() == pytest.approx(2.0)
-    trainer.images_seen = 1000
-    assert trainer.beta() == 4.0
-    result = atelier.train(cfg, tmp_path / "run", progress=False)
+    overrides = {**TINY_VAE, "model.beta": 4.0, "model.beta_warmup_kimg": 0.064}
+    trainer = make_trainer(tmp_path / "r", overrides, config=REPO / "configs" / "mnist-vae.yaml")
+    assert trainer.task.beta() == 0.0
+    trainer.ctx.images_seen = 32
+    assert trainer.task.beta() == pytest.approx(2.0)
+    trainer.ctx.images_seen = 1000
+    assert trainer.task.beta() == 4.0
+    result = atelier.train(trainer.cfg, tmp_path / "run", progress=False)
     betas = [r["beta"] for r in _rows(tmp_path / "run")]
     assert betas == sorted(betas) and betas[0] < 4.0 and betas[-1] == 4.0 and result.step == 6
 
@@ -174,7 +172,7 @@ def test_interrupted_and_resumed_vae_is_bit_identical(tmp_path):
             return {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("s.rng")}
 
     a, b = tensors(tmp_path / "straight"), tensors(tmp_path / "resumed")
-    assert any(k.startswith("s.D.") for k in a) and any(k.startswith("s.opt_d.") for k in a)  # the encoder's too
+    assert any(k.startswith("s.encoder.") for k in a) and any(k.startswith("s.opt_encoder.") for k in a)
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
@@ -204,9 +202,10 @@ def test_cli_train_dry_run_sample_and_evaluate(tmp_path):
     res = runner.invoke(cli, ["evaluate", str(run), "--metrics", "cas", "--n", "200"])
     assert res.exit_code == 2 and "unconditional" in res.output
 
-    from atelier.serve.registry import detect_kind
+    from atelier.serve.registry import ModelStore
 
-    assert detect_kind(run).name == "generate"  # the studio and `atelier export` serve its decoder
+    # The studio and `atelier export` serve its decoder.
+    assert ModelStore(tmp_path).get("v").capabilities == ("generate",)
 
 
 def test_rgb_32px_gaussian_vae_trains_on_an_npz(tmp_path):

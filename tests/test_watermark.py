@@ -11,10 +11,10 @@ from PIL import Image, ImageOps
 
 from atelier import watermark as W
 from atelier.images import load_image
-from conftest import mnist_available
+from conftest import DATA_REASON, mnist_available
 
 DATA = Path(os.environ.get("ATELIER_DATA", ""))
-needs_data = pytest.mark.skipif(not (DATA / "content").is_dir(), reason="real images (ATELIER_DATA) not present")
+needs_data = pytest.mark.skipif(not (DATA / "content").is_dir(), reason=DATA_REASON)
 ID = W.model_id_hash("runs/test-run")
 
 

@@ -1,6 +1,7 @@
-"""atelier: train, sample, evaluate and label image generators.
+"""atelier: train, sample, edit, evaluate and label image generators.
 
-The public Python API (the CLI and the server are thin shells over it)::
+Every workflow is a function of :mod:`atelier.api`, re-exported here (the CLI and the studio are thin shells
+over the same functions)::
 
     import atelier
     g = atelier.load("runs/mnist-dcgan")
@@ -15,9 +16,9 @@ The public Python API (the CLI and the server are thin shells over it)::
 
 from __future__ import annotations
 
-from atelier.api import Generator, Translator, load, train
+from atelier.api import *  # noqa: F403  (the public API, listed in atelier.api.__all__)
+from atelier.api import __all__ as _api
 from atelier.errors import AtelierError
-from atelier.style.gatys import stylize
 from atelier.version import __version__
 
-__all__ = ["AtelierError", "Generator", "Translator", "__version__", "load", "stylize", "train"]
+__all__ = ["AtelierError", "__version__", *_api]

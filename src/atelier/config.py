@@ -3,7 +3,9 @@
 A run is described by one :class:`RunConfig`. Its defaults are the corrected DCGAN of the
 TensorFlow tutorial on MNIST (``configs/mnist-dcgan.yaml`` spells the same values out; a test keeps
 the two equal). Unknown keys are errors (``extra="forbid"``), so a typo never silently trains the
-wrong model. The model section is validated by the config class the model family registers.
+wrong model. The ``model:`` section belongs to the model family: :func:`atelier.runs.resolve_config`
+validates it with the family's config class and checks it against the data (this module sits below
+the models and does not know them).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atelier.errors import ConfigError
+from atelier.utils import atomic_write_text
 
 __all__ = [
     "AugmentConfig",
@@ -27,7 +30,6 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
-    "load_config",
     "parse_set",
     "save_config",
 ]
@@ -41,7 +43,12 @@ class DataConfig(_Strict):
     # `mnist`, `mnist:test`, `fashion-mnist`, a folder, a .zip or an .npz (see atelier.data).
     source: str = "mnist"
     resolution: int = Field(28, ge=8, le=1024)
-    channels: Literal[1, 3] = 1
+    # 1 (grayscale), 3 (RGB) or 4 (RGBA, with data.alpha: keep).
+    channels: Literal[1, 3, 4] = 1
+    # Transparency: `composite` flattens it over data.background (a colour name or #rrggbb) when the images
+    # are read; `keep` trains on RGBA (data.channels: 4) and generated PNGs keep their transparency.
+    alpha: Literal["composite", "keep"] = "composite"
+    background: str = "white"
     # Train on the first N images only (None: all of them).
     limit: int | None = Field(None, ge=1)
     hflip: bool = False
@@ -53,10 +60,28 @@ class DataConfig(_Strict):
     # Held-out data for the fixed progress grid and `atelier evaluate` (e.g. the test split).
     eval_source: str | None = None
 
+    @field_validator("background")
+    @classmethod
+    def _known_colour(cls, v: str) -> str:
+        from PIL import ImageColor  # Pillow only (atelier.images sits beside config, not below it)
+
+        try:
+            rgb = ImageColor.getrgb(v.strip())
+        except ValueError:
+            raise ValueError("unknown colour: give a colour name (white, black, gray, ...) or #rrggbb") from None
+        if len(rgb) == 4 and rgb[3] != 255:
+            raise ValueError("the background must be opaque (it is what transparency is composited over)")
+        return v.strip()
+
     @model_validator(mode="after")
     def _load_size_fits(self) -> DataConfig:
         if self.load_size is not None and self.load_size < self.resolution:
             raise ValueError(f"data.load_size ({self.load_size}) must be >= data.resolution ({self.resolution})")
+        if self.alpha == "keep" and self.channels != 4:
+            raise ValueError(f"data.alpha: keep trains on RGBA images: set data.channels: 4 (got {self.channels})")
+        if self.channels == 4 and self.alpha != "keep":
+            raise ValueError("data.channels: 4 is RGBA: set data.alpha: keep too (or data.channels: 3 to composite "
+                             "transparency over data.background)")
         return self
 
 
@@ -119,7 +144,11 @@ class OptimConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(2000, ge=1)
+    # Budgets: the run stops at the first one reached (null: no limit of that kind; at least one is set).
+    # All three may grow when a run is resumed, so "train for longer" is the same command with a larger budget.
+    steps: int | None = Field(2000, ge=1)
+    minutes: float | None = Field(None, gt=0)   # of training time (train_seconds), summed over resumes
+    images: int | None = Field(None, ge=1)      # images seen (the global batch, all processes together)
     # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU. It is the global
     # batch: under torchrun each of the N processes trains on batch_size / N images per step, so a run
     # means the same maths (and resumes) whatever the number of processes.
@@ -134,6 +163,12 @@ class TrainConfig(_Strict):
     # average does not drag the random init along for the first thousands of images.
     ema_half_life_kimg: float = Field(10.0, ge=0)
     ema_rampup: float | None = Field(0.05, ge=0)
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> TrainConfig:
+        if self.steps is None and self.minutes is None and self.images is None:
+            raise ValueError("train: set a budget: train.steps, train.minutes or train.images")
+        return self
 
 
 class LogConfig(_Strict):
@@ -153,7 +188,8 @@ class EvalConfig(_Strict):
     every: int = Field(0, ge=0)
     n: int = Field(5000, ge=10)
     ref: str | None = None
-    evaluator: Literal["auto", "digits", "fashion", "inception"] = "auto"
+    # auto: digits / fashion for the MNIST family, else random-cnn (atelier.metrics.evaluators).
+    evaluator: Literal["auto", "digits", "fashion", "emoji", "random-cnn", "inception"] = "auto"
 
 
 class RunConfig(_Strict):
@@ -167,32 +203,15 @@ class RunConfig(_Strict):
     log: LogConfig = LogConfig()
     eval: EvalConfig = EvalConfig()
 
-    @model_validator(mode="after")
-    def _resolve_model(self) -> RunConfig:
-        from atelier.models import model_config_class
-
-        params = dict(self.model)
-        name = params.pop("name", "dcgan")
-        cls = model_config_class(name)
-        try:
-            resolved = cls.model_validate(params)
-        except ValidationError as exc:
-            raise ValueError(_format_validation(exc, prefix="model.")) from None
-        object.__setattr__(self, "model", {"name": name, **resolved.model_dump()})
-        if self.loss.name == "wasserstein" and not self.loss.gp_weight and not self.model.get("spectral_norm_d"):
-            raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) "
-                             "or model.spectral_norm_d: true; an unconstrained critic diverges")
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def _format_validation(exc: ValidationError, prefix: str = "") -> str:
+def format_validation(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         loc = prefix + ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/mnist-dcgan.yaml for every key)"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
@@ -208,7 +227,7 @@ def validate_config(data: dict[str, Any], where: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_format_validation(exc)}") from None
+        raise ConfigError(f"{where}: {format_validation(exc)}") from None
     except ValueError as exc:  # raised by our own validators
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -218,22 +237,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) file; a config is YAML text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     return {} if data is None else data
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
-    data = read_yaml(path) if path is not None else {}
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return validate_config(data, where=str(path) if path else "config")
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """Where a YAML file broke: the line, a caret under the column, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"{path} is not valid YAML: {problem}"
+    lines = text.splitlines()
+    shown = lines[mark.line] if mark.line < len(lines) else ""
+    context = getattr(exc, "context", None)
+    return (f"{path} is not valid YAML: {problem}{' (' + context + ')' if context else ''} "
+            f"at line {mark.line + 1}, column {mark.column + 1}:\n    {shown}\n    {' ' * mark.column}^")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from atelier.utils import atomic_write_text
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     atomic_write_text(Path(path), text)

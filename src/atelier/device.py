@@ -6,12 +6,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
+from pathlib import Path
 
 import torch
 
 from atelier.errors import ConfigError
 
-__all__ = ["autocast", "check_precision", "make_scaler", "resolve_device", "tune_allocator"]
+__all__ = ["autocast", "bf16_native", "check_precision", "make_scaler", "resolve_device", "tune_allocator"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -79,3 +80,17 @@ def tune_allocator(on: bool = True) -> bool:
         return False
     mmap, trim = (32 << 20, 2**31 - 1) if on else (128 << 10, 128 << 10)
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 convolutions are fast here: a GPU that supports them, or a CPU with AVX512-BF16 / AMX.
+    (Elsewhere oneDNN emulates bf16 by conversion, which need not be faster than fp32.)"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: stay with fp32 unless asked
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

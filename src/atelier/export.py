@@ -1,10 +1,12 @@
-"""Export trained networks to ONNX (dynamic batch axis) and check them against PyTorch in ONNX Runtime.
+"""ONNX: export a network (dynamic batch axis, and dynamic height and width where the network allows) and
+check it against PyTorch in ONNX Runtime; the ONNX Runtime session the studio's backend uses.
 
-Every kind of model the studio serves names its network and example inputs
-(:meth:`atelier.serve.registry.ServedModel.export_spec`), so one exporter covers generators, and later
-the fast style network and the pix2pix generator. The graph comes from ``torch.export`` (the
-``dynamo=True`` exporter of PyTorch >= 2.5; the TorchScript one is deprecated) with the batch
-dimension left symbolic, so one file serves a single image or a 64-image grid.
+Every loaded model names its network and example inputs (:meth:`atelier.loaded.LoadedModel.export_spec`), so
+one exporter covers generators, the fast style network and the pix2pix generator (the workflow is
+:func:`atelier.api.export`). The graph comes from ``torch.export`` (the ``dynamo=True`` exporter of
+PyTorch >= 2.5; the TorchScript one is deprecated) with the batch dimension left symbolic, so one file serves
+a single image or a 64-image grid; image inputs of fully convolutional networks keep height and width
+symbolic too (a multiple of the network's stride).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from atelier.errors import RunError
 from atelier.utils import require_extra
 
-__all__ = ["ExportResult", "export_module", "export_run", "max_abs_diff", "onnx_session"]
-
-FORMATS = ("onnx",)
+__all__ = ["ExportResult", "export_module", "max_abs_diff", "onnx_session", "parity_inputs"]
 OPSET = 18
 OUTPUT_NAME = "image"
 # Parity bound for fp32 (the issue's acceptance bound); the DCGAN measures ~2e-6.
@@ -39,6 +37,7 @@ class ExportResult:
     inputs: dict[str, list[int | str]]
     max_abs_diff: float | None
     seconds: float
+    sizes: str = ""  # which image sizes the model accepts, in words
 
     @property
     def size_bytes(self) -> int:
@@ -46,8 +45,15 @@ class ExportResult:
 
 
 def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out: str | Path,
-                  opset: int = OPSET) -> Path:
-    """Write ``module(*example.values())`` as ONNX to ``out``, with the batch axis of every input dynamic."""
+                  opset: int = OPSET, spatial: dict[str, tuple[int, int]] | None = None) -> Path:
+    """Write ``module(*example.values())`` as ONNX to ``out``, with the batch axis of every input dynamic, and the
+    height and width of the inputs in ``spatial`` too: ``{"x": (stride, smallest multiple)}``.
+
+    ``torch.export`` specialises a size that reaches 1 inside the network (a U-Net's 1x1 bottleneck at its
+    training size) and then refuses a dynamic height and width; such networks are traced by PyTorch's
+    TorchScript exporter instead, whose ``dynamic_axes`` keep every size symbolic. Callers check parity at two
+    sizes either way (:func:`parity_inputs`).
+    """
     require_extra("onnx", "export", "ONNX export")
     require_extra("onnxscript", "export", "ONNX export")
     out = Path(out)
@@ -66,11 +72,36 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         warnings.simplefilter("ignore", FutureWarning)
         # Several inputs (z and a conditional model's labels) share the one batch axis, as intended.
         warnings.filterwarnings("ignore", message=r".*shares the same shape constraints", category=UserWarning)
-        torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, external_data=False,
-                          dynamic_shapes={k: {0: batch} for k in example}, verbose=False)
+        try:
+            torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes=_dynamic_shapes(example, batch, spatial or {}), verbose=False)
+        except Exception:  # torch.export's guards: see the docstring
+            if not spatial:
+                raise
+            axes = {k: {0: "batch", **({2: f"{k}_h", 3: f"{k}_w"} if k in spatial else {})} for k in example}
+            axes[OUTPUT_NAME] = {0: "batch", 2: "height", 3: "width"}
+            # The tracer warns about the network's own shape checks (constants in the trace) and that it is
+            # deprecated; the parity check at two sizes is what says the file is right.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(example.values()), str(tmp), input_names=list(example),
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False, dynamic_axes=axes)
     tmp.replace(out)  # atomic: a half-written model file is never left under the real name
     return out
+
+
+def _dynamic_shapes(example: dict[str, torch.Tensor], batch: Any,
+                    spatial: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    shapes: dict[str, Any] = {}
+    for name in example:
+        shapes[name] = {0: batch}
+        if name in spatial:
+            stride, least = spatial[name]
+            # Height and width as multiples of the stride (a U-Net's 2**depth; a style network's total stride).
+            h = torch.export.Dim(f"{name}_h", min=least, max=1024)
+            w = torch.export.Dim(f"{name}_w", min=least, max=1024)
+            shapes[name].update({2: h * stride, 3: w * stride} if stride > 1 else {2: h, 3: w})
+    return shapes
 
 
 def onnx_session(module_or_path: torch.nn.Module | str | Path, example: dict[str, torch.Tensor] | None = None,
@@ -103,38 +134,17 @@ def max_abs_diff(module: torch.nn.Module, session: Any, inputs: dict[str, torch.
     return float(np.abs(got - ref).max())
 
 
-def _parity_inputs(example: dict[str, torch.Tensor], batch: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
-    # A batch size different from the example's proves the batch axis really is dynamic.
+def parity_inputs(example: dict[str, torch.Tensor], batch: int = 5, seed: int = 0,
+                  scale: int = 1) -> dict[str, torch.Tensor]:
+    """Inputs for a parity check: a batch size other than the example's (proving the batch axis is dynamic), and
+    image inputs ``scale`` times the example's height and width (proving those are, where they should be)."""
     # Integer inputs are class labels: draw them in [0, max(example) + 1) (examples hold the largest class).
     gen = torch.Generator().manual_seed(seed)
-    return {k: (torch.randint(0, int(v.max()) + 1, (batch, *v.shape[1:]), generator=gen) if not v.is_floating_point()
-                else torch.randn((batch, *v.shape[1:]), generator=gen).to(v.dtype)) for k, v in example.items()}
-
-
-def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, check: bool = True,
-               opset: int = OPSET) -> ExportResult:
-    """Export the network of a run folder (any kind the studio serves) and check its parity."""
-    from atelier.serve.registry import detect_kind
-
-    if fmt not in FORMATS:
-        raise RunError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder not found: {run_dir}")
-    kind = detect_kind(run_dir)
-    if kind is None:
-        raise RunError(f"{run_dir} is not a run folder of a model atelier can export (no config.yaml of a known kind)")
-    started = time.perf_counter()
-    model = kind.load(run_dir.name, run_dir)
-    module, example = model.export_spec()
-    out = Path(out) if out is not None else run_dir / "export" / "model.onnx"
-    export_module(module, example, out, opset=opset)
-    diff = None
-    if check:
-        inputs = _parity_inputs(example)
-        diff = max_abs_diff(module, onnx_session(out), inputs)
-        if not diff <= PARITY_TOL:
-            raise RunError(f"the ONNX model differs from PyTorch by {diff:.3g} (> {PARITY_TOL}); it was written to "
-                           f"{out} but should not be trusted")
-    shapes = {k: ["batch", *v.shape[1:]] for k, v in example.items()}
-    return ExportResult(out, shapes, diff, time.perf_counter() - started)
+    out = {}
+    for k, v in example.items():
+        shape = (batch, *v.shape[1:])
+        if v.ndim == 4 and scale != 1:
+            shape = (batch, v.shape[1], v.shape[2] * scale, v.shape[3] * scale)
+        out[k] = (torch.randint(0, int(v.max()) + 1, shape, generator=gen) if not v.is_floating_point()
+                  else torch.randn(shape, generator=gen).to(v.dtype))
+    return out

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from atelier.errors import ImageError
-from atelier.images import image_format, to_pil, to_uint8_array
+from atelier.images import composite, has_alpha, image_format, to_pil, to_uint8_array
 from atelier.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -47,6 +47,14 @@ def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Imag
     return Image.fromarray(marked, mode=image.mode), claim
 
 
+def _flatten(image: Image.Image) -> Image.Image:
+    """An RGB / L image for a format without alpha (JPEG): transparency composited over white, as a viewer
+    shows it (plain ``convert("RGB")`` would drop alpha and show whatever colour lies under it)."""
+    if has_alpha(image):
+        return Image.fromarray(composite(np.asarray(image.convert("RGBA"))))
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+
+
 def encode_image(
     image: Image.Image | np.ndarray | torch.Tensor,
     fmt: str = "png",
@@ -66,6 +74,9 @@ def encode_image(
       a side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
     * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
       watermark stays).
+    * transparency: an RGBA image (a PIL image, an ``(H, W, 4)`` array or a ``(4, H, W)`` / ``(1, 4, H, W)``
+      tensor) is written as RGBA to PNG and WebP (alpha kept exactly; the watermark goes into the colour);
+      JPEG has no alpha, so it is composited over white.
     * ``c2pa``: sign a C2PA manifest as the very last step; ``None`` signs when ``ATELIER_C2PA_CERT`` and
       ``ATELIER_C2PA_KEY`` are set, ``False`` never signs, or pass :class:`~atelier.provenance.C2paCredentials`.
     """
@@ -96,9 +107,12 @@ def encode_image(
             info.add_itxt("XML:com.adobe.xmp", xmp_packet(meta))
         image.save(buf, format="PNG", pnginfo=info, optimize=False)
     else:
-        rgb = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         extra = {} if strip_metadata else {"xmp": xmp_packet(meta).encode("utf-8")}
-        rgb.save(buf, format=fmt, quality=quality, **extra)
+        if fmt == "WEBP" and has_alpha(image):
+            # WebP keeps alpha (losslessly by default: alpha_quality 100); only the colour is lossy.
+            image.convert("RGBA").save(buf, format=fmt, quality=quality, **extra)
+        else:
+            _flatten(image).save(buf, format=fmt, quality=quality, **extra)
     data = buf.getvalue()
     creds = c2pa_credentials_from_env() if c2pa is None else (c2pa or None)
     if creds is not None and not strip_metadata:

@@ -15,13 +15,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torch import nn
 
-__all__ = ["INTERPOLATION_MODES", "interpolate", "interpolate_path", "lerp", "slerp", "truncate", "variations"]
+__all__ = ["INTERPOLATION_MODES", "balanced_labels", "generate", "interpolate", "interpolate_path", "latents", "lerp",
+           "slerp", "to_uint8", "truncate", "variations"]
 
 INTERPOLATION_MODES = ("slerp", "lerp")
+
+
+def latents(z_dim: int, n: int | None = None, seed: int = 0, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """``n`` latents from one seed, or one latent per seed in ``seeds`` (a seed always gives the same z).
+
+    Drawn from their own generator, so sampling never moves the global random stream."""
+    if seeds is not None:
+        return torch.cat([torch.randn(1, z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    if n is None or n < 1:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor | None:
+    """Classes 0, 1, ..., K-1, 0, ... for ``n`` images (None for an unconditional model), so samples, grids and
+    evaluations are class-balanced."""
+    return torch.arange(n) % num_classes if num_classes else None
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Network output in [-1, 1] -> uint8 images on the CPU."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def generate(network: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
+             batch_size: int = 256) -> torch.Tensor:
+    """Latents (and class labels, for a conditional network) -> uint8 images ``(N, C, H, W)``, in batches."""
+    device = next(network.parameters()).device
+    out = []
+    for i, chunk in enumerate(z.split(batch_size)):
+        args: tuple[torch.Tensor, ...] = (chunk.to(device),)
+        if labels is not None:
+            args += (labels[i * batch_size : (i + 1) * batch_size].to(device),)
+        out.append(to_uint8(network(*args)))
+    return torch.cat(out)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

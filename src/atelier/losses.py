@@ -16,12 +16,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from atelier.config import RunConfig
+
 __all__ = [
     "AdversarialLoss",
     "HingeLoss",
     "LeastSquaresLoss",
     "NonSaturatingLoss",
     "WassersteinLoss",
+    "check_critic",
     "get_loss",
     "gradient_penalty",
     "path_length_penalty",
@@ -188,3 +191,10 @@ def path_length_penalty(G: Any, z: torch.Tensor, y: torch.Tensor | None, pl_mean
     lengths = grad.to(img.dtype).square().sum(2).mean(1).sqrt()          # (n,)
     new_mean = pl_mean.detach().lerp(lengths.mean().detach().to(pl_mean.dtype), decay)
     return (lengths - new_mean).square().mean(), new_mean
+
+
+def check_critic(cfg: RunConfig) -> None:
+    """A Wasserstein critic must be Lipschitz (Arjovsky et al. 2017): a gradient penalty or spectral norm."""
+    if cfg.loss.name == "wasserstein" and not cfg.loss.gp_weight and not cfg.model.get("spectral_norm_d"):
+        raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) or "
+                         "model.spectral_norm_d: true; an unconstrained critic diverges")

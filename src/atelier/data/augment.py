@@ -122,6 +122,7 @@ class Augment:
             ada = all_mean({"sum": self._sign_sum, "n": float(self._sign_n)})
             r_t = ada["sum"] / max(ada["n"], 1)
             step = self.batch_size * self.cfg.ada_interval / (self.cfg.ada_kimg * 1000)
+            assert self.cfg.ada_target is not None  # adaptive() says so
             direction = 1.0 if r_t > self.cfg.ada_target else -1.0
             self.p = min(max(self.p + direction * step, 0.0), 1.0)
             self._sign_sum, self._sign_n = 0.0, 0

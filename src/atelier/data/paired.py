@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from atelier.data import ImageDataset, _folder_license, expand_source, skipped_warning
+from atelier.data.dataset import ImageDataset
+from atelier.data.spec import expand_source, skipped_warning, source_license
 from atelier.errors import DataError, ImageError
 from atelier.images import IMAGE_SUFFIXES, load_image
 
@@ -97,4 +98,4 @@ def load_paired(source: str, layout: str, direction: str, channels: int, size: i
         skipped_warning(source, skipped, what="pair")
     images = torch.from_numpy(np.ascontiguousarray(np.stack(pairs).transpose(0, 3, 1, 2)))
     return ImageDataset(images=images, labels=None, name=str(root), skipped=skipped, names=names,
-                        license=_folder_license(root))
+                        license=source_license(root))

@@ -1,7 +1,7 @@
 """Quality metrics (FID, KID, IS, precision/recall) over pluggable evaluator networks.
 
-    from atelier.metrics import evaluate_run, evaluate_source, load_evaluator
-    records = evaluate_run("runs/mnist-dcgan", metrics=["fid", "kid"], n=10_000)   # appended to metrics.jsonl
+    from atelier.metrics import evaluate_source, load_evaluator
+    records = atelier.evaluate("runs/mnist-dcgan", metrics=["fid", "kid"], n=10_000)   # (the workflow: atelier.api)
     floor = evaluate_source("mnist:train", ref="mnist:test", n=10_000)            # real vs real
 
 Evaluators: ``digits`` / ``fashion`` (atelier's own MNIST-family CNNs, shipped with the package) and
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from atelier.metrics.evaluate import (
     METRICS,
-    append_records,
     default_ref,
     evaluate_images,
-    evaluate_run,
     evaluate_source,
     format_table,
     parse_metrics,
@@ -29,11 +27,9 @@ __all__ = [
     "EVALUATORS",
     "METRICS",
     "Evaluator",
-    "append_records",
     "auto_evaluator",
     "default_ref",
     "evaluate_images",
-    "evaluate_run",
     "evaluate_source",
     "fid",
     "format_table",

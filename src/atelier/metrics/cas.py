@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
-from atelier.errors import ConfigError, DataError, RunError
+from atelier.data import open_source
+from atelier.errors import ConfigError, DataError
 from atelier.metrics.classifier import accuracy, fit_classifier
 from atelier.metrics.evaluators import Evaluator
 
-__all__ = ["cas", "cas_run", "describe", "recipe"]
+__all__ = ["cas", "describe", "recipe"]
 
 
 def _test_split(evaluator: Evaluator) -> str:
@@ -55,7 +56,6 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
     protocol: classifier architecture and recipe, training images, test set. ``epochs`` overrides the
     recipe's and ``n_test`` tests on a seeded subset of the test set (quick checks; the record says so).
     """
-    from atelier.data import open_source
 
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise TypeError(f"CAS takes uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
@@ -111,19 +111,6 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
     if log is not None:
         log(f"CAS {value:.4f} (ceiling {ceiling}) from {len(images):,} images in {seconds:.0f} s")
     return record
-
-
-def cas_run(g: Any, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
-            epochs: int | None = None, real_baseline: bool = False) -> dict[str, Any]:
-    """CAS of a class-conditional generator: ``n`` images with balanced labels (as ``atelier synth`` makes)."""
-    from atelier.synth import synthesize
-
-    if not g.num_classes:
-        raise RunError(f"CAS scores class-conditional models, and {g.run_dir.name} is unconditional "
-                       "(model.num_classes is 0): train one with --set model.num_classes=10, or measure fid,kid")
-    s = synthesize(g, n, seed=seed, batch_size=batch_size, progress=False)
-    assert s.labels is not None
-    return cas(s.images, s.labels, evaluator, seed=seed, epochs=epochs, real_baseline=real_baseline)
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -30,6 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atelier.data import open_source
+from atelier.device import autocast
+from atelier.utils import atomic_write_bytes, atomic_write_text, sha256_file
+
 __all__ = ["DigitClassifier", "TrainReport", "accuracy", "fit_classifier", "train_classifier"]
 
 
@@ -74,15 +78,16 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(labels)
 
 
-def _augment(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
-    """Random translations of up to ``shift`` pixels (and horizontal flips), one draw per image."""
-    B, _, H, W = x.shape
-    padded = F.pad(x, (shift, shift, shift, shift))
+def _augment(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool, fill: int = 0) -> torch.Tensor:
+    """Random translations of up to ``shift`` pixels (and horizontal flips), one draw per image; the pixels
+    shifted in are ``fill`` (0: MNIST's black; 255: white, for images composited over white)."""
+    B, C, H, W = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), value=fill)
     dx = torch.randint(0, 2 * shift + 1, (B,), generator=g)
     dy = torch.randint(0, 2 * shift + 1, (B,), generator=g)
-    rows = (dy[:, None] + torch.arange(H)[None, :])[:, None, :, None].expand(B, 1, H, W + 2 * shift)
+    rows = (dy[:, None] + torch.arange(H)[None, :])[:, None, :, None].expand(B, C, H, W + 2 * shift)
     out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(W)[None, :])[:, None, None, :].expand(B, 1, H, W)
+    cols = (dx[:, None] + torch.arange(W)[None, :])[:, None, None, :].expand(B, C, H, W)
     out = out.gather(3, cols)
     if hflip:
         flip = torch.rand(B, generator=g) < 0.5
@@ -105,6 +110,10 @@ class TrainReport:
     train_seconds: float
     torch_version: str
     command: str = ""
+    # Colour evaluators: class names (in label order), how the held-out split was made, the input format.
+    classes: list[str] | None = None
+    split: str | None = None
+    input: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -112,8 +121,13 @@ class TrainReport:
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, seed: int = 0, epochs: int = 6,
                    batch_size: int = 128, lr: float = 3e-3, hflip: bool = False, precision: str = "bf16",
-                   on_epoch: Callable[[DigitClassifier, int, float], None] | None = None) -> DigitClassifier:
-    """Train a fresh :class:`DigitClassifier` on uint8 ``(N, 1, 28, 28)`` images and int64 labels.
+                   on_epoch: Callable[[nn.Module, int, float], None] | None = None,
+                   build: Callable[[int], nn.Module] | None = None, shift: int = 2, fill: int = 0,
+                   class_weights: torch.Tensor | None = None) -> nn.Module:
+    """Train a fresh :class:`DigitClassifier` on uint8 ``(N, 1, 28, 28)`` images and int64 labels (or the
+    network ``build(num_classes)`` returns, e.g. a :class:`~atelier.metrics.colour.ColourClassifier` on
+    ``(N, 3, 64, 64)``; shifted-in pixels are ``fill``; ``class_weights`` re-weight the loss of unbalanced
+    classes).
 
     AdamW with a one-cycle schedule (Smith & Topin 2017) reaches the accuracy targets in a few epochs;
     +-2 px shifts (and flips for Fashion-MNIST, whose classes are mirror-symmetric) regularise it.
@@ -121,14 +135,13 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: i
     and the classifier is returned in eval mode (fp32). ``on_epoch(model, epoch, mean_loss)`` is called
     after every epoch. Seeds the global torch generator with ``seed`` (the weight init).
     """
-    from atelier.device import autocast
 
     steps_per_epoch = len(images) // batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    model = DigitClassifier(num_classes=num_classes).to(memory_format=torch.channels_last)
+    model = (build or (lambda k: DigitClassifier(num_classes=k)))(num_classes).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     for epoch in range(epochs):
@@ -137,10 +150,10 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: i
         total, seen = 0.0, 0
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb = _augment(images[idx], g, shift=2, hflip=hflip)
+            xb = _augment(images[idx], g, shift=shift, hflip=hflip, fill=fill)
             with autocast(torch.device("cpu"), precision):
                 logits = model(xb)
-            loss = F.cross_entropy(logits.float(), labels[idx])
+            loss = F.cross_entropy(logits.float(), labels[idx], weight=class_weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -157,7 +170,6 @@ def train_classifier(dataset: str, *, seed: int = 0, epochs: int = 6, batch_size
                      log=print) -> tuple[DigitClassifier, TrainReport]:
     """Train the evaluator CNN on ``dataset``'s training split and measure it on the test split
     (the recipe is :func:`fit_classifier`'s)."""
-    from atelier.data import open_source
 
     train = open_source(f"{dataset}:train")
     test = open_source(f"{dataset}:test")
@@ -165,13 +177,14 @@ def train_classifier(dataset: str, *, seed: int = 0, epochs: int = 6, batch_size
     assert y_train is not None and test.labels is not None
     t0 = time.perf_counter()
 
-    def on_epoch(model: DigitClassifier, epoch: int, mean_loss: float) -> None:
+    def on_epoch(model: nn.Module, epoch: int, mean_loss: float) -> None:
         acc = accuracy(model, test.images, test.labels)
         log(f"{dataset} epoch {epoch + 1}/{epochs}  loss {mean_loss:.4f}  test acc {acc:.4%}  "
             f"{time.perf_counter() - t0:.0f} s")
 
     model = fit_classifier(x_train, y_train, num_classes=int(y_train.max()) + 1, seed=seed, epochs=epochs,
                            batch_size=batch_size, lr=lr, hflip=hflip, precision=precision, on_epoch=on_epoch)
+    assert isinstance(model, DigitClassifier)
     acc = accuracy(model, test.images, test.labels)
     if not math.isfinite(acc):
         raise RuntimeError("accuracy is not finite")
@@ -182,16 +195,16 @@ def train_classifier(dataset: str, *, seed: int = 0, epochs: int = 6, batch_size
     return model, report
 
 
-def save_classifier(model: DigitClassifier, report: TrainReport, path: Path) -> str:
+def save_classifier(model: nn.Module, report: TrainReport, path: Path) -> str:
     """Write ``path`` (.safetensors, metadata = the report) and ``path.json``; return the file's sha256."""
     from safetensors.torch import save
 
-    from atelier.utils import atomic_write_bytes, atomic_write_text, sha256_file
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "atelier-evaluator/1", "arch": "DigitClassifier", "num_classes": str(model.num_classes),
+    meta = {"format": "atelier-evaluator/1", "arch": type(model).__name__, "num_classes": str(model.num_classes),
             "dataset": report.dataset, "test_accuracy": str(report.test_accuracy)}
     atomic_write_bytes(path, save(state, metadata=meta))
     digest = sha256_file(path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps({**asdict(report), "sha256": digest}, indent=2) + "\n")
+    fields = {k: v for k, v in asdict(report).items() if v is not None}
+    atomic_write_text(path.with_suffix(".json"), json.dumps({**fields, "sha256": digest}, indent=2) + "\n")
     return digest

@@ -15,21 +15,26 @@ seed and evaluator give the same number.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from atelier.errors import ConfigError, DataError, RunError
+from atelier.data import open_source, parse_spec
+from atelier.errors import ConfigError, DataError
 from atelier.metrics import maths
+from atelier.metrics.cas import cas, describe
 from atelier.metrics.evaluators import Evaluator, auto_evaluator, load_evaluator
 from atelier.metrics.reference import read_images, reference_features
+from atelier.version import __version__
 
-__all__ = ["METRICS", "append_records", "default_ref", "evaluate_images", "evaluate_run", "evaluate_source",
-           "format_table", "parse_metrics"]
+if TYPE_CHECKING:
+    from atelier.config import DataConfig
+
+__all__ = ["METRICS", "check_metrics", "default_ref", "evaluate_images", "evaluate_source", "format_table",
+           "parse_metrics", "resolve_evaluator", "stamp"]
 
 # "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
 # a class-conditional run's samples, or a labelled set given with --real.
@@ -47,7 +52,6 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def default_ref(source: str) -> str:
     """The held-out split of a named training set (``mnist`` -> ``mnist:test``)."""
-    from atelier.data import parse_spec
 
     name, split = parse_spec(source)
     if split is None:
@@ -56,7 +60,7 @@ def default_ref(source: str) -> str:
     return f"{name}:test"
 
 
-def _resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | Path | None, device: str,
+def resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | Path | None, device: str,
                        download: bool) -> Evaluator:
     if isinstance(evaluator, Evaluator):
         return evaluator
@@ -64,17 +68,26 @@ def _resolve_evaluator(evaluator: str | Evaluator, dataset: str, weights: str | 
     return load_evaluator(name, weights=weights if name == "inception" else None, device=device, download=download)
 
 
+def check_metrics(metrics: Sequence[str], evaluator: Evaluator) -> None:
+    """Refuse a metric the evaluator cannot give (the Inception Score needs a classifier head)."""
+    if "is" in metrics and not evaluator.spec.logits:
+        raise ConfigError(f"the {evaluator.name} evaluator has no classifier head, so no Inception Score: leave is "
+                          "out of --metrics (fid, kid and pr work), or pick a classifier evaluator")
+
+
 def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, metrics: Sequence[str] = ("fid",),
                     seed: int = 0, what: str = "the images", batch_size: int = 500, use_cache: bool = True,
-                    timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included)."""
+                    timings: dict[str, float] | None = None, like: DataConfig | None = None) -> list[dict[str, Any]]:
+    """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included).
+    ``like``: read a folder ``ref`` as that data section reads training data (see :func:`read_images`)."""
     metrics = tuple(m for m in parse_metrics(metrics) if m != "cas")  # CAS needs labels: see atelier.metrics.cas
     if not metrics:
         return []
+    check_metrics(metrics, evaluator)
     t0 = time.perf_counter()
     fake = evaluator(images, batch_size=batch_size, what=what)
     t1 = time.perf_counter()
-    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache)
+    real, ref_info = reference_features(ref, evaluator, batch_size=batch_size, use_cache=use_cache, like=like)
     t2 = time.perf_counter()
     base = {"event": "eval", **evaluator.protocol(), "ref": ref_info["ref"], "n_ref": ref_info["n_ref"],
             "seed": seed}
@@ -100,60 +113,10 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
     return [{**base, **r} for r in out]
 
 
-def _stamp(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
-    from atelier.version import __version__
+def stamp(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
 
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return [{**r, **fields, "time": now, "atelier": __version__} for r in records]
-
-
-def append_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append JSON lines in one write (a trainer may hold the same file open for appending)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r) + "\n" for r in records))
-
-
-def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid"), n: int = 10_000,
-                 ref: str | None = None, evaluator: str | Evaluator = "auto",
-                 inception_weights: str | Path | None = None, which: str = "ema", seed: int = 0,
-                 batch_size: int = 500, device: str = "cpu", record: bool = True, download: bool = False,
-                 use_cache: bool = True, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Generate ``n`` images from the run's latest checkpoint and score them; append to metrics.jsonl."""
-    import atelier
-
-    run_dir = Path(run_dir)
-    metrics = parse_metrics(metrics)
-    g = atelier.load(run_dir, which=which, device=device)
-    if not isinstance(g, atelier.Generator):
-        raise RunError(f"{run_dir} is a {g.cfg.model['name']} (image-to-image) run: FID/KID/IS/PR score "
-                       "unconditional generators; score it with atelier.translation.evaluate_run (L1/PSNR/SSIM)")
-    if "cas" in metrics and not g.num_classes:
-        raise RunError(f"cas scores class-conditional runs, and {run_dir.name} is unconditional (model.num_classes "
-                       "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
-                       "instead, which CAS would only measure back)")
-    ref = ref or default_ref(g.cfg.data.source)
-    ev = _resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
-    # Refuse before generating thousands of images the evaluator cannot read.
-    ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run_dir.name}")
-    records = []
-    if any(m != "cas" for m in metrics):
-        t0 = time.perf_counter()
-        images = g.sample(n, seed=seed, batch_size=batch_size)
-        if timings is not None:
-            timings["generation"] = time.perf_counter() - t0
-        records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
-                                  what=f"run {run_dir.name}", batch_size=batch_size, use_cache=use_cache,
-                                  timings=timings)
-    if "cas" in metrics:
-        from atelier.metrics.cas import cas_run
-
-        records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
-    records = _stamp([{"step": g.step, **r} for r in records], source=str(run_dir), n_generated=n,
-                     generator=g.which, checkpoint_step=g.step,
-                     checkpoint_sha256=getattr(g, "weights_sha256", None))
-    if record:
-        append_records(run_dir / "metrics.jsonl", records)
-    return records
 
 
 def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "kid"), n: int | None = None,
@@ -161,23 +124,21 @@ def evaluate_source(source: str, *, ref: str, metrics: Sequence[str] = ("fid", "
                     seed: int = 0, batch_size: int = 500, device: str = "cpu",
                     download: bool = False) -> list[dict[str, Any]]:
     """Score a set of real (or any) images, e.g. ``mnist:train`` vs ``mnist:test``: the dataset's floor."""
-    from atelier.data import parse_spec
 
     metrics = parse_metrics(metrics)
     dataset = ref if parse_spec(ref)[1] is not None else source
-    ev = _resolve_evaluator(evaluator, dataset, inception_weights, device, download)
+    ev = resolve_evaluator(evaluator, dataset, inception_weights, device, download)
+    check_metrics(metrics, ev)
     data = read_images(source, ev, n=n, seed=seed)
     records = evaluate_images(data.images, ref=ref, evaluator=ev, metrics=metrics, seed=seed, what=source,
                               batch_size=batch_size)
     if "cas" in metrics:
         records.append(_cas_of_source(source, ev, n=n, seed=seed))
-    return _stamp(records, source=source, n_images=len(data.images), n_source=data.total)
+    return stamp(records, source=source, n_images=len(data.images), n_source=data.total)
 
 
 def _cas_of_source(source: str, ev: Evaluator, n: int | None, seed: int) -> dict[str, Any]:
     """CAS of a labelled image set (e.g. an ``atelier synth`` .npz): the same random subset as the other metrics."""
-    from atelier.data import open_source
-    from atelier.metrics.cas import cas
 
     ds = open_source(source, channels=1, resolution=ev.spec.resolution or 28)
     if ds.labels is None:
@@ -209,7 +170,6 @@ def format_table(records: list[dict[str, Any]]) -> str:
                  "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
                  "recall": f"k={r.get('pr_k')}"}.get(r["metric"], "")
         if r["metric"] == "cas":
-            from atelier.metrics.cas import describe
 
             notes = describe(r)
         std = f"{r['std']:.6g}" if r.get("std") is not None else ""

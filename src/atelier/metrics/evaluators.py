@@ -3,10 +3,17 @@
 * ``digits`` / ``fashion``: atelier's own CNN classifiers of MNIST / Fashion-MNIST (shipped in the
   package as ``weights/<name>.safetensors``; ``scripts/train_evaluator.py`` re-makes them). They read
   28x28 grayscale images only, and refuse anything else rather than produce a meaningless number.
+* ``emoji``: atelier's colour CNN classifier of the nine emoji groups (``weights/emoji.safetensors``,
+  made by ``scripts/train_evaluator.py emoji``): a domain evaluator chosen by name only (``auto``
+  never picks it: no data set is recognised by its path).
+* ``random-cnn``: the documented fallback for any other folder: a fixed-seed random-weight CNN with
+  multi-scale pooled features, generated on load (no weights to download; see
+  :mod:`atelier.metrics.colour`).
 * ``inception``: the standard FID Inception-v3 (2015-12-05 graph), from a local weights file.
 
-Every number atelier reports names its evaluator and the sha256 of the weights file that made it,
-so two scores are comparable exactly when those match.
+Colour evaluators read RGBA images composited over white (as a viewer shows them; every record says
+so in its ``resize`` field). Every number atelier reports names its evaluator and the sha256 of the
+weights that made it, so two scores are comparable exactly when those match.
 """
 
 from __future__ import annotations
@@ -20,11 +27,15 @@ from typing import Any
 
 import torch
 
+from atelier.data import parse_spec
 from atelier.errors import DataError
+from atelier.metrics.classifier import DigitClassifier
+from atelier.metrics.colour import ColourClassifier, RandomFeatures, state_sha256
+from atelier.metrics.inception import FIDInceptionV3
 from atelier.utils import sha256_file
 from atelier.weights import NamedWeights, WeightsError, load_state_dict, register_weights, resolve_weights
 
-__all__ = ["EVALUATORS", "Evaluator", "EvaluatorSpec", "auto_evaluator", "load_evaluator"]
+__all__ = ["EVALUATORS", "FALLBACK", "Evaluator", "EvaluatorSpec", "auto_evaluator", "load_evaluator"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -48,6 +59,7 @@ class EvaluatorSpec:
     channels: tuple[int, ...]      # channel counts it accepts
     resolution: int | None         # the only input size it accepts (None: any size, resized)
     resize: str                    # the preprocessing, as recorded with every score
+    logits: bool = True            # a classifier head (the Inception Score needs one)
 
 
 EVALUATORS: dict[str, EvaluatorSpec] = {
@@ -55,20 +67,28 @@ EVALUATORS: dict[str, EvaluatorSpec] = {
                             (1,), 28, "none (28x28 grayscale, x/127.5-1)"),
     "fashion": EvaluatorSpec("fashion", "atelier's Fashion-MNIST CNN classifier (128-d penultimate features)",
                              ("fashion-mnist",), (1,), 28, "none (28x28 grayscale, x/127.5-1)"),
+    "emoji": EvaluatorSpec("emoji", "atelier's emoji-group colour CNN classifier (128-d penultimate features)", (),
+                           (3, 4), None, "RGBA over white, bilinear+antialias to 64x64, x/127.5-1"),
+    "random-cnn": EvaluatorSpec("random-cnn", "fixed-seed random-weight CNN, per-stage channel mean+std (960-d)", (),
+                                (1, 3, 4), None, "RGBA over white, gray->RGB, bilinear+antialias to 64x64, x/127.5-1",
+                                logits=False),
     "inception": EvaluatorSpec("inception", "FID Inception-v3, 2015-12-05 graph (2048-d pool features)", (),
-                               (1, 3), None, "bilinear+antialias to 299x299, gray->RGB, x/127.5-1"),
+                               (1, 3, 4), None, "RGBA over white, bilinear+antialias to 299x299, gray->RGB, x/127.5-1"),
 }
+# The evaluator for a data set no domain evaluator was trained on: needs no downloaded weights.
+FALLBACK = "random-cnn"
 
 
 def auto_evaluator(dataset: str | None) -> str:
-    """``digits`` for MNIST, ``fashion`` for Fashion-MNIST, else ``inception``."""
-    from atelier.data import parse_spec
+    """``digits`` for MNIST, ``fashion`` for Fashion-MNIST (by their names), else the :data:`FALLBACK`.
+
+    A folder is never recognised by its path: a domain evaluator for it (``emoji``) is chosen by name."""
 
     name = parse_spec(dataset)[0] if dataset else ""
     for spec in EVALUATORS.values():
         if name in spec.datasets:
             return spec.name
-    return "inception"
+    return FALLBACK
 
 
 @dataclass
@@ -80,7 +100,7 @@ class Features:
 class Evaluator:
     """A frozen feature network plus the protocol that says what its numbers mean."""
 
-    def __init__(self, spec: EvaluatorSpec, network: torch.nn.Module, weights: Path, sha256: str,
+    def __init__(self, spec: EvaluatorSpec, network: torch.nn.Module, weights: Path | None, sha256: str,
                  info: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.network = network.eval().requires_grad_(False)
@@ -103,7 +123,7 @@ class Evaluator:
         """Refuse images this evaluator cannot score meaningfully (a DataError naming the fix)."""
         spec = self.spec
         if channels not in spec.channels:
-            kind = "grayscale" if spec.channels == (1,) else "grayscale or RGB"
+            kind = {(1,): "grayscale", (3, 4): "RGB or RGBA"}.get(spec.channels, "grayscale, RGB or RGBA")
             raise DataError(f"{what} has {channels}-channel images; the {spec.name} evaluator reads {kind} images "
                             f"only. {self._hint()}")
         if spec.resolution is not None and (height, width) != (spec.resolution, spec.resolution):
@@ -112,9 +132,10 @@ class Evaluator:
                             f"image, not the data). {self._hint()}")
 
     def _hint(self) -> str:
-        if self.spec.name == "inception":
-            return "Give grayscale or RGB images."
-        return "Use --evaluator inception (with its weights file) for other images."
+        if 1 not in self.spec.channels:
+            return f"Use --evaluator {FALLBACK} (any images) for grayscale ones."
+        return f"Use --evaluator {FALLBACK} (any images) or inception (with its weights file) for other images."
+
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500, what: str = "the images") -> Features:
@@ -122,14 +143,24 @@ class Evaluator:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise TypeError(f"evaluators take uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         self.check(int(images.shape[1]), int(images.shape[2]), int(images.shape[3]), what)
-        if self.spec.resolution is None:
+        if self.spec.name == "inception":
             batch_size = min(batch_size, 64)  # 299x299 Inception activations: ~10 MB per image
         feats, logits = [], []
         for chunk in images.split(batch_size):
-            f, lg = self.network.forward_features(chunk.to(self.device))
+            f, lg = self.network.forward_features(self._input(chunk.to(self.device)))
             feats.append(f.float().cpu())
             logits.append(lg.float().cpu())
         return Features(torch.cat(feats), torch.cat(logits))
+
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """RGBA -> RGB over white (as a viewer shows it); gray -> RGB for colour-only networks."""
+        if x.shape[1] == 4:
+            a = x[:, 3:].float() / 255.0
+            x = (x[:, :3].float() * a + 255.0 * (1.0 - a)).round_().to(torch.uint8)
+        if x.shape[1] == 1 and 3 in self.spec.channels and self.spec.name != "inception":  # Inception does its own
+            x = x.expand(-1, 3, -1, -1)
+        return x
 
 
 @functools.lru_cache(maxsize=8)
@@ -156,7 +187,6 @@ def load_evaluator(name: str, weights: str | Path | None = None, device: str | t
         raise DataError(f"unknown evaluator {name!r}; choose one of: auto, {', '.join(EVALUATORS)}")
     spec = EVALUATORS[name]
     if name == "inception":
-        from atelier.metrics.inception import FIDInceptionV3
 
         path = resolve_weights(INCEPTION_WEIGHTS.name, weights, download_ok=download, option="--inception-weights")
         net: torch.nn.Module = _build(FIDInceptionV3)
@@ -166,16 +196,23 @@ def load_evaluator(name: str, weights: str | Path | None = None, device: str | t
             warnings.warn(f"{path} is not the official FID Inception file (sha256 {digest[:12]}..., expected "
                           f"{INCEPTION_WEIGHTS.sha256[:12]}...): its FIDs are not comparable with published ones",
                           UserWarning, stacklevel=2)
+    elif name == "random-cnn":
+
+        net = RandomFeatures(seed=0)
+        return Evaluator(spec, net.to(device), None, state_sha256(net), {"seed": 0, "weights": "generated"})
     else:
-        from atelier.metrics.classifier import DigitClassifier
 
         path = Path(weights).expanduser() if weights is not None else WEIGHTS_DIR / f"{name}.safetensors"
         if not path.is_file():
             raise WeightsError(f"{name} evaluator weights not found at {path}; re-make them with "
                                f"`python scripts/train_evaluator.py {name}`")
-        net = _build(DigitClassifier)
         meta = path.with_suffix(".json")
         info = json.loads(meta.read_text()) if meta.is_file() else {}
+        if name == "emoji":
+            with torch.random.fork_rng(devices=[]):  # the init is overwritten: leave the global generator alone
+                net = ColourClassifier(num_classes=len(info.get("classes", ())) or 9)
+        else:
+            net = _build(DigitClassifier)
         digest = weights_sha256(path)
     state = load_state_dict(path)
     try:

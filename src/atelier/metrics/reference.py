@@ -3,8 +3,9 @@
 Reference features of a named dataset split are computed once per evaluator and kept in
 ``<cache>/metrics/`` as safetensors, keyed by dataset, split, the dataset files' sha256, the
 evaluator's weights sha256 and its preprocessing: a different evaluator file or preprocessing gets
-a different key, never a stale hit. Folders and archives are read afresh every time (their content
-is not pinned by a checksum).
+a different key, never a stale hit. Folders, zips and .npz files are keyed the same way by their
+fingerprint (every file's relative path, size and modification time, as the dataset cache of
+:mod:`atelier.data.prepare` is) and the read options: editing, adding or touching a file recomputes.
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from atelier.data import open_source, parse_spec
+from atelier.data import expand_source, open_source, parse_spec
 from atelier.data.mnist import NAMED
+from atelier.data.prepare import fingerprint
 from atelier.download import cache_dir
 from atelier.errors import DataError, ImageError
 from atelier.images import IMAGE_SUFFIXES, open_image
 from atelier.metrics.evaluators import Evaluator
+from atelier.utils import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from atelier.config import DataConfig
 
 __all__ = ["ImageSet", "native_format", "read_images", "reference_features"]
 
@@ -89,7 +96,6 @@ def _probe_format(probe: list[np.ndarray]) -> tuple[list[tuple[int, int]], bool]
 def native_format(spec: str) -> tuple[int, int | None] | None:
     """(channels, square size) of a folder / zip / npz from its first images; the size is None when they are
     not all one square size, and the result is None when nothing readable was found."""
-    from atelier.data import expand_source
 
     path = Path(expand_source(spec))
     probe = _probe_images(path) if path.exists() else []
@@ -100,8 +106,11 @@ def native_format(spec: str) -> tuple[int, int | None] | None:
     return (3 if colour else 1), (h if len(sizes) == 1 and h == w else None)
 
 
-def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int = 0) -> ImageSet:
-    """Read a data source for ``evaluator``: named datasets as they are, files at their native size.
+def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int = 0,
+                like: DataConfig | None = None) -> ImageSet:
+    """Read a data source for ``evaluator``: named datasets as they are, files at their native size, or, with
+    ``like`` (a run's data section), exactly as that run read its training data (resolution, channels, alpha
+    mode, background), so that a folder reference differs from the run's samples by the model only.
 
     A folder of 64x64 photos given to the 28x28 ``digits`` evaluator is refused (resizing them would
     score the resize, not the data). ``n`` takes a seeded random subset.
@@ -113,6 +122,10 @@ def read_images(spec: str, evaluator: Evaluator, n: int | None = None, seed: int
             warnings.warn(f"the {ev.name} evaluator was trained on {', '.join(ev.datasets)}, not {name}: "
                           "its scores on this data are not meaningful", UserWarning, stacklevel=2)
         ds = open_source(spec)
+    elif like is not None:
+        evaluator.check(like.channels, like.resolution, like.resolution, spec)
+        ds = open_source(spec, channels=like.channels, resolution=like.resolution, alpha=like.alpha,
+                         background=like.background)
     else:
         path = Path(spec).expanduser()
         probe = _probe_images(path) if path.exists() else []
@@ -144,13 +157,21 @@ def _cache_key(name: str, split: str, evaluator: Evaluator) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def reference_features(ref: str, evaluator: Evaluator, batch_size: int = 500,
-                       use_cache: bool = True) -> tuple[torch.Tensor, dict]:
-    """Features ``(N, D)`` of a whole reference set, and what they are (``ref``, ``n_ref``, ``cached``)."""
+def _file_cache_key(path: Path, evaluator: Evaluator, like: DataConfig | None) -> str:
+
+    read = None if like is None else [like.channels, like.resolution, like.alpha, like.background]
+    key = {"format": CACHE_FORMAT, "path": str(path.resolve()), "fingerprint": fingerprint(path), "read": read,
+           **evaluator.protocol()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def reference_features(ref: str, evaluator: Evaluator, batch_size: int = 500, use_cache: bool = True,
+                       like: DataConfig | None = None) -> tuple[torch.Tensor, dict]:
+    """Features ``(N, D)`` of a whole reference set, and what they are (``ref``, ``n_ref``, ``cached``).
+    ``like``: read a folder reference as that data section reads its training data (see :func:`read_images`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save
 
-    from atelier.utils import atomic_write_bytes
 
     name, split = parse_spec(ref)
     path = None
@@ -159,13 +180,18 @@ def reference_features(ref: str, evaluator: Evaluator, batch_size: int = 500,
             raise DataError(f"{name} has splits {sorted(NAMED[name].files)}, not {split!r}")
         key = _cache_key(name, split, evaluator)
         path = cache_dir() / "metrics" / f"ref-{name}-{split}-{evaluator.name}-{key[:16]}.safetensors"
-        if path.is_file():
-            try:
-                feats = load_file(str(path))["features"]
-                return feats, {"ref": f"{name}:{split}", "n_ref": len(feats), "cached": True, "cache_file": str(path)}
-            except (SafetensorError, OSError, KeyError):
-                path.unlink(missing_ok=True)  # torn or foreign: recompute below
-    data = read_images(ref, evaluator)
+    elif use_cache and (src := Path(expand_source(ref)).expanduser()).exists():
+        key = _file_cache_key(src, evaluator, like)
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in src.name)[:40]
+        path = cache_dir() / "metrics" / f"ref-{stem}-{evaluator.name}-{key[:16]}.safetensors"
+    if path is not None and path.is_file():
+        try:
+            feats = load_file(str(path))["features"]
+            return feats, {"ref": f"{name}:{split}" if split else ref, "n_ref": len(feats), "cached": True,
+                           "cache_file": str(path)}
+        except (SafetensorError, OSError, KeyError):
+            path.unlink(missing_ok=True)  # torn or foreign: recompute below
+    data = read_images(ref, evaluator, like=like)
     feats = evaluator(data.images, batch_size=batch_size, what=f"reference {ref}").features
     info = {"ref": f"{name}:{split}" if split else ref, "n_ref": len(feats), "cached": False}
     if path is not None:

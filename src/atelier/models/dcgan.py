@@ -26,14 +26,14 @@ self-attention block at that feature resolution in G and D (see atelier.models.l
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils import parametrize
 
-from atelier.models import ModelSpec, register
+from atelier.losses import check_critic
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
@@ -41,10 +41,12 @@ from atelier.models.layers import (
     SelfAttention,
     apply_spectral_norm,
     check_attention,
+    check_channels,
     check_labels,
     flat_linear,
     resolution_plan,
 )
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 
@@ -90,18 +92,14 @@ class DCGANConfig(BaseModel):
     attention: int | None = Field(None, ge=4)
 
 
-class Generator(nn.Module):
-    def __init__(self, *, resolution: int = 28, channels: int = 1, z_dim: int = 100, width: int = 64,
-                 negative_slope: float = 0.2, num_classes: int = 0, spectral_norm: bool = False,
-                 attention: int | None = None) -> None:
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+class Generator(Network):
+    def __init__(self, cfg: DCGANConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        check_channels(channels, (1, 3))
         start, n_up = resolution_plan("dcgan", PLANS, resolution)
-        check_attention(attention, resolution, (start, n_up))
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                                           negative_slope=negative_slope, num_classes=num_classes,
-                                           spectral_norm=spectral_norm, attention=attention)
+        check_attention(cfg.attention, resolution, (start, n_up))
+        z_dim, width, negative_slope, num_classes = cfg.z_dim, cfg.width, cfg.negative_slope, cfg.num_classes
+        attention = cfg.attention
         self.z_dim, self.start, self.num_classes = z_dim, start, num_classes
         c0 = width * 2**n_up  # 256 for the tutorial
         self.c0 = c0
@@ -133,8 +131,13 @@ class Generator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         _glorot(self)
-        if spectral_norm:
+        if cfg.spectral_norm_g:
             apply_spectral_norm(self, skip=(nn.Embedding,))
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(batch, self.z_dim, generator=g)
+        return (z, torch.arange(batch) % self.num_classes) if self.num_classes else (z,)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -152,20 +155,14 @@ class Generator(nn.Module):
         return x
 
 
-class Discriminator(nn.Module):
-    def __init__(self, *, resolution: int = 28, channels: int = 1, width: int = 64, dropout: float = 0.3,
-                 negative_slope: float = 0.2, num_classes: int = 0, conditioning: str = "input",
-                 spectral_norm: bool = False, attention: int | None = None) -> None:
-        super().__init__()
+class Discriminator(Network):
+    def __init__(self, cfg: DCGANConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
         start, n_down = resolution_plan("dcgan", PLANS, resolution)
-        check_attention(attention, resolution, (start, n_down))
-        if conditioning not in ("input", "projection"):
-            raise ValueError(f"conditioning must be 'input' or 'projection', got {conditioning!r}")
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
-                                           dropout=dropout, negative_slope=negative_slope, num_classes=num_classes,
-                                           conditioning=conditioning, spectral_norm=spectral_norm, attention=attention)
-        self.num_classes = num_classes
-        self.input_labels = bool(num_classes) and conditioning == "input"
+        check_attention(cfg.attention, resolution, (start, n_down))
+        width, dropout, negative_slope, attention = cfg.width, cfg.dropout, cfg.negative_slope, cfg.attention
+        num_classes = self.num_classes = cfg.num_classes
+        self.input_labels = bool(num_classes) and cfg.d_conditioning == "input"
         layers: list[nn.Module] = []
         c_in, c, size = channels + (num_classes if self.input_labels else 0), width, resolution
         for _ in range(n_down):
@@ -181,8 +178,12 @@ class Discriminator(nn.Module):
         # one prototype per class, and G collapsed to it (every latent of a class gave the same digit).
         self.project = ClassProjection(num_classes, c_in) if num_classes and not self.input_labels else None
         _glorot(self)
-        if spectral_norm:
+        if cfg.spectral_norm_d:
             apply_spectral_norm(self)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        (x,) = super().example_inputs(batch)
+        return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])
@@ -196,18 +197,5 @@ class Discriminator(nn.Module):
         return out
 
 
-def _build(*, resolution: int, channels: int, z_dim: int, width: int, dropout: float, negative_slope: float,
-           num_classes: int, d_conditioning: str, spectral_norm_d: bool, spectral_norm_g: bool,
-           attention: int | None) -> dict[str, nn.Module]:
-    return {
-        "G": Generator(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                       negative_slope=negative_slope, num_classes=num_classes, spectral_norm=spectral_norm_g,
-                       attention=attention),
-        "D": Discriminator(resolution=resolution, channels=channels, width=width, dropout=dropout,
-                           negative_slope=negative_slope, num_classes=num_classes, conditioning=d_conditioning,
-                           spectral_norm=spectral_norm_d, attention=attention),
-    }
-
-
-register(ModelSpec(name="dcgan", config=DCGANConfig, build=_build,
-                   networks={"G": Generator, "D": Discriminator}))
+register(ModelSpec(name="dcgan", config=DCGANConfig, networks={"G": Generator, "D": Discriminator},
+                   check=check_critic))

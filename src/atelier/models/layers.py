@@ -16,14 +16,19 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = ["ConditionalBatchNorm2d", "ClassProjection", "Dropout", "SelfAttention", "apply_spectral_norm",
-           "check_attention", "flat_linear", "resolution_plan"]
+           "check_attention", "check_channels", "flat_linear", "resolution_plan"]
 
 
 def resolution_plan(family: str, plans: dict[int, tuple[int, int]], resolution: int) -> tuple[int, int]:
     """(start size, number of stride-2 steps) of a backbone family at a supported output resolution."""
     if resolution not in plans:
-        raise ValueError(f"{family} supports resolutions {sorted(plans)}, got {resolution}")
+        raise ValueError(f"data.resolution must be one of {sorted(plans)} for model {family}, got {resolution}")
     return plans[resolution]
+
+
+def check_channels(channels: int, allowed: tuple[int, ...]) -> None:
+    if channels not in allowed:
+        raise ValueError(f"data.channels must be one of {list(allowed)} for this model, got {channels}")
 
 
 def check_attention(attention: int | None, resolution: int, plan: tuple[int, int]) -> None:
@@ -31,8 +36,8 @@ def check_attention(attention: int | None, resolution: int, plan: tuple[int, int
     start, n = plan
     sizes = [start * 2**i for i in range(n)]
     if attention is not None and attention not in sizes:
-        raise ValueError(f"model.attention must be one of the feature resolutions {sizes} at {resolution} px "
-                         f"(or null), got {attention}")
+        raise ValueError(f"model.attention must be one of the feature resolutions {sizes} at data.resolution "
+                         f"{resolution} (or null), got {attention}")
 
 
 class Dropout(nn.Dropout):

@@ -17,13 +17,12 @@ trains the L1-only U-Net of the paper's ablation.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, register
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["PatchDiscriminator", "Pix2PixConfig", "UNetGenerator", "receptive_field"]
 
@@ -74,15 +73,16 @@ class _Up(nn.Module):
         return self.drop(self.norm(self.conv(torch.relu(x))))
 
 
-class UNetGenerator(nn.Module):
-    def __init__(self, *, resolution: int = 256, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
-                 depth: int | None = None, dropout: float = 0.5) -> None:
-        super().__init__()
-        depth = depth if depth is not None else int(math.log2(resolution))
+class UNetGenerator(Network):
+    """Input image (B, C, H, W) -> output image of the same shape (C = data.channels, in and out)."""
+
+    def __init__(self, cfg: Pix2PixConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        depth = cfg.depth if cfg.depth is not None else int(math.log2(resolution))
         if resolution % 2**depth:
-            raise ValueError(f"resolution {resolution} must be divisible by 2**depth = {2**depth}")
-        self.config: dict[str, Any] = dict(resolution=resolution, in_channels=in_channels,
-                                           out_channels=out_channels, ngf=ngf, depth=depth, dropout=dropout)
+            raise ValueError(f"data.resolution {resolution} must be divisible by 2**model.depth = {2**depth}")
+        in_channels = out_channels = channels
+        ngf, dropout = cfg.ngf, cfg.dropout
         self.depth = depth
         widths = [min(ngf * 2**i, ngf * 8) for i in range(depth)]           # 64,128,256,512,512,...
         self.down = nn.ModuleList(
@@ -110,10 +110,12 @@ class UNetGenerator(nn.Module):
         return torch.tanh(self.out(torch.relu(x)))                           # (B, C_out, H, W)
 
 
-class PatchDiscriminator(nn.Module):
-    def __init__(self, *, in_channels: int = 6, ndf: int = 64, n_layers: int = 3) -> None:
-        super().__init__()
-        self.config: dict[str, Any] = dict(in_channels=in_channels, ndf=ndf, n_layers=n_layers)
+class PatchDiscriminator(Network):
+    """The (input, output) pair stacked on channels (B, 2C, H, W) -> patch logits."""
+
+    def __init__(self, cfg: Pix2PixConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        in_channels, ndf, n_layers = 2 * channels, cfg.ndf, cfg.d_layers
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         c = ndf
         for i in range(1, n_layers + 1):
@@ -125,6 +127,10 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
         _init(self)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(batch, 2 * self.channels, self.resolution, self.resolution, generator=g) * 2 - 1,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)                                                   # (B, 1, h, w) patch logits
@@ -139,14 +145,4 @@ def receptive_field(n_layers: int) -> int:
     return rf
 
 
-def _build(*, resolution: int, channels: int, ngf: int, ndf: int, depth: int | None, d_layers: int,
-           dropout: float, l1_weight: float, gan_weight: float) -> dict[str, nn.Module]:
-    return {
-        "G": UNetGenerator(resolution=resolution, in_channels=channels, out_channels=channels, ngf=ngf,
-                           depth=depth, dropout=dropout),
-        "D": PatchDiscriminator(in_channels=2 * channels, ndf=ndf, n_layers=d_layers),
-    }
-
-
-register(ModelSpec(name="pix2pix", config=Pix2PixConfig, build=_build, kind="translation",
-                   networks={"G": UNetGenerator, "D": PatchDiscriminator}))
+register(ModelSpec(name="pix2pix", config=Pix2PixConfig, networks={"G": UNetGenerator, "D": PatchDiscriminator}))

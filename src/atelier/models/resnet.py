@@ -18,14 +18,13 @@ CPU step affordable). Resolutions 28 (start 7), 32 (start 4) and 64 (start 4).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, register
+from atelier.losses import check_critic
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
@@ -35,6 +34,7 @@ from atelier.models.layers import (
     check_labels,
     resolution_plan,
 )
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["ResNetConfig", "ResNetDiscriminator", "ResNetGenerator"]
 
@@ -110,14 +110,12 @@ class DBlock(nn.Module):
         return h + s
 
 
-class ResNetGenerator(nn.Module):
-    def __init__(self, *, resolution: int = 32, channels: int = 3, z_dim: int = 128, width: int = 64,
-                 num_classes: int = 0, spectral_norm: bool = False, attention: int | None = None) -> None:
-        super().__init__()
+class ResNetGenerator(Network):
+    def __init__(self, cfg: ResNetConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
         start, n_up = resolution_plan("resnet", PLANS, resolution)
-        check_attention(attention, resolution, (start, n_up))
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                                           num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
+        check_attention(cfg.attention, resolution, (start, n_up))
+        z_dim, width, num_classes, attention = cfg.z_dim, cfg.width, cfg.num_classes, cfg.attention
         self.z_dim, self.start, self.width, self.num_classes = z_dim, start, width, num_classes
         self.attention_at = attention
         self.fc = nn.Linear(z_dim, start * start * width)
@@ -126,8 +124,13 @@ class ResNetGenerator(nn.Module):
         self.bn = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         _init(self)
-        if spectral_norm:
+        if cfg.spectral_norm_g:
             apply_spectral_norm(self)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(batch, self.z_dim, generator=g)
+        return (z, torch.arange(batch) % self.num_classes) if self.num_classes else (z,)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -143,16 +146,14 @@ class ResNetGenerator(nn.Module):
         return torch.tanh(self.out(F.relu(self.bn(h))))                 # (B, C, res, res)
 
 
-class ResNetDiscriminator(nn.Module):
-    def __init__(self, *, resolution: int = 32, channels: int = 3, width: int = 64, num_classes: int = 0,
-                 spectral_norm: bool = True, attention: int | None = None) -> None:
-        super().__init__()
+class ResNetDiscriminator(Network):
+    def __init__(self, cfg: ResNetConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
         plan = resolution_plan("resnet", PLANS, resolution)
-        check_attention(attention, resolution, plan)
+        check_attention(cfg.attention, resolution, plan)
         n_down = plan[1]
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
-                                           num_classes=num_classes, spectral_norm=spectral_norm, attention=attention)
-        self.num_classes = num_classes
+        width, attention = cfg.width, cfg.attention
+        num_classes = self.num_classes = cfg.num_classes
         blocks: list[nn.Module] = [DBlock(channels, width, down=True, first=True)]
         size = resolution // 2
         if size == attention:
@@ -167,8 +168,12 @@ class ResNetDiscriminator(nn.Module):
         self.fc = nn.Linear(width, 1)
         self.project = ClassProjection(num_classes, width) if num_classes else None
         _init(self)
-        if spectral_norm:
+        if cfg.spectral_norm_d:
             apply_spectral_norm(self)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        (x,) = super().example_inputs(batch)
+        return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])
@@ -179,15 +184,5 @@ class ResNetDiscriminator(nn.Module):
         return out
 
 
-def _build(*, resolution: int, channels: int, z_dim: int, width: int, num_classes: int, spectral_norm_d: bool,
-           spectral_norm_g: bool, attention: int | None) -> dict[str, nn.Module]:
-    return {
-        "G": ResNetGenerator(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                             num_classes=num_classes, spectral_norm=spectral_norm_g, attention=attention),
-        "D": ResNetDiscriminator(resolution=resolution, channels=channels, width=width, num_classes=num_classes,
-                                 spectral_norm=spectral_norm_d, attention=attention),
-    }
-
-
-register(ModelSpec(name="resnet", config=ResNetConfig, build=_build,
-                   networks={"G": ResNetGenerator, "D": ResNetDiscriminator}))
+register(ModelSpec(name="resnet", config=ResNetConfig, networks={"G": ResNetGenerator, "D": ResNetDiscriminator},
+                   check=check_critic))

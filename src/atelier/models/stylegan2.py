@@ -34,18 +34,52 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, register
 from atelier.models.layers import check_labels
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["StyleGAN2Config", "StyleGAN2Discriminator", "StyleGAN2Generator", "demodulation", "mix_styles",
-           "random_mix"]
+           "random_mix", "widths"]
+
+class StyleGAN2Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 512 in the paper; 128 keeps the mapping network cheap on a CPU (its cost is per sample, not per pixel).
+    z_dim: int = Field(128, ge=1, le=1024)
+    w_dim: int = Field(128, ge=1, le=1024)
+    # 8 in the paper; 2 in StyleGAN2-ADA's "auto" config, made for any user's (often small) dataset.
+    mapping_layers: int = Field(2, ge=1, le=8)
+    mapping_lr_mul: float = Field(0.01, gt=0, le=1)
+    # Channels at the output resolution, doubling per halving up to width_max (StyleGAN2: 32768 / size, <= 512).
+    # 16..128 trains a 64 px model at a useful rate on a 2-core CPU (1.4 GFLOP per image and step).
+    width: int = Field(16, ge=1, le=1024)
+    width_max: int = Field(128, ge=1, le=1024)
+    # D's widths (default: G's).
+    d_width: int | None = Field(None, ge=1, le=1024)
+    d_width_max: int | None = Field(None, ge=1, le=1024)
+    num_classes: int = Field(0, ge=0, le=10_000)
+    mixing_prob: float = Field(0.9, ge=0, le=1)
+    w_avg_beta: float = Field(0.995, ge=0, lt=1)
+    mbstd_group: int = Field(4, ge=1, le=64)
+    # How G doubles its feature maps (see StyleConv): a bilinear resize (StyleGAN2's low-pass) then a 3x3 conv,
+    # or a 4x4 transposed conv (cheaper, but showed high-frequency artifacts early in training).
+    upsample: Literal["bilinear", "transpose"] = "bilinear"
+    # Training options read by atelier.tasks.stylegan2 (not by the networks): lazy path-length regularisation
+    # (Karras et al. 2020 sec. 3.2; paper weight 2, every 4 G steps; 0 turns it off), and FreezeD (Mo et al.
+    # 2020): D's first ``freeze_d`` blocks (fromRGB counts as the first) keep their weights, for fine-tuning.
+    pl_weight: float = Field(0.0, ge=0)
+    pl_every: int = Field(4, ge=1)
+    freeze_d: int = Field(0, ge=0)
+    # Fine-tuning (``atelier finetune``): the checkpoint file of the parent run whose G, D and EMA (w average
+    # included) start this one; recorded here so the run's config and card name its parent.
+    init_from: str | None = None
+
 
 GAIN = math.sqrt(2.0)  # leaky ReLU(0.2) gain that keeps unit variance (He et al. 2015)
 NoiseMode = Literal["random", "const", "none"]
@@ -57,8 +91,8 @@ def plan(resolution: int) -> tuple[int, int]:
     while start > 7 and start % 2 == 0:
         start, n = start // 2, n + 1
     if not 4 <= start <= 7 or n < 2:
-        raise ValueError(f"stylegan2 supports resolutions s * 2^k with s in 4..7 and k >= 2 (e.g. 28, 32, 64, 128), "
-                         f"got {resolution}")
+        raise ValueError(f"data.resolution: stylegan2 supports s * 2^k with s in 4..7 and k >= 2 (e.g. 28, 32, 64, "
+                         f"128), got {resolution}")
     return start, n
 
 
@@ -218,25 +252,21 @@ def random_mix(ws: torch.Tensor, ws2: torch.Tensor, prob: float) -> torch.Tensor
     return torch.where(take2[:, :, None], ws2, ws)
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(Network):
     """``G(z, y=None, psi=1.0, noise_mode=None) -> (B, C, H, W)``; ``G.mapping`` and ``G.synthesis`` for the
     latent tools. ``noise_mode=None`` means "random" in training and "const" in eval."""
 
-    def __init__(self, *, resolution: int = 64, channels: int = 3, z_dim: int = 128, w_dim: int = 128,
-                 mapping_layers: int = 2, mapping_lr_mul: float = 0.01, width: int = 16, width_max: int = 128,
-                 num_classes: int = 0, mixing_prob: float = 0.9, w_avg_beta: float = 0.995,
-                 upsample: str = "bilinear") -> None:
-        super().__init__()
+    supports_truncation = True  # the loaded Generator's --truncation asks for it
+
+    def __init__(self, cfg: StyleGAN2Config, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
         if channels not in (1, 3, 4):
-            raise ValueError(f"channels must be 1, 3 or 4 (RGBA), got {channels}")
-        chans = widths(resolution, width, width_max)
-        self.config: dict[str, Any] = dict(
-            resolution=resolution, channels=channels, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-            mapping_lr_mul=mapping_lr_mul, width=width, width_max=width_max, num_classes=num_classes,
-            mixing_prob=mixing_prob, w_avg_beta=w_avg_beta, upsample=upsample)
+            raise ValueError(f"data.channels must be 1, 3 or 4 (RGBA) for model stylegan2, got {channels}")
+        chans = widths(resolution, cfg.width, cfg.width_max)
+        z_dim, w_dim, num_classes, upsample = cfg.z_dim, cfg.w_dim, cfg.num_classes, cfg.upsample
         self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
-        self.mixing_prob, self.w_avg_beta = mixing_prob, w_avg_beta
-        self.map = MappingNetwork(z_dim, w_dim, num_classes, mapping_layers, mapping_lr_mul)
+        self.mixing_prob, self.w_avg_beta = cfg.mixing_prob, cfg.w_avg_beta
+        self.map = MappingNetwork(z_dim, w_dim, num_classes, cfg.mapping_layers, cfg.mapping_lr_mul)
         self.register_buffer("w_avg", torch.zeros(w_dim))
         sizes = sorted(chans)
         self.const = nn.Parameter(torch.randn(1, chans[sizes[0]], sizes[0], sizes[0]))
@@ -249,6 +279,11 @@ class StyleGAN2Generator(nn.Module):
         # One w per modulated layer; a ToRGB shares its index with the next block's first conv (StyleGAN2).
         self.num_ws = len(self.convs) + 1
         self.sizes = sizes
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(batch, self.z_dim, generator=g)
+        return (z, torch.arange(batch) % self.num_classes) if self.num_classes else (z,)
 
     def ws_index(self, size: int) -> int:
         """The first w index used at feature size ``size``: ``mix_styles(a, b, G.ws_index(16))`` takes the 4-8 px
@@ -334,17 +369,15 @@ class DBlock(nn.Module):
         return self.skip(x).add_(self.conv1(self.conv0(x)))   # skip / sqrt(2) + lrelu(.) * sqrt(2) / sqrt(2)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(Network):
     """``D(x, y=None) -> (B, 1)`` logits. A conditional D projects its last features on a normalised class
     embedding (StyleGAN2-ADA's cmap; Miyato & Koyama 2018) instead of one unconditional output."""
 
-    def __init__(self, *, resolution: int = 64, channels: int = 3, width: int = 16, width_max: int = 128,
-                 num_classes: int = 0, mbstd_group: int = 4) -> None:
-        super().__init__()
-        chans = widths(resolution, width, width_max)
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, width=width,
-                                           width_max=width_max, num_classes=num_classes, mbstd_group=mbstd_group)
-        self.num_classes, self.mbstd_group = num_classes, mbstd_group
+    def __init__(self, cfg: StyleGAN2Config, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        chans = widths(resolution, cfg.d_width or cfg.width, cfg.d_width_max or cfg.width_max)
+        num_classes = self.num_classes = cfg.num_classes
+        self.mbstd_group = cfg.mbstd_group
         sizes = sorted(chans, reverse=True)
         self.from_rgb = EqualConv2d(channels, chans[resolution], 1, activate=True)
         self.blocks = nn.Sequential(*[DBlock(chans[hi], chans[lo], in_gain=GAIN if hi == resolution else 1.0)
@@ -355,6 +388,10 @@ class StyleGAN2Discriminator(nn.Module):
         self.out = EqualLinear(c, c if num_classes else 1)
         if num_classes:
             self.embed = nn.Parameter(torch.randn(num_classes, c))
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        (x,) = super().example_inputs(batch)
+        return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(y, self.num_classes, x.shape[0])
@@ -367,39 +404,5 @@ class StyleGAN2Discriminator(nn.Module):
         return (out * cmap.to(out.dtype)).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
 
 
-class StyleGAN2Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # 512 in the paper; 128 keeps the mapping network cheap on a CPU (its cost is per sample, not per pixel).
-    z_dim: int = Field(128, ge=1, le=1024)
-    w_dim: int = Field(128, ge=1, le=1024)
-    # 8 in the paper; 2 in StyleGAN2-ADA's "auto" config, made for any user's (often small) dataset.
-    mapping_layers: int = Field(2, ge=1, le=8)
-    mapping_lr_mul: float = Field(0.01, gt=0, le=1)
-    # Channels at the output resolution, doubling per halving up to width_max (StyleGAN2: 32768 / size, <= 512).
-    # 16..128 trains a 64 px model at a useful rate on a 2-core CPU (1.4 GFLOP per image and step).
-    width: int = Field(16, ge=1, le=1024)
-    width_max: int = Field(128, ge=1, le=1024)
-    # D's widths (default: G's).
-    d_width: int | None = Field(None, ge=1, le=1024)
-    d_width_max: int | None = Field(None, ge=1, le=1024)
-    num_classes: int = Field(0, ge=0, le=10_000)
-    mixing_prob: float = Field(0.9, ge=0, le=1)
-    w_avg_beta: float = Field(0.995, ge=0, lt=1)
-    mbstd_group: int = Field(4, ge=1, le=64)
-    # How G doubles its feature maps (see StyleConv): a bilinear resize (StyleGAN2's low-pass) then a 3x3 conv,
-    # or a 4x4 transposed conv (cheaper, but showed high-frequency artifacts early in training).
-    upsample: Literal["bilinear", "transpose"] = "bilinear"
-
-
-def _build(*, resolution: int, channels: int, d_width: int | None, d_width_max: int | None, mbstd_group: int,
-           **g: Any) -> dict[str, nn.Module]:
-    """G takes every other key of the config (its constructor arguments); D shares the widths unless told."""
-    return {"G": StyleGAN2Generator(resolution=resolution, channels=channels, **g),
-            "D": StyleGAN2Discriminator(resolution=resolution, channels=channels, width=d_width or g["width"],
-                                        width_max=d_width_max or g["width_max"], num_classes=g["num_classes"],
-                                        mbstd_group=mbstd_group)}
-
-
-register(ModelSpec(name="stylegan2", config=StyleGAN2Config, build=_build,
+register(ModelSpec(name="stylegan2", config=StyleGAN2Config,
                    networks={"G": StyleGAN2Generator, "D": StyleGAN2Discriminator}))

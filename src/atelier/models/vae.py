@@ -22,15 +22,15 @@ Likelihoods (``likelihood``):
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from atelier.models import ModelSpec, register
-from atelier.models.layers import resolution_plan
+from atelier.models.layers import check_channels, resolution_plan
+from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["Decoder", "Encoder", "VAEConfig", "elbo_terms", "kl_divergence", "reconstruction_nll"]
 
@@ -54,16 +54,14 @@ class VAEConfig(BaseModel):
     sigma: float = Field(0.1, gt=0.0)
 
 
-class Encoder(nn.Module):
+class Encoder(Network):
     """q(z|x): images in [-1, 1] -> (mu, logvar), each (B, z_dim)."""
 
-    def __init__(self, *, resolution: int = 28, channels: int = 1, z_dim: int = 32, width: int = 32) -> None:
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+    def __init__(self, cfg: VAEConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        check_channels(channels, (1, 3))
         start, n = resolution_plan("vae", PLANS, resolution)
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width)
-        self.resolution, self.channels = resolution, channels
+        z_dim, width = cfg.z_dim, cfg.width
         layers: list[nn.Module] = []
         c_in, c = channels, width
         for _ in range(n):
@@ -83,19 +81,14 @@ class Encoder(nn.Module):
         return mu, logvar.clamp(-30.0, 20.0)
 
 
-class Decoder(nn.Module):
+class Decoder(Network):
     """p(x|z): the run's generator. ``forward(z)`` is the mean image in [-1, 1]; ``logits(z)`` the raw output."""
 
-    def __init__(self, *, resolution: int = 28, channels: int = 1, z_dim: int = 32, width: int = 32,
-                 likelihood: str = "bernoulli") -> None:
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be bernoulli or gaussian, got {likelihood!r}")
+    def __init__(self, cfg: VAEConfig, *, resolution: int, channels: int) -> None:
+        super().__init__(cfg, resolution=resolution, channels=channels)
+        check_channels(channels, (1, 3))
         start, n = resolution_plan("vae", PLANS, resolution)
-        self.config: dict[str, Any] = dict(resolution=resolution, channels=channels, z_dim=z_dim, width=width,
-                                           likelihood=likelihood)
+        z_dim, width, likelihood = cfg.z_dim, cfg.width, cfg.likelihood
         self.z_dim, self.start, self.likelihood = z_dim, start, likelihood
         self.c0 = width * 2 ** (n - 1)                              # the encoder's deepest width
         self.fc = nn.Sequential(nn.Linear(z_dim, self.c0 * start * start), nn.ReLU())
@@ -114,13 +107,18 @@ class Decoder(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         x = self.fc(z).view(-1, self.c0, self.start, self.start)   # (B, c0, s, s)
-        if self.net[0].weight.is_contiguous(memory_format=torch.channels_last):
+        first = self.net[0]
+        assert isinstance(first, nn.ConvTranspose2d)
+        if first.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)                                          # (B, C, res, res)
 
     def to_image(self, logits: torch.Tensor) -> torch.Tensor:
         # bernoulli: 2 sigmoid(l) - 1 = tanh(l / 2), the mean on the [-1, 1] scale; gaussian: the mean itself.
         return torch.tanh(logits / 2) if self.likelihood == "bernoulli" else torch.tanh(logits)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch, self.z_dim, generator=torch.Generator().manual_seed(0)),)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_image(self.logits(z))                        # (B, C, res, res) in [-1, 1]
@@ -159,13 +157,5 @@ def elbo_terms(encoder: Encoder, decoder: Decoder, x: torch.Tensor, beta: float,
             "elbo": -(recon + kl).mean().detach(), "logits": logits}
 
 
-def _build(*, resolution: int, channels: int, z_dim: int, width: int, beta: float, beta_warmup_kimg: float,
-           likelihood: str, sigma: float) -> dict[str, nn.Module]:
-    # Slot names are the trainer's: "G" turns latents into images, "D" reads images (here: the encoder).
-    return {
-        "G": Decoder(resolution=resolution, channels=channels, z_dim=z_dim, width=width, likelihood=likelihood),
-        "D": Encoder(resolution=resolution, channels=channels, z_dim=z_dim, width=width),
-    }
-
-
-register(ModelSpec(name="vae", config=VAEConfig, build=_build, networks={"G": Decoder, "D": Encoder}, kind="vae"))
+# The decoder turns latents into images (it is what the run samples); the encoder reads images.
+register(ModelSpec(name="vae", config=VAEConfig, networks={"decoder": Decoder, "encoder": Encoder}))

@@ -10,6 +10,7 @@ Errors a client can cause are 4xx with a one-line ``detail``; a 5xx is a bug.
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import tempfile
 import threading
 import time
@@ -22,7 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -209,8 +211,8 @@ def _info_or_error(store: ModelStore, name: str) -> dict[str, Any]:
     try:
         return store.get(name).info()
     except AtelierError as exc:
-        run_dir, kind = store.runs[name]
-        return {"name": name, "kind": kind.name, "capabilities": [], "card": None, "error": str(exc)}
+        run_dir, family = store.runs[name]
+        return {"name": name, "kind": family.kind, "capabilities": [], "card": None, "error": str(exc)}
 
 
 def _verifier() -> Any:
@@ -242,6 +244,10 @@ class ServerTiming:
 
 
 # ----------------------------------------------------------------------------------------------- app
+# Swagger UI 5 (OpenAPI 3.1, what FastAPI writes), as the fastapi-offline package ships it.
+DOCS_ASSETS = importlib.resources.files("fastapi_offline") / "static"
+
+
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
                limits: Limits | None = None, device: str = "cpu") -> FastAPI:
     """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
@@ -250,7 +256,10 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     limits = limits or Limits()
     store = runs if isinstance(runs, ModelStore) else ModelStore(runs, backend=backend, device=device)
     gate = Gate(limits)
+    # docs_url=None: the API page is served below with Swagger UI's files from the fastapi-offline package, not
+    # from a CDN, so it renders offline (FastAPI's "self-hosting JavaScript and CSS for docs").
     app = FastAPI(title="atelier studio", version=__version__, max_body_size=limits.max_upload_bytes,
+                  docs_url=None, redoc_url=None,
                   description="Generate, vary and interpolate images from atelier's trained models. "
                               "Every image returned carries atelier's provenance metadata.")
     app.state.store, app.state.limits = store, limits
@@ -265,6 +274,14 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="atelier studio API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:

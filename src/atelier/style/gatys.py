@@ -13,6 +13,7 @@ VGG-19 and for the weights-free network alike, whatever the image size.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from atelier.device import resolve_device
 from atelier.errors import ConfigError, ImageError
+from atelier.imageio import save_image
+from atelier.images import load_image
 from atelier.style.features import FeatureNet, build_features
+from atelier.utils import sha256_file
 
 __all__ = [
     "MIN_SIDE",
@@ -39,6 +44,7 @@ __all__ = [
     "rgb_to_yuv",
     "stylize",
     "tensor_to_image",
+    "describe_source",
     "total_variation",
     "yuv_to_rgb",
 ]
@@ -51,8 +57,6 @@ ImageSource = str | Path | Image.Image | np.ndarray | torch.Tensor
 # ------------------------------------------------------------------------------------------ image glue
 def _read(source: ImageSource, what: str) -> np.ndarray:
     """Any accepted image source -> uint8 (H, W, 3), through atelier's one image door for files."""
-    from atelier.images import load_image
-
     if isinstance(source, (str, Path)):
         arr = load_image(source, channels=3)
     elif isinstance(source, Image.Image):
@@ -237,12 +241,29 @@ class StylizeResult:
     features: str                          # which feature network was used, in words
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    # What it was made from, each input named the same way (file name and sha256 of its bytes).
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None, strip_metadata: bool = False) -> Path:
-        from atelier.imageio import save_image
+        return save_image(self.image, path, {"workflow": "stylize", "features": self.features, **self.inputs,
+                                             **(metadata or {})}, strip_metadata=strip_metadata)
 
-        return save_image(self.image, path, {"workflow": "stylize", "features": self.features, **(metadata or {})},
-                          strip_metadata=strip_metadata)
+
+def describe_source(source: ImageSource) -> tuple[str, str]:
+    """(name, sha256) of an image input: a file's name and the hash of its bytes; an in-memory image's kind and
+    the hash of its pixels. Every input of a stylisation is recorded this way."""
+    if isinstance(source, (str, Path)):
+        return Path(source).name, sha256_file(source)
+    arr = np.ascontiguousarray(_read(source, "image"))
+    return f"<{type(source).__name__}>", hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def _inputs_record(content: ImageSource, styles: list[tuple[ImageSource, float]]) -> dict[str, str]:
+    c_name, c_sha = describe_source(content)
+    described = [(describe_source(src), w) for src, w in styles]
+    return {"content": c_name, "content_sha256": c_sha,
+            "style": ", ".join(f"{n}:{w:g}" if len(styles) > 1 else n for (n, _), w in described),
+            "style_sha256": ", ".join(sha for (_, sha), _ in described)}
 
 
 def _normalise_styles(style: Any) -> list[tuple[ImageSource, float]]:
@@ -289,8 +310,6 @@ def stylize(
 
     ``size`` is the output's long side. Returns a :class:`StylizeResult` (PIL image, losses, timing).
     """
-    from atelier.device import resolve_device
-
     if init not in ("content", "noise"):
         raise ConfigError(f"init must be 'content' or 'noise', got {init!r}")
     if optimizer not in ("lbfgs", "adam"):
@@ -304,8 +323,9 @@ def stylize(
     dev = resolve_device(device)
     # Every input is read (and checked) before any work starts, so a bad file fails in a second.
     content_t = image_to_tensor(content, size, what="content image").to(dev)
+    styles = _normalise_styles(style)
     style_list = [(image_to_tensor(src, round(size * style_scale), what="style image").to(dev), w)
-                  for src, w in _normalise_styles(style)]
+                  for src, w in styles]
     net = features if isinstance(features, FeatureNet) else build_features(features, vgg_weights, seed=seed)
     net = net.to(dev)
     loss_fn = PerceptualLoss(net, style_list)
@@ -369,4 +389,5 @@ def stylize(
         out = x.detach()
         if preserve_color:
             out = preserve_colors(out, content_t)
-    return StylizeResult(tensor_to_image(out), final, first, net.describe(), time.perf_counter() - t0, history)
+    return StylizeResult(tensor_to_image(out), final, first, net.describe(), time.perf_counter() - t0, history,
+                         inputs=_inputs_record(content, styles))

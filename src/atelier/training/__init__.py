@@ -1,7 +1,7 @@
-"""Trainers, EMA, checkpointing, logging and the device/precision glue."""
+"""The one training loop and the task protocol every model family plugs into."""
 
-from __future__ import annotations
+from atelier.training.loop import Trainer
+from atelier.training.result import TrainResult
+from atelier.training.task import Context, Grid, Task
 
-from atelier.training.gan import GANTrainer, TrainResult
-
-__all__ = ["GANTrainer", "TrainResult"]
+__all__ = ["Context", "Grid", "Task", "TrainResult", "Trainer"]

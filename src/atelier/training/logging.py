@@ -7,23 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from atelier.runs import read_metrics
 from atelier.utils import atomic_write_text
 
-__all__ = ["RunLogger", "plot_losses", "read_metrics"]
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill -9 mid-write
-    return rows
+__all__ = ["RunLogger", "plot_losses"]
 
 
 class RunLogger:
@@ -66,9 +53,12 @@ class RunLogger:
             self._tb.close()
 
 
+_COLOURS = ["#c0392b", "#2471a3", "#1e8449", "#7d3c98", "#b9770e", "#5d6d7e"]
+
+
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
-    """Loss curves (D, G) and D's mean outputs on real and fake images, as a PNG."""
-    rows = [r for r in read_metrics(metrics_path) if "loss_d" in r]
+    """The logged loss terms over steps and, for a GAN, D's mean outputs on real and fake images, as a PNG."""
+    rows = [r for r in read_metrics(metrics_path) if "event" not in r and any(k.startswith("loss") for k in r)]
     if not rows:
         return None
     import matplotlib
@@ -76,15 +66,19 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    keys = [k for k in rows[-1] if k.startswith("loss")][:6]
     steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss", color="#c0392b")
-    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss", color="#2471a3")
+    panels = 2 if "d_real" in rows[-1] else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), dpi=110, squeeze=False)
+    ax1 = axes[0][0]
+    for key, colour in zip(keys, _COLOURS, strict=False):
+        ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key, color=colour)
     ax1.set_xlabel("step")
     ax1.set_title("losses")
     ax1.legend(frameon=False)
     ax1.grid(alpha=0.3)
-    if "d_real" in rows[-1]:
+    if panels == 2:
+        ax2 = axes[0][1]
         ax2.plot(steps, [r.get("d_real") for r in rows], label="D(x) real", color="#1e8449")
         ax2.plot(steps, [r.get("d_fake") for r in rows], label="D(G(z)) fake", color="#7d3c98")
         ax2.axhline(0.5, color="gray", lw=0.8, ls="--")

@@ -1,0 +1,156 @@
+"""The *evaluate* workflow: score a run (FID/KID/IS/PR/CAS for a generator, L1/PSNR/SSIM for an
+image-to-image run) or any image set, and record the result in the run's metrics.jsonl and model card."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier import families
+from atelier.api.synth import synthesize
+from atelier.config import RunConfig
+from atelier.data.paired import load_paired
+from atelier.errors import DataError, RunError
+from atelier.loaded import Generator, Translator
+from atelier.metrics.cas import cas
+from atelier.metrics.evaluate import (
+    check_metrics,
+    default_ref,
+    evaluate_images,
+    evaluate_source,
+    format_table,
+    parse_metrics,
+    resolve_evaluator,
+    stamp,
+)
+from atelier.metrics.evaluators import Evaluator
+from atelier.runs import Run
+from atelier.training.card import refresh_quality
+
+__all__ = ["cas_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_source", "evaluate_translation",
+           "format_table"]
+
+
+def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str | None = None,
+             **options: Any) -> list[dict[str, Any]]:
+    """Score a run folder (whatever its kind) or, with ``real``, any image set against ``ref``."""
+    if (run is None) == (real is None):
+        raise DataError("give a run folder or a set of real images (one of the two)")
+    if real is not None:
+        if ref is None:
+            raise DataError("scoring an image set needs a reference set (ref=..., e.g. mnist:test)")
+        keep = ("metrics", "n", "evaluator", "inception_weights", "seed", "batch_size", "device", "download")
+        return evaluate_source(real, ref=ref, **{k: v for k, v in options.items() if k in keep})
+    assert run is not None
+    if families.get(Run(run).config().model["name"]).kind == "translator":
+        keep = ("split", "limit", "baseline", "record")
+        return [evaluate_translation(run, **{k: v for k, v in options.items() if k in keep})]
+    options.pop("split", None), options.pop("baseline", None), options.pop("limit", None)
+    return evaluate_run(run, ref=ref, **options)
+
+
+def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid"), n: int = 10_000,
+                 ref: str | None = None, evaluator: str | Evaluator = "auto",
+                 inception_weights: str | Path | None = None, which: str = "ema", seed: int = 0,
+                 batch_size: int = 500, device: str = "cpu", record: bool = True, download: bool = False,
+                 use_cache: bool = True, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Generate ``n`` images from the run's latest checkpoint and score them; append to metrics.jsonl and the
+    model card's Quality section."""
+    run = Run(run_dir)
+    metrics = parse_metrics(metrics)
+    g = families.load(run, which=which, device=device)
+    if not isinstance(g, Generator):
+        raise RunError(f"{run.path} is a {g.cfg.model['name']} ({g.kind}) run: FID/KID/IS/PR score generators; "
+                       "`atelier evaluate RUN` scores an image-to-image run by L1/PSNR/SSIM")
+    if "cas" in metrics and not g.num_classes:
+        raise RunError(f"cas scores class-conditional runs, and {run.name} is unconditional (model.num_classes "
+                       "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
+                       "instead, which CAS would only measure back)")
+    ref = ref or default_ref(g.cfg.data.source)
+    ev = resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
+    # Refuse before generating thousands of images the evaluator cannot read.
+    ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run.name}")
+    check_metrics(metrics, ev)
+    records = []
+    if any(m != "cas" for m in metrics):
+        t0 = time.perf_counter()
+        images = g.sample(n, seed=seed, batch_size=batch_size)
+        assert isinstance(images, torch.Tensor)
+        if timings is not None:
+            timings["generation"] = time.perf_counter() - t0
+        records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
+                                  what=f"run {run.name}", batch_size=batch_size, use_cache=use_cache,
+                                  timings=timings, like=g.cfg.data)
+    if "cas" in metrics:
+        records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,
+                    generator="ema" if g.which.endswith("_ema") else "raw", checkpoint_step=g.step,
+                    checkpoint_sha256=g.weights_sha256)
+    if record:
+        run.append_records(records)
+        refresh_quality(run)
+    return records
+
+
+def cas_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
+            epochs: int | None = None, real_baseline: bool = False) -> dict[str, Any]:
+    """CAS of a class-conditional generator: ``n`` images with balanced labels (as ``atelier synth`` makes)."""
+
+    if not g.num_classes:
+        raise RunError(f"CAS scores class-conditional models, and {g.run_dir} is unconditional "
+                       "(model.num_classes is 0): train one with --set model.num_classes=10, or measure fid,kid")
+    s = synthesize(g, n, seed=seed, batch_size=batch_size, progress=False)
+    assert s.labels is not None
+    return cas(s.images, s.labels, evaluator, seed=seed, epochs=epochs, real_baseline=real_baseline)
+
+
+def evaluate_pairs(translator: Translator | None, source: str, cfg: RunConfig, limit: int | None = None,
+                   batch_size: int = 16) -> dict[str, float]:
+    """Mean L1 (on [0, 1]), PSNR (dB) and SSIM of outputs against targets over a paired set.
+
+    With ``translator=None`` the input itself is scored against the target: the identity baseline.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    d = cfg.data
+    ds = load_paired(source, d.paired or "side_by_side", d.direction, d.channels, d.resolution, limit=limit)
+    C = d.channels
+    l1, psnr, ssim, n = 0.0, 0.0, 0.0, 0
+    for chunk in ds.images.split(batch_size):
+        x, y = chunk[:, :C], chunk[:, C:]
+        out = x if translator is None else translator.translate_batch(x)
+        a, b = out.float() / 255, y.float() / 255
+        l1 += (a - b).abs().mean(dim=(1, 2, 3)).sum().item()
+        psnr += peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)).sum().item()
+        ssim += structural_similarity_index_measure(a, b, data_range=1.0, reduction="none").sum().item()
+        n += len(chunk)
+    return {"pairs": n, "l1": l1 / n, "psnr": psnr / n, "ssim": ssim / n}
+
+
+def evaluate_translation(run_dir: str | Path, split: str = "test", limit: int | None = None,
+                         baseline: str | None = None, record: bool = True) -> dict[str, Any]:
+    """Score a translation run on a split: ``test`` (data.eval_source), ``train`` or a folder path.
+
+    ``baseline="identity"`` scores the input passed through unchanged instead of the model's output;
+    ``record=True`` appends one ``"event": "eval"`` record per metric to metrics.jsonl (and the card).
+    """
+    run = Run(run_dir)
+    model = families.load(run)
+    if not isinstance(model, Translator):
+        raise DataError(f"{run.path} is not an image-to-image translation run")
+    d = model.cfg.data
+    source = {"test": d.eval_source, "train": d.source}.get(split, split)
+    if source is None:
+        raise DataError(f"{run.path} has no data.eval_source for the test split; pass a folder of pairs")
+    scores = evaluate_pairs(None if baseline == "identity" else model, source, model.cfg, limit=limit)
+    result = {"event": "eval", "step": model.step, "run": str(run.path), "split": split, "source": source,
+              "generator": "identity" if baseline == "identity" else "G", "resolution": d.resolution,
+              "l1_scale": "[0, 1]", **scores}
+    if record:
+        run.append_records([{**result, "metric": m, "value": scores[m]} for m in ("l1", "psnr", "ssim")])
+        refresh_quality(run)
+    return result

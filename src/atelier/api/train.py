@@ -1,0 +1,128 @@
+"""The *train* workflow: a config and a run folder in, a trained (or resumed) run out."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atelier import distributed, families
+from atelier.checkpoint import CheckpointManager
+from atelier.config import RunConfig, read_yaml
+from atelier.errors import ConfigError
+from atelier.runs import Run
+from atelier.style.features import vgg19_available
+from atelier.training.budget import Budget
+from atelier.training.loop import Trainer
+from atelier.training.result import TrainResult
+
+__all__ = ["DryRun", "describe_budget", "dry_run", "prepare", "resume_step", "train", "train_style"]
+
+ConfigLike = str | Path | dict | RunConfig | None
+
+
+def _config_data(config: ConfigLike) -> tuple[dict[str, Any] | None, str]:
+    if config is None:
+        return None, "config"
+    if isinstance(config, RunConfig):
+        return config.to_dict(), "config"
+    if isinstance(config, dict):
+        return config, "config"
+    return read_yaml(config), str(config)
+
+
+def prepare(config: ConfigLike, run_dir: str | Path, overrides: dict[str, Any] | None = None
+            ) -> tuple[RunConfig, bool]:
+    """The resolved config of a new run, or of ``run_dir`` resumed (then only budgets, device, logging and
+    evaluation may change). Returns (config, resuming); writes nothing."""
+    data, where = _config_data(config)
+    return Run(run_dir).prepare(data, overrides or {}, where)
+
+
+def resume_step(run_dir: str | Path) -> int | None:
+    """The step a run folder would resume from (None: no checkpoint yet)."""
+    path = Run(run_dir).latest_checkpoint()
+    return CheckpointManager.read_step(path) if path is not None else None
+
+
+def describe_budget(cfg: RunConfig) -> str:
+    return Budget(cfg.train).describe()
+
+
+def train(config: ConfigLike = None, run_dir: str | Path = "runs/atelier", overrides: dict[str, Any] | None = None,
+          progress: bool | None = None, callback: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Train a run, or resume it when ``run_dir`` already holds a checkpoint.
+
+    ``config``: a YAML path, a dict, a RunConfig or None (the built-in MNIST DCGAN); ``overrides``: dotted keys
+    (``{"train.steps": 500}``, ``{"train.minutes": 30}``). Returns a :class:`~atelier.training.TrainResult`
+    (step, images seen, paths of the grid, loss plot and model card).
+    """
+    cfg, resuming = prepare(config, run_dir, overrides)
+    family = families.get(cfg.model["name"])
+    try:
+        trainer = Trainer(cfg, Run(run_dir), family.task, progress=progress)
+        if resuming:
+            trainer.resume()
+        return trainer.fit(callback=callback)
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op in one process)
+
+
+@dataclass
+class DryRun:
+    config: RunConfig
+    result: TrainResult
+    written: list[str]  # what a real run would write, relative to the run folder
+
+
+def dry_run(config: ConfigLike, run_dir: str | Path, overrides: dict[str, Any] | None = None) -> DryRun:
+    """Two steps on eight images in a temporary folder that is removed afterwards: checks a config, its data
+    and its model end to end, and writes nothing into ``run_dir``."""
+    overrides = dict(overrides or {})
+    cfg, _ = prepare(config, Path(tempfile.gettempdir()) / "atelier-no-such-run", overrides)
+    tmp = Path(tempfile.mkdtemp(prefix="atelier-dry-run-"))
+    try:
+        small = {**overrides, "data.limit": 8, "train.steps": 2, "train.minutes": None, "train.images": None,
+                 "train.batch_size": min(cfg.train.batch_size, 8), "log.every": 1, "log.sample_every": 2,
+                 "log.checkpoint_every": 2, "log.tensorboard": False, "eval.every": 0}
+        result = train(config, tmp / "run", small, progress=False)
+        written = sorted(p.relative_to(tmp / "run").as_posix() for p in (tmp / "run").rglob("*") if p.is_file())
+        return DryRun(cfg, result, written)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_style(run_dir: str | Path, *, style: list[str] | None = None, content_dir: str | Path | None = None,
+                features: str | None = None, vgg_weights: str | Path | None = None,
+                overrides: dict[str, Any] | None = None, progress: bool | None = None,
+                callback: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Train (or resume) a fast style network: ``style`` images, a ``content_dir`` of photos, and config
+    ``overrides`` (``{"train.steps": 600, "data.resolution": 256, "model.width": 16}``). ``features="auto"``
+    picks VGG-19 when its weights are found, else the weights-free random network, once, at the start."""
+
+    run = Run(run_dir)
+    asked: dict[str, Any] = dict(overrides or {})
+    if style:
+        asked["model.style"] = [str(s) for s in style]
+    if content_dir is not None:
+        asked["data.source"] = str(content_dir)
+    if vgg_weights is not None:
+        asked["model.vgg_weights"] = str(vgg_weights)
+    if features is not None:
+        asked["model.features"] = ("vgg19" if vgg19_available(vgg_weights) else "random") if features == "auto" \
+            else features
+    if run.exists() and run.latest_checkpoint() is not None:
+        return train(None, run.path, asked, progress=progress, callback=callback)
+    base = {"data": {"channels": 3, "resolution": 256},
+            "model": {"name": "fast-style"},
+            "optim": {"lr_g": 3e-3, "lr_d": 3e-3},
+            "train": {"steps": 600, "batch_size": 4, "precision": "fp32", "channels_last": False},
+            "log": {"every": 10, "sample_every": 100, "checkpoint_every": 100}}
+    if "model.features" not in asked:
+        asked["model.features"] = "vgg19" if vgg19_available(asked.get("model.vgg_weights")) else "random"
+    if not asked.get("model.style") or not asked.get("data.source"):
+        raise ConfigError("train-style needs --style and --content-dir (or an existing --run-dir to resume)")
+    return train(base, run.path, asked, progress=progress, callback=callback)

@@ -1,0 +1,43 @@
+"""What several tasks share: reading the configured data, the seeded batch loader, grid scale, labels."""
+
+from __future__ import annotations
+
+from atelier.config import RunConfig
+from atelier.data import BatchLoader, ImageDataset
+from atelier.data import open_data as read_data
+from atelier.errors import DataError
+from atelier.training.task import Context
+
+__all__ = ["check_labels", "grid_scale", "loader", "open_data"]
+
+
+def open_data(cfg: RunConfig) -> ImageDataset:
+    """The training images, read with every option of the data section (channels, size, alpha, background)."""
+    return read_data(cfg.data)
+
+
+def loader(ctx: Context, dataset: ImageDataset, crop: int | None = None) -> BatchLoader:
+    """The seeded loader of the global batch; under torchrun each rank takes its share."""
+    cfg = ctx.cfg
+    return BatchLoader(dataset, cfg.train.batch_size, seed=cfg.seed, hflip=cfg.data.hflip, crop=crop,
+                       rank=ctx.world.rank, world_size=ctx.world.world_size)
+
+
+def grid_scale(resolution: int) -> int:
+    """Small images are enlarged in progress grids so that they can be seen."""
+    return 3 if resolution <= 32 else (2 if resolution <= 64 else 1)
+
+
+def check_labels(dataset: ImageDataset, num_classes: int) -> None:
+    """A class-conditional model needs labels, and every label must be one of its classes."""
+    if not num_classes:
+        return
+    labels = dataset.labels
+    if labels is None:
+        raise DataError(f"model.num_classes is {num_classes} but {dataset.name} has no labels; use a labelled "
+                        "source (mnist, fashion-mnist, a folder per class, an .npz with labels) or set "
+                        "model.num_classes: 0")
+    top = int(labels.max())
+    if top >= num_classes:
+        raise DataError(f"{dataset.name} has labels up to {top}, but model.num_classes is {num_classes}; set "
+                        f"model.num_classes: {top + 1}")
