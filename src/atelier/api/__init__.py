@@ -14,8 +14,9 @@ from atelier.api.data import data_grid, describe_data, open_data, prepare_data, 
 from atelier.api.data import fetch as fetch_data
 from atelier.api.evaluate import evaluate, evaluate_translation
 from atelier.api.export import export
+from atelier.api.finetune import finetune
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
-from atelier.api.sample import SampleSet, interpolate, sample
+from atelier.api.sample import SampleSet, interpolate, sample, style_mix
 from atelier.api.sample import load_generator as sample_generator
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
@@ -43,6 +44,7 @@ __all__ = [
     "evaluate_translation",
     "export",
     "fetch_data",
+    "finetune",
     "interpolate",
     "load",
     "open_data",
@@ -52,6 +54,7 @@ __all__ = [
     "resume_step",
     "sample",
     "sample_generator",
+    "style_mix",
     "stylize",
     "stylize_fast",
     "synthesize",

@@ -101,9 +101,13 @@ class StyleGAN2Task(Task):
         self.fixed_y = (torch.arange(self.num_classes).repeat_interleave(cfg.log.grid).to(ctx.device)
                         if self.num_classes else None)
 
-    def _init_from(self, nets: dict[str, nn.Module], path_text: str) -> dict[str, torch.Tensor]:
+    def _init_from(self, nets: dict[str, nn.Module], path_text: str) -> dict[str, torch.Tensor] | None:
         """Load G, D from a parent checkpoint; returns its EMA generator's state (G's when it has none)."""
         path = Path(path_text)
+        if self.ctx.run.latest_checkpoint() is not None:
+            # Resuming: the run's own checkpoint replaces every weight (and the parent may have been pruned).
+            self.parent = {"checkpoint": str(path), "step": None, "sha256": None}
+            return None
         if not path.is_file():
             raise RunError(f"model.init_from: {path} is not a checkpoint file (atelier finetune writes the parent "
                            "run's latest checkpoint there)")
@@ -171,7 +175,7 @@ class StyleGAN2Task(Task):
             # Outside autocast (second-order terms); through the unwrapped G's mapping and synthesis.
             pl, self.pl_mean = path_length_penalty(distributed.unwrap(self.G), z, y_fake, self.pl_mean)
             ctx.optimize(pl * (mc.pl_weight * mc.pl_every), self.opt_g)
-            out["pl"], out["pl_mean"] = float(pl), float(self.pl_mean)
+            out["pl"], out["pl_mean"] = pl.detach().item(), self.pl_mean.item()
         self.ema.update(self.G, ctx.global_batch, ctx.images_seen)
         out.update(self.augment.stats())
         return out
@@ -218,8 +222,8 @@ class StyleGAN2Task(Task):
             lines.append(f"- Augmentation before D: DiffAugment {a.policy}, {how}")
         if self.parent is not None:
             p = self.parent
-            lines.append(f"- Fine-tuned from `{p['checkpoint']}` (step {p['step']:,}, "
-                         f"sha256 {str(p['sha256'])[:16]}...)")
+            known = f" (step {p['step']:,}, sha256 {p['sha256'][:16]}...)" if p["sha256"] else ""
+            lines.append(f"- Fine-tuned from `{p['checkpoint']}`{known}")
         if mc.freeze_d:
             lines.append(f"- FreezeD: D's first {mc.freeze_d} blocks fixed ({self.n_frozen:,} parameters)")
         return lines
