@@ -10,7 +10,8 @@ Compared in one process, interleaved round by round, at 64 px:
 - **atelier** networks: one shared-weight convolution per layer with the demodulation and gains deferred
   to the next layer (see the model file), D over real and fake in one call, in fp32 / bf16 autocast and
   NCHW / channels_last;
-- **GANTrainer** (info): atelier's current trainer on the same networks (lazy R1 but no path length yet).
+- **trainer** (``--trainer``): atelier's StyleGAN2 task through the one training loop (bf16 + channels_last, lazy
+  R1 and path length at the same intervals; path length on half the batch, as the task does).
 
 Every loop runs the full StyleGAN2 step: D (non-saturating loss) with lazy R1 every ``--r1-every`` steps,
 then G with style mixing and lazy path length every ``--pl-every`` steps on half the batch; the timed steps
@@ -205,19 +206,26 @@ def make_step(args, variant: str) -> Callable[[torch.Tensor, int], None]:
 
 
 def trainer_step(args, batches: list[torch.Tensor]) -> Callable[[torch.Tensor, int], None]:
-    from atelier.config import load_config
+    from atelier import families
+    from atelier.api import prepare
     from atelier.data import ImageDataset
-    from atelier.training import GANTrainer
+    from atelier.training import Trainer
 
     dataset = ImageDataset(((torch.cat(batches) + 1) * 127.5).round().to(torch.uint8), None, "bench")
+    overrides = {"model.name": "stylegan2", "model.width": args.width, "model.width_max": args.width_max,
+                 "model.upsample": args.upsample, "model.pl_weight": 2.0, "model.pl_every": args.pl_every,
+                 "data.source": "bench", "data.resolution": 64, "data.channels": 3, "train.batch_size": args.batch,
+                 "train.device": "cpu", "loss.r1_gamma": 0.0002 * 64**2 / args.batch, "loss.r1_every": args.r1_every,
+                 "optim.betas": [0.0, 0.99]}
+    cfg, _ = prepare(None, "/tmp/atelier-bench-unused", overrides)
+    trainer = Trainer(cfg, "/tmp/atelier-bench-unused", families.get("stylegan2").task, progress=False,
+                      dataset=dataset)
 
-    cfg = load_config(None, {"model.name": "stylegan2", "model.width": args.width, "model.width_max": args.width_max,
-                             "model.upsample": args.upsample,
-                             "data.resolution": 64, "data.channels": 3, "train.batch_size": args.batch,
-                             "train.device": "cpu", "loss.r1_gamma": 0.0002 * 64**2 / args.batch,
-                             "loss.r1_every": args.r1_every, "optim.betas": [0.0, 0.99]})
-    trainer = GANTrainer(cfg, "/tmp/atelier-bench-unused", dataset=dataset, progress=False)
-    return lambda real, i: trainer.train_step(real)
+    def step(real: torch.Tensor, i: int) -> None:
+        trainer.ctx.step = i + 1  # the task's lazy regularisers run at (step - 1) % every == 0, as in the loop
+        trainer.task.step(real, None)
+
+    return step
 
 
 def timed(step, batches: list[torch.Tensor], steps: int) -> float:
@@ -301,7 +309,7 @@ def main() -> None:
     ap.add_argument("--pl-every", type=int, default=8)
     ap.add_argument("--pl-shrink", type=int, default=4, help="path length on batch / pl-shrink latents")
     ap.add_argument("--variants", nargs="+", default=["plain", "plain-shared", "fp32", "fp32+cl", "bf16", "bf16+cl"])
-    ap.add_argument("--trainer", action="store_true", help="also time atelier's GANTrainer (no path length yet)")
+    ap.add_argument("--trainer", action="store_true", help="also time atelier's StyleGAN2 task through its trainer")
     ap.add_argument("--no-sampling", action="store_true")
     ap.add_argument("--gemm", type=int, default=2048)
     ap.add_argument("--profile", action="store_true")
@@ -323,7 +331,7 @@ def main() -> None:
     runs: dict[str, Callable[[], float]] = {v: (lambda v=v: timed(make_step(args, v), batches, args.steps))
                                             for v in args.variants}
     if args.trainer:
-        runs["GANTrainer bf16+cl (no path length)"] = lambda: timed(trainer_step(args, batches), batches, args.steps)
+        runs["atelier trainer (bf16+cl)"] = lambda: timed(trainer_step(args, batches), batches, args.steps)
     results: dict[str, list[float]] = {k: [] for k in runs}
     ceilings: dict[str, list[float]] = {}
     for _ in range(args.rounds):

@@ -161,3 +161,18 @@ def test_finetune_refuses_what_it_cannot_do(tiny_run, sg_run, tmp_path):
                          overrides={"train.steps": 1})
     one_line_error(run_cli("finetune", str(tmp_path / "nothing"), "--data", str(tmp_path), "--run-dir",
                            str(tmp_path / "z"), ok=False), "is not a run folder")
+
+
+def test_train_on_a_folder_without_config_uses_the_recipe_chosen_from_the_data(tmp_path):
+    folder = sprites(tmp_path / "icons", n=8)
+    res = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "1",
+                  "--batch-size", "2", "--set", "log.tensorboard=false", "--set", "model.width=4",
+                  "--set", "model.width_max=8")
+    assert "no --config: a recipe chosen from" in res.output and "model stylegan2" in res.output
+    cfg = Run(tmp_path / "run").config()
+    assert cfg.model["name"] == "stylegan2" and cfg.data.channels == 4 and cfg.data.alpha == "keep"
+    assert cfg.data.resolution == 32 and cfg.optim.lr_g == 0.0025 and cfg.loss.r1_gamma > 0
+    assert cfg.model["width"] == 4 and cfg.train.batch_size == 2  # the user's options win over the recipe
+    # Run again: it resumes its own config (no new recipe).
+    again = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "2")
+    assert "recipe" not in again.output and "resuming" in again.output

@@ -21,7 +21,7 @@ from atelier.api.sample import load_generator as sample_generator
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
-from atelier.api.train import describe_budget, dry_run, prepare, resume_step, train, train_style
+from atelier.api.train import describe_budget, dry_run, prepare, recipe, resume_step, train, train_style
 from atelier.api.translate import translate
 from atelier.families import load
 from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
@@ -50,6 +50,7 @@ __all__ = [
     "open_data",
     "prepare",
     "prepare_data",
+    "recipe",
     "recommend_recipe",
     "resume_step",
     "sample",

@@ -124,11 +124,21 @@ def train(config, run_dir, data, steps, minutes, images, batch_size, seed, check
       atelier train --run-dir runs/mnist-dcgan --steps 4000     # resume and train further
       atelier train --run-dir runs/mnist-dcgan --images 2M      # ... or for a budget of images seen
       atelier train --config configs/mnist-dcgan.yaml --set model.width=32 --dry-run
+      atelier train --data my-sprites/ --run-dir runs/sprites    # no config: a recipe chosen from the data
       torchrun --standalone --nproc_per_node=2 -m atelier train --run-dir runs/ddp   # 2 processes (DDP)
     """
+    from_data = config is None and data is not None and Path(data).exists()
     if run_dir is None:
-        run_dir = Path("runs") / (config.stem if config else "mnist-dcgan")
+        run_dir = Path("runs") / (config.stem if config else Path(data).name if from_data else "mnist-dcgan")
     overrides = parse_set(sets)
+    if from_data and api.resume_step(run_dir) is None:
+        # A folder (or .zip / .npz) and no config: the recipe is chosen from the data, and each choice is said.
+        picked, reasons = api.recipe(data, device=device or "auto")
+        if distributed.is_main():
+            click.echo(f"no --config: a recipe chosen from {data}:")
+            for line in reasons:
+                click.echo(f"  {line}")
+        overrides = {**picked, **overrides}
     for key, value in (("data.source", data), ("train.batch_size", batch_size), ("seed", seed),
                        ("log.checkpoint_every", checkpoint_every), ("log.sample_every", sample_every),
                        ("train.device", device), ("train.precision", precision)):

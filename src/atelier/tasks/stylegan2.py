@@ -43,7 +43,21 @@ from atelier.tasks.common import check_labels, grid_scale, loader, open_data
 from atelier.training.ema import EMA
 from atelier.training.task import Context, Grid, Task
 
-__all__ = ["StyleGAN2Task", "frozen_d_modules", "lazy_adam"]
+__all__ = ["StyleGAN2Task", "frozen_d_modules", "lazy_adam", "recipe_defaults"]
+
+
+def recipe_defaults(resolution: int, gpu: bool) -> dict[str, Any]:
+    """The training settings of a StyleGAN2 recipe chosen from the data (``atelier train --data FOLDER``), as dotted
+    config keys: StyleGAN2-ADA's small-data defaults (Adam 0.0025, betas 0 / 0.99; lazy R1 with its gamma formula
+    0.0002 * res^2 / batch), batch 32 on a CPU and 64 on a GPU, path length on a GPU only (a second backward
+    through G, which a CPU budget spends better on more steps). The widths come from the recipe's size table."""
+    batch = 64 if gpu else 32
+    return {"model.name": "stylegan2", "model.pl_weight": 2.0 if gpu else 0.0, "loss.name": "nonsaturating",
+            "loss.r1_gamma": round(0.0002 * resolution**2 / batch, 4), "loss.r1_every": 16, "optim.lr_g": 0.0025,
+            "optim.lr_d": 0.0025, "optim.betas": [0.0, 0.99], "train.batch_size": batch, "train.steps": None,
+            "train.minutes": None if gpu else 30.0, "train.images": 5_000_000 if gpu else None,
+            "train.ema_half_life_kimg": 10.0, "log.every": 20, "log.sample_every": 100 if not gpu else 1000,
+            "log.checkpoint_every": 500 if not gpu else 2000}
 
 
 def frozen_d_modules(D: StyleGAN2Discriminator, k: int) -> list[nn.Module]:
