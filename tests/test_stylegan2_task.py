@@ -176,3 +176,12 @@ def test_train_on_a_folder_without_config_uses_the_recipe_chosen_from_the_data(t
     # Run again: it resumes its own config (no new recipe).
     again = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "2")
     assert "recipe" not in again.output and "resuming" in again.output
+
+
+def test_evaluate_scores_truncated_samples_and_says_so(sg_run, tmp_path):
+    kw = {"n": 12, "evaluator": "random-cnn", "metrics": ["fid"], "record": False, "batch_size": 6,
+          "ref": str(sprites(tmp_path / "ref", n=12, seed=9))}
+    plain, = atelier.evaluate(sg_run, **kw)
+    squeezed, = atelier.evaluate(sg_run, truncation=0.0, **kw)
+    assert "truncation" not in plain and squeezed["truncation"] == 0.0
+    assert squeezed["value"] != plain["value"]
