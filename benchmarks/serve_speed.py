@@ -1,13 +1,21 @@
-"""Latency of one generate request through the studio: eager PyTorch vs the ONNX Runtime backend.
+"""The studio's speed, two ways.
 
+**Latency** (default): one generate request through the studio, eager PyTorch vs the ONNX Runtime backend.
 Each backend is served by uvicorn on loopback in this process (in turn, never at once); one client sends
 ``POST /api/generate`` (PNG grid out, provenance included) at batch 1 and 16, one request at a time.
 "server" is the app's own time from request to response (its ``Server-Timing`` header), "client" adds
 HTTP on loopback; the plain reference is ``Generator.generate`` called directly (no HTTP, no PNG).
 Target (issue 8): a 4x4 grid of the MNIST DCGAN in under 50 ms server-side on this CPU.
 
+**Load** (``--load``, issue 21): ``atelier serve`` as a user starts it (its own worker process), then 200
+concurrent ``POST /api/generate`` requests (a 4x4 grid each, kept in the gallery as the page does), first with
+nothing else running (the reference), then while the worker trains a job uploaded through the API. Reports
+every status code (no 5xx allowed), client latency p50/p95/max, and the server process's peak resident memory
+(sampled every 20 ms with psutil), plus the trainer's images/s before and during the burst.
+
     python benchmarks/serve_speed.py                           # runs/mnist-dcgan
     python benchmarks/serve_speed.py --run runs/mnist-dcgan --requests 60
+    python benchmarks/serve_speed.py --load --run runs/mnist-dcgan       # 200 concurrent requests
 """
 
 from __future__ import annotations
@@ -75,7 +83,14 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("runs/mnist-dcgan"))
     ap.add_argument("--requests", type=int, default=40, help="Timed requests per row (after 5 warm-up).")
     ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--load", action="store_true", help="The concurrency test instead (see above).")
+    ap.add_argument("--concurrent", type=int, default=200, help="--load: requests sent at once.")
     args = ap.parse_args()
+    if args.load:
+        from serve_load import main as load_main  # benchmarks/serve_load.py
+
+        load_main(args.run, args.concurrent)
+        return
     batches = [int(b) for b in args.batches.split(",")]
     print(f"run {args.run} | torch {torch.__version__}, {torch.get_num_threads()} threads | "
           f"{args.requests} requests per row, one at a time, loopback")

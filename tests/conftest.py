@@ -43,6 +43,12 @@ TINY = {
 }
 
 
+# Overrides of configs/facades-seg.yaml (and facades-pix2pix.yaml) that train on the real facades in seconds.
+TINY_SEG = {"data.resolution": 32, "data.load_size": 36, "data.limit": 8, "model.ngf": 4, "train.steps": 3,
+            "train.batch_size": 2, "train.device": "cpu", "log.every": 1, "log.sample_every": 3,
+            "log.checkpoint_every": 3, "log.grid": 2, "log.tensorboard": False}
+
+
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
@@ -210,3 +216,83 @@ def tiny_style_run(run_dir: Path, photos: Path, style: Path, steps: int, batch_s
                        overrides={"data.resolution": 32, "train.steps": steps, "train.batch_size": batch_size,
                                   "optim.lr_g": 2e-2, "model.width": 4, "model.res_blocks": 1, "log.every": 1,
                                   "log.sample_every": 3, "log.checkpoint_every": 2, "log.tensorboard": False})
+
+
+# ------------------------------------------------------------------- the studio: pictures, tiny jobs, servers
+# A studio training job small enough for a test: a width-4 DCGAN, 16 images a step, frequent logs and grids.
+TINY_JOB_EXTRA = ("model.width=4\nmodel.z_dim=8\ntrain.batch_size=16\nlog.every=5\nlog.sample_every=20\n"
+                  "log.checkpoint_every=20\nlog.tensorboard=false")
+
+
+def make_pictures(folder: Path, n: int = 64, size: int = 24, seed: int = 0) -> Path:
+    """``n`` small colour pictures (a coloured square on a light ground), as a designer's folder."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        a = np.full((size, size, 3), 236, np.uint8)
+        y, x = rng.integers(0, size // 2, 2)
+        a[y : y + size // 2, x : x + size // 2] = rng.integers(0, 255, 3)
+        Image.fromarray(a).save(folder / f"picture-{i:03d}.png")
+    return folder
+
+
+def make_picture_zip(path: Path, n: int = 64, size: int = 24) -> Path:
+    """A zip of ``n`` small pictures, as a designer would upload it."""
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_pictures(Path(tmp) / "pictures", n, size)
+        with zipfile.ZipFile(path, "w") as zf:
+            for p in sorted(folder.iterdir()):
+                zf.write(p, f"my-pictures/{p.name}")
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def atelier_process(*args: str, log: Path, env: dict | None = None):
+    """``python -m atelier ARGS`` as a child process (the studio's server or a worker), output to ``log``."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "atelier", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=full_env)
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "a condition"):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_for_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(up, timeout, 0.2, f"{url} to answer")

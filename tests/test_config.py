@@ -22,7 +22,7 @@ def test_shipped_config_equals_builtin_defaults():
 def test_default_model_is_the_tensorflow_tutorial_dcgan():
     cfg = load_config(None)
     assert cfg.model == {"name": "dcgan", "z_dim": 100, "width": 64, "dropout": 0.3, "negative_slope": 0.2,
-                         "num_classes": 0, "d_conditioning": "input", "spectral_norm_d": False,
+                         "num_classes": 0, "cond_dim": 0, "d_conditioning": "input", "spectral_norm_d": False,
                          "spectral_norm_g": False,
                          "attention": None}
     assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.betas) == (2e-4, 2e-4, (0.5, 0.999))

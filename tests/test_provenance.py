@@ -23,7 +23,7 @@ from atelier.provenance import (
     read_metadata,
     verify_image,
 )
-from atelier.watermark import detect, model_id_hash
+from atelier.provenance.watermark import detect, model_id_hash
 from conftest import DATA_REASON, mnist_available
 
 
@@ -106,6 +106,20 @@ def test_verify_exit_codes_and_run_matching(tmp_path, monkeypatch):
     assert clean.exit_code == 1 and "not recognised" in clean.output
     missing = invoke("verify", "nope.png")
     assert missing.exit_code == 2 and missing.output.strip() == "error: image not found: nope.png"
+
+
+def test_verify_reports_the_scale_of_a_shrunk_and_recompressed_image(tmp_path, monkeypatch):
+    # Issue 20: an image shrunk and re-encoded by a website, kept small; verify finds the mark and its scale.
+    monkeypatch.chdir(tmp_path)
+    out = save_image(_picture(320), tmp_path / "made.png", {"run": "my-run"})
+    with Image.open(out) as im:
+        im.convert("RGB").resize((240, 240), Image.Resampling.BICUBIC).save(tmp_path / "thumb.jpg", quality=80)
+    report = verify_image(tmp_path / "thumb.jpg")
+    wm = report["watermark"]
+    assert report["recognised"] and wm["detected"] and wm["payload"] == f"{model_id_hash('my-run'):08x}"
+    assert wm["scale"] is not None and abs(wm["scale"] / 0.75 - 1) < 0.02 and abs(wm["rotation"]) < 0.5
+    printed = invoke("verify", "thumb.jpg")
+    assert printed.exit_code == 0 and f"scale {wm['scale']:g}x" in printed.output
 
 
 def test_watermark_commands(tmp_path):

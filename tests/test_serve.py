@@ -104,7 +104,7 @@ def test_generate_json_matches_the_python_api(client, generator):
         assert meta["atelier:seed"] == str(im["seed"])
     single, _ = _png(client.post("/api/generate", json={"model": MODEL, "seeds": [11], "scale": 4}))
     # 112 px: the image carries the QIM watermark (64-127 px), an imperceptible difference
-    from atelier.watermark import psnr
+    from atelier.provenance.watermark import psnr
 
     assert single.shape == (112, 112) and psnr(single[::4, ::4], expected[1][0].numpy()) >= 38.0
 
@@ -317,7 +317,7 @@ def test_a_conditional_gan_is_served_with_its_classes(tiny_cgan_run, backend):
 
 
 def test_verify_reports_metadata_and_watermark_of_a_served_image(client):
-    from atelier.watermark import MIN_SIZE
+    from atelier.provenance.watermark import MIN_SIZE
 
     scale = -(-MIN_SIZE // 28)  # large enough to carry the invisible watermark
     image = client.post("/api/generate", json={"model": MODEL, "seeds": [1], "scale": scale}).content
@@ -424,6 +424,7 @@ def _fuzz(op, mode, server: str, budget: float, failures: list[str]) -> int:
     return sent
 
 
+@pytest.mark.slow
 def test_schema_fuzz_never_yields_a_5xx(server):
     schemathesis = pytest.importorskip("schemathesis")
     from schemathesis.generation import GenerationMode

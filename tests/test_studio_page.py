@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import make_pairs, small_photo, tiny_style_run
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
@@ -31,10 +33,12 @@ def _pixels(data_url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def page_url(tiny_run):
+def page_url(tiny_run, tmp_path_factory):
     from atelier.serve import background, create_app
+    from atelier.serve.settings import StudioSettings
 
-    with background(create_app(tiny_run.parent)) as url:
+    home = tmp_path_factory.mktemp("studio-home")  # this module's own database and gallery
+    with background(create_app(tiny_run.parent, settings=StudioSettings(home=home))) as url:
         yield url
 
 
@@ -86,12 +90,13 @@ def test_grid_pick_vary_interpolate_favourite_download(browser, page_url, tmp_pa
     page.wait_for_selector("#strip .tile img")
     assert page.locator("#strip .tile").count() == 10
 
-    # Favourite it; the tray survives a reload (localStorage).
+    # Favourite it: kept in the studio's gallery, so the tray survives a reload (and another browser).
     page.click("#fav")
-    assert page.locator("#fav-count").inner_text() == "1"
+    page.wait_for_function("document.querySelector('#fav-count').textContent === '1'")
     page.reload()
     page.wait_for_selector("#favourites .tile img")
     assert page.locator("#fav-count").inner_text() == "1"
+    assert page.locator("#favourites .tile .seed").inner_text() == "#8"  # the picked candidate's seed
 
     # Download: the file carries atelier's provenance.
     page.locator("#grid .tile").nth(5).click()
@@ -164,3 +169,87 @@ def test_the_api_page_renders_with_the_network_blocked(browser, page_url, tmp_pa
     assert blocked == [], blocked
     page.screenshot(path=str(tmp_path / "docs.png"))
     ctx.close()
+
+
+def test_the_gallery_reopens_an_image_s_settings(browser, page_url):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(page_url)
+    page.fill("#seed", "40")
+    page.dispatch_event("#seed", "change")
+    page.wait_for_function("(document.querySelector('#grid .tile .seed') || {}).textContent === '#40'")
+    page.click("[data-view=gallery]")
+    page.wait_for_selector("#gallery .tile img")
+    page.locator("#gallery .tile", has_text="#45").first.click()
+    assert page.locator("#sel-seed").inner_text() == "45" and page.locator("#reopen").is_visible()
+    assert page.locator("#set-a").is_hidden()
+    page.click("#reopen")  # back in Create, on that seed, with its variations
+    page.wait_for_selector("#variations .tile img")
+    assert page.locator("#view-create").is_visible() and page.locator("#sel-seed").inner_text() == "45"
+    assert page.locator("#grid .tile.on .seed").inner_text() == "#45"
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def kinds_url(tiny_run, tmp_path_factory):
+    """A studio serving one model of every kind: a generator, a translator (pix2pix) and a style network."""
+    import atelier
+    from atelier.serve import background, create_app
+    from atelier.serve.settings import StudioSettings
+
+    tmp = tmp_path_factory.mktemp("kinds")
+    runs = tmp / "runs"
+    runs.mkdir()
+    (runs / tiny_run.name).symlink_to(tiny_run, target_is_directory=True)
+    train, test = make_pairs(tmp / "train"), make_pairs(tmp / "test", n=3, seed=1)
+    atelier.train(None, runs / "facades", {
+        "data.source": str(train), "data.eval_source": str(test), "data.paired": "side_by_side",
+        "data.resolution": 32, "data.load_size": 36, "data.channels": 3, "model.name": "pix2pix", "model.ngf": 4,
+        "model.ndf": 4, "train.batch_size": 2, "train.steps": 4, "train.device": "cpu", "train.precision": "fp32",
+        "train.channels_last": False, "log.every": 2, "log.sample_every": 2, "log.checkpoint_every": 2,
+        "log.tensorboard": False}, progress=False)
+    photos = tmp / "photos"
+    photos.mkdir()
+    for i in range(3):
+        small_photo(photos / f"{i}.png", 40)
+    tiny_style_run(runs / "wave", photos, small_photo(tmp / "style.png", 40), steps=3)
+    with background(create_app(runs, settings=StudioSettings(home=tmp / "home"))) as url:
+        yield url
+
+
+def test_every_kind_of_model_has_a_thumbnail_a_card_and_an_action(browser, kinds_url, tmp_path):
+    """Issue 16, item 11: translators and style networks had black thumbnails, no card and no action."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(kinds_url)
+    page.wait_for_selector("#grid .tile img")
+    assert page.locator(".model").count() == 3
+    # Every thumbnail is a loaded picture (a sample for the generator, the latest progress grid for the others).
+    page.wait_for_function("[...document.querySelectorAll('.model img')].every((i) => i.naturalWidth > 0)")
+    for name, noun, key, family in (("facades", "translation", "Translate", "pix2pix"),
+                                    ("wave", "restyling", "Restyle", "fast-style")):
+        page.click(f".model[data-name={name}]")
+        # The stage shows the model's tool: an example input from its own data, and the model's result.
+        page.wait_for_function("document.querySelector('#tool-output').naturalWidth > 0")
+        assert page.locator("#tool-panel").is_visible() and page.locator("#grid").is_hidden()
+        assert page.locator("#controls").is_hidden()
+        assert page.evaluate("document.querySelector('#tool-input').naturalWidth") > 0
+        assert page.locator("#tool-input-name").inner_text() == "the example from its data"
+        assert key.lower() in page.locator("#stage-sub").inner_text()
+        # The result is labelled by what it is, not as a "seed upload".
+        assert page.locator("#sel-key").inner_text() == "input"
+        assert page.locator("#sel-seed").inner_text() == "the example from its data"
+        assert f"{noun} by {name}" in page.locator("#sel-extra").inner_text()
+        assert page.locator("#card-panel").is_visible() and f"Family: {family}" in page.locator("#card").inner_text()
+        # An upload of one's own goes through the same panel, and lands in the gallery.
+        page.set_input_files("#tool-file", str(small_photo(tmp_path / "content.png", 64)))  # a cat, with the data
+        page.wait_for_function("document.querySelector('#sel-seed').textContent === 'content.png'")
+        page.wait_for_function("!document.querySelector('#fav').disabled")
+        shots = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path)  # the manual's: docs/images/studio
+        page.screenshot(path=str(shots / f"7-{name}.png"))
+    page.click("[data-view=gallery]")
+    page.wait_for_selector("#gallery .tile img")
+    tags = page.locator("#gallery .tile .seed").all_inner_texts()
+    assert (tags.count("translation"), tags.count("restyling")) == (2, 2), tags  # the example and the upload
+    assert not errors, errors
+    page.close()

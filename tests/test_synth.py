@@ -234,12 +234,14 @@ def test_conditional_run_synth_per_class_and_evaluate_cas(tmp_path, monkeypatch)
 
     res = runner.invoke(cli, ["evaluate", str(run), "--metrics", "cas", "--n", "128", "--json"])
     assert res.exit_code == 0, res.output
-    (record,) = json.loads(res.output)
+    cas_record, agreement = json.loads(res.output)  # CAS, and the class agreement every conditional run gets
+    record = cas_record
+    assert agreement["metric"] == "class_agreement" and agreement["n"] == 120
     assert record["metric"] == "cas" and 0.0 <= record["value"] <= 1.0 and record["n_train"] == 128
     assert record["ceiling"] == 0.996 and record["recipe"]["epochs"] == 6 and record["checkpoint_step"] == 6
     assert record["train_classes"] == 10 and record["n_ref"] == 500
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["metric"] == "cas"
+    assert [json.loads(line)["metric"] for line in lines[-2:]] == ["cas", "class_agreement"]
 
 
 def test_evaluate_cas_of_an_unconditional_run_is_a_clear_error(tiny_run):

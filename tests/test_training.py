@@ -132,6 +132,7 @@ def _spawn_train(run_dir: Path, steps: int) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_writes_a_checkpoint_then_resume_finishes(tmp_path, sig):
     run = tmp_path / "r"

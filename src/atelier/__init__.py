@@ -16,9 +16,13 @@ over the same functions)::
 
 from __future__ import annotations
 
-from atelier.api import *  # noqa: F403  (the public API, listed in atelier.api.__all__)
-from atelier.api import __all__ as _api
-from atelier.errors import AtelierError
-from atelier.version import __version__
+from atelier.openmp import set_wait_policy
+
+set_wait_policy()  # first, before anything imports torch: its OpenMP runtime reads the wait policy once, on load
+
+from atelier.api import *  # noqa: E402, F403  (the public API, listed in atelier.api.__all__)
+from atelier.api import __all__ as _api  # noqa: E402
+from atelier.errors import AtelierError  # noqa: E402
+from atelier.version import __version__  # noqa: E402
 
 __all__ = ["AtelierError", "__version__", *_api]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -95,6 +95,9 @@ class LossConfig(_Strict):
     r1_every: int = Field(16, ge=1)
     # D steps per G step (WGAN-GP uses 5). train.steps counts D steps, so images seen stay comparable.
     n_critic: int = Field(1, ge=1, le=100)
+    # Conditional projection D: weight of a cross-entropy on real images over the projection's class
+    # scores, so D learns the classes from their labels (0: off, the plain projection discriminator).
+    class_weight: float = Field(0.0, ge=0)
 
 
 AUGMENTS = ("color", "translation", "cutout")
@@ -163,6 +166,9 @@ class TrainConfig(_Strict):
     # average does not drag the random init along for the first thousands of images.
     ema_half_life_kimg: float = Field(10.0, ge=0)
     ema_rampup: float | None = Field(0.05, ge=0)
+    # CPU threads: auto (the free cores, re-checked while training), off (torch's default: all cores) or N.
+    # ATELIER_THREADS in the environment wins (atelier.threads.configure_threads).
+    threads: Literal["auto", "off"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
 
     @model_validator(mode="after")
     def _some_budget(self) -> TrainConfig:

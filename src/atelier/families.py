@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atelier.errors import ConfigError, RunError
-from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
+from atelier.loaded import Generator, LoadedModel, Segmenter, Stylizer, Translator
 from atelier.models import get as get_model
 from atelier.runs import Run
 from atelier.tasks.gan import GANTask
 from atelier.tasks.pix2pix import Pix2PixTask
+from atelier.tasks.segmenter import SegmenterTask
 from atelier.tasks.style import StyleTask
 from atelier.tasks.stylegan2 import StyleGAN2Task
 from atelier.tasks.vae import VAETask
@@ -35,7 +36,7 @@ class Family:
 
     @property
     def kind(self) -> str:
-        """What a trained model of this family does: "generator", "translator" or "stylizer"."""
+        """What a trained model of this family does: "generator", "translator", "stylizer" or "segmenter"."""
         return self.loaded.kind
 
 
@@ -54,6 +55,7 @@ register(Family("stylegan2", StyleGAN2Task, Generator, slots=("G_ema", "G"), raw
 register(Family("vae", VAETask, Generator, slots=("decoder", "G")))
 register(Family("pix2pix", Pix2PixTask, Translator, slots=("G",)))
 register(Family("fast-style", StyleTask, Stylizer, slots=("net",)))
+register(Family("segmenter", SegmenterTask, Segmenter, slots=("net",)))
 
 
 def registered() -> list[str]:
@@ -69,7 +71,8 @@ def get(name: str) -> Family:
 def load(run_dir: str | Path | Run, which: str = "ema", device: str = "cpu") -> LoadedModel:
     """A run folder's latest model, ready to use: a :class:`~atelier.loaded.Generator` (a GAN's EMA generator
     by default, ``which="raw"`` for its G; a VAE's decoder), a :class:`~atelier.loaded.Translator` (pix2pix,
-    called on an image) or a :class:`~atelier.loaded.Stylizer` (a fast style network, called on a photo)."""
+    called on an image), a :class:`~atelier.loaded.Stylizer` (a fast style network, called on a photo) or a
+    :class:`~atelier.loaded.Segmenter` (``segment(photo)`` -> class indices)."""
     if which not in ("ema", "raw"):
         raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,10 +17,17 @@ from PIL import Image, PngImagePlugin
 
 from atelier.errors import ImageError
 from atelier.images import composite, has_alpha, image_format, to_pil, to_uint8_array
+from atelier.provenance import (
+    COMPOSITE_SOURCE_TYPE,
+    C2paCredentials,
+    build_metadata,
+    c2pa_credentials_from_env,
+    model_id,
+    sign_c2pa,
+    xmp_packet,
+)
+from atelier.provenance.watermark import MIN_SIZE, embed, model_id_hash
 from atelier.utils import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from atelier.provenance import C2paCredentials
 
 __all__ = ["encode_animation", "encode_image", "save_image", "save_images"]
 
@@ -30,9 +36,6 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 
 def _watermarked(image: Image.Image, fields: Mapping[str, object]) -> tuple[Image.Image, str]:
     """The image with atelier's invisible watermark, and what to record about it in the metadata."""
-    from atelier.provenance import model_id
-    from atelier.watermark import MIN_SIZE, embed, model_id_hash
-
     if min(image.size) < MIN_SIZE:
         return image, f"none (smaller than {MIN_SIZE} px: metadata only)"
     id32 = model_id_hash(model_id(fields))
@@ -70,7 +73,7 @@ def encode_image(
     studio's server returns them, so every image leaves atelier through this one function.
 
     * ``watermark``: embed the invisible watermark (payload: a hash of the ``model_id`` / ``run`` / ``model``
-      field of ``metadata``) into generated images of at least :data:`atelier.watermark.MIN_SIZE` (64) pixels
+      field of ``metadata``) into generated images of at least :data:`atelier.provenance.watermark.MIN_SIZE` (64) pixels
       a side; images whose ``DigitalSourceType`` says they are not generated (dataset previews) are not marked.
     * metadata: PNG iTXt chunks + XMP, or XMP for JPEG/WebP; ``strip_metadata=True`` writes none (the
       watermark stays).
@@ -80,14 +83,6 @@ def encode_image(
     * ``c2pa``: sign a C2PA manifest as the very last step; ``None`` signs when ``ATELIER_C2PA_CERT`` and
       ``ATELIER_C2PA_KEY`` are set, ``False`` never signs, or pass :class:`~atelier.provenance.C2paCredentials`.
     """
-    from atelier.provenance import (
-        COMPOSITE_SOURCE_TYPE,
-        build_metadata,
-        c2pa_credentials_from_env,
-        model_id,
-        sign_c2pa,
-        xmp_packet,
-    )
 
     if fmt.lower() not in _FORMATS:
         raise ImageError(f"cannot encode as {fmt!r}: use png, jpeg or webp")
@@ -114,7 +109,7 @@ def encode_image(
         else:
             _flatten(image).save(buf, format=fmt, quality=quality, **extra)
     data = buf.getvalue()
-    creds = c2pa_credentials_from_env() if c2pa is None else (c2pa or None)
+    creds = c2pa_credentials_from_env() if c2pa is None or c2pa is True else (c2pa or None)
     if creds is not None and not strip_metadata:
         data = sign_c2pa(data, fmt, meta, creds, title=title)
     return data
@@ -132,8 +127,6 @@ def encode_animation(
 
     No invisible watermark: GIF's 256-colour palette quantisation would erase it; the metadata says so.
     """
-    from atelier.provenance import build_metadata, xmp_packet
-
     if isinstance(frames, torch.Tensor):
         frames = list(to_uint8_array(frames))
     pils = [to_pil(f) for f in frames]

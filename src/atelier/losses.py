@@ -198,3 +198,7 @@ def check_critic(cfg: RunConfig) -> None:
     if cfg.loss.name == "wasserstein" and not cfg.loss.gp_weight and not cfg.model.get("spectral_norm_d"):
         raise ValueError("loss.name wasserstein needs a Lipschitz critic: set loss.gp_weight (10 for WGAN-GP) or "
                          "model.spectral_norm_d: true; an unconstrained critic diverges")
+    if cfg.loss.class_weight and (not cfg.model.get("num_classes")
+                                  or cfg.model.get("d_conditioning", "projection") != "projection"):
+        raise ValueError("loss.class_weight trains the class scores of a projection discriminator: it needs "
+                         "model.num_classes > 0 (and model.d_conditioning: projection for dcgan)")

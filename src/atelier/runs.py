@@ -40,7 +40,7 @@ __all__ = ["RESUMABLE_KEYS", "Run", "load_config", "read_metrics", "resolve_conf
 
 # Keys that may change when a run is resumed: they do not change what has been trained so far (budgets only
 # say when to stop; evaluations draw from their own seeded generators).
-RESUMABLE_KEYS = ("train.steps", "train.minutes", "train.images", "train.device", "log.", "eval.")
+RESUMABLE_KEYS = ("train.steps", "train.minutes", "train.images", "train.device", "train.threads", "log.", "eval.")
 
 
 def resolve_config(data: dict[str, Any], where: str = "config") -> RunConfig:

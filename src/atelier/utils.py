@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from atelier.errors import MissingExtraError
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "normal_mode", "require_extra", "sha256_file",
            "temp_dir"]
 
@@ -83,7 +85,5 @@ def require_extra(module: str, extra: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        from atelier.errors import MissingExtraError
-
         raise MissingExtraError(f"{feature} needs the optional package {module.split('.')[0]!r}; "
                                 f"install it with: pip install 'atelier[{extra}]'") from None

@@ -6,55 +6,82 @@
     atelier.train("configs/mnist-dcgan.yaml", "runs/x", {"train.minutes": 5})
     atelier.sample("runs/x", n=64, seed=0).save_grid("grid.png")
     atelier.evaluate("runs/x", metrics=["fid", "kid"], n=10_000)
+
+The studio's workflows (a job queue and its workers, datasets, the gallery, users) keep their state in a database
+through SQLAlchemy (the ``serve`` extra); import them from their modules: ``atelier.api.jobs``,
+``atelier.api.worker``, ``atelier.api.newmodel``, ``atelier.api.gallery``, ``atelier.api.users``.
 """
 
 from __future__ import annotations
 
 from atelier.api.data import data_grid, describe_data, open_data, prepare_data, recommend_recipe
 from atelier.api.data import fetch as fetch_data
-from atelier.api.evaluate import evaluate, evaluate_translation
+from atelier.api.edit import EDITS, EditResult, RegionEdit, edit_region, register_edit
+from atelier.api.evaluate import evaluate, evaluate_segmentation, evaluate_translation, fcn_score
+from atelier.api.examples import example_input
 from atelier.api.export import export
 from atelier.api.finetune import finetune
+from atelier.api.masks import Mask, feather, region_mask
+from atelier.api.progress import run_progress
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
 from atelier.api.sample import SampleSet, interpolate, sample, style_mix
 from atelier.api.sample import load_generator as sample_generator
+from atelier.api.segment import load_segmenter, segment, segmentation_image
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
 from atelier.api.train import describe_budget, dry_run, prepare, recipe, resume_step, train, train_style
 from atelier.api.translate import translate
+from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.families import load
-from atelier.loaded import Generator, LoadedModel, Stylizer, Translator
+from atelier.loaded import Generator, LoadedModel, Segmenter, Stylizer, Translator
 from atelier.training.result import TrainResult
 
 __all__ = [
+    "EDITS",
+    "EditResult",
     "Generator",
     "LoadedModel",
+    "Mask",
+    "RegionEdit",
     "SampleSet",
+    "Segmenter",
     "Stylizer",
     "SynthSet",
     "TrainResult",
     "Translator",
+    "UploadLimits",
     "check_style_inputs",
     "data_grid",
     "describe_budget",
     "describe_data",
     "dry_run",
+    "edit_region",
     "evaluate",
+    "evaluate_segmentation",
     "evaluate_translation",
+    "example_input",
     "export",
+    "fcn_score",
+    "feather",
     "fetch_data",
     "finetune",
     "interpolate",
     "load",
+    "load_segmenter",
     "open_data",
     "prepare",
     "prepare_data",
     "recipe",
     "recommend_recipe",
+    "region_mask",
+    "register_edit",
     "resume_step",
+    "run_progress",
     "sample",
     "sample_generator",
+    "segment",
+    "segmentation_image",
     "style_mix",
     "stylize",
     "stylize_fast",
@@ -62,6 +89,7 @@ __all__ = [
     "train",
     "train_style",
     "translate",
+    "unpack_zip",
     "verify",
     "watermark_detect",
     "watermark_embed",

@@ -24,17 +24,17 @@ def describe_data(source: str, near: bool | None = None, threshold: float = NEAR
 
 
 def open_data(source: str, channels: int | None = None, resolution: int | None = None,
-              report: DataReport | None = None) -> ImageDataset:
+              report: DataReport | None = None, limit: int | None = None) -> ImageDataset:
     """A data source read as it is: the MNIST family at 28 px grey; a folder, zip or npz at its images' own size
     (when they share one, up to 256 px) and as grey, colour or RGBA as they are; ``channels``/``resolution``
-    force them."""
+    force them; ``limit``: the first N images only."""
     name, split = parse_spec(source)
     if split is not None:
-        return open_source(source, channels=channels or 1, resolution=resolution or 28)
+        return open_source(source, channels=channels or 1, resolution=resolution or 28, limit=limit)
     report = report or data_info(source, near=False, sample=256)
     ch = channels or (4 if report.transparency_share > 0 else 1 if report.colour == 0 else 3)
     res = resolution or (report.median_side if len(report.sizes) == 1 and report.median_side <= 256 else 64)
-    return open_source(source, channels=ch, resolution=res)
+    return open_source(source, channels=ch, resolution=res, limit=limit)
 
 
 def data_grid(ds: ImageDataset, out: str | Path, n: int = 64, strip_metadata: bool = False) -> Path:

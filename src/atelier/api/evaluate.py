@@ -1,5 +1,6 @@
-"""The *evaluate* workflow: score a run (FID/KID/IS/PR/CAS for a generator, L1/PSNR/SSIM for an
-image-to-image run) or any image set, and record the result in the run's metrics.jsonl and model card."""
+"""The *evaluate* workflow: score a run (FID/KID/IS/PR/CAS for a generator, L1/PSNR/SSIM and optionally the
+FCN-score for an image-to-image run, accuracy and mIoU for a segmenter) or any image set, and record the result
+in the run's metrics.jsonl and model card."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Any
 import torch
 
 from atelier import families
+from atelier.api.segment import evaluate_segmentation, fcn_score
 from atelier.api.synth import synthesize
 from atelier.config import RunConfig
 from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
 from atelier.loaded import Generator, Translator
 from atelier.metrics.cas import cas
+from atelier.metrics.classes import per_class_agreement, predict_classes
 from atelier.metrics.evaluate import (
     check_metrics,
     default_ref,
@@ -31,13 +34,16 @@ from atelier.metrics.evaluators import Evaluator
 from atelier.runs import Run
 from atelier.training.card import refresh_quality
 
-__all__ = ["cas_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_source", "evaluate_translation",
-           "format_table"]
+__all__ = ["cas_run", "class_agreement_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_segmentation",
+           "evaluate_source", "evaluate_translation", "fcn_score", "format_table", "reads_classes"]
 
 
 def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str | None = None,
              **options: Any) -> list[dict[str, Any]]:
-    """Score a run folder (whatever its kind) or, with ``real``, any image set against ``ref``."""
+    """Score a run folder (whatever its kind) or, with ``real``, any image set against ``ref``.
+
+    A translation run takes ``segmenter=RUN`` to add the FCN-score; a segmenter run is scored by pixel accuracy,
+    mean class accuracy and mIoU on its test pairs."""
     if (run is None) == (real is None):
         raise DataError("give a run folder or a set of real images (one of the two)")
     if real is not None:
@@ -46,9 +52,16 @@ def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str
         keep = ("metrics", "n", "evaluator", "inception_weights", "seed", "batch_size", "device", "download")
         return evaluate_source(real, ref=ref, **{k: v for k, v in options.items() if k in keep})
     assert run is not None
-    if families.get(Run(run).config().model["name"]).kind == "translator":
-        keep = ("split", "limit", "baseline", "record")
-        return [evaluate_translation(run, **{k: v for k, v in options.items() if k in keep})]
+    kind = families.get(Run(run).config().model["name"]).kind
+    segmenter = options.pop("segmenter", None)
+    if segmenter is not None and kind != "translator":
+        raise RunError(f"--segmenter adds the FCN-score to a label -> photo translation run, and {run} is a {kind} run")
+    if kind == "translator":
+        given = {k: v for k, v in options.items() if k in ("split", "limit", "baseline", "record", "device")}
+        return [evaluate_translation(run, segmenter=segmenter, **given)]
+    if kind == "segmenter":
+        given = {k: v for k, v in options.items() if k in ("split", "limit", "record", "device")}
+        return [evaluate_segmentation(run, **given)]
     options.pop("split", None), options.pop("baseline", None), options.pop("limit", None)
     return evaluate_run(run, ref=ref, **options)
 
@@ -90,6 +103,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                                   timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    if g.num_classes and reads_classes(ev, g):
+        records.append(class_agreement_run(g, ev, n=min(n, 100 * g.num_classes), seed=seed, batch_size=batch_size))
     records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,
                     generator="ema" if g.which.endswith("_ema") else "raw", checkpoint_step=g.step,
                     checkpoint_sha256=g.weights_sha256, **({"truncation": truncation} if truncation != 1.0 else {}))
@@ -97,6 +112,31 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
         run.append_records(records)
         refresh_quality(run)
     return records
+
+
+def reads_classes(evaluator: Evaluator, g: Generator) -> bool:
+    """Whether the evaluator is a classifier of the run's own classes (a domain evaluator trained on the run's
+    data set, with one output per class): then it can say whether each sample is of the class asked for."""
+    spec = evaluator.spec
+    dataset = g.cfg.data.source.split(":")[0]
+    return spec.logits and dataset in spec.datasets and spec.num_classes == g.num_classes
+
+
+def class_agreement_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0,
+                        batch_size: int = 500) -> dict[str, Any]:
+    """Does a conditional generator give the class it is asked for? ``n`` samples with balanced labels (class k
+    for every K-th seed) read by the domain classifier: the share it calls the asked class, overall and for the
+    worst class (chance: 1/K)."""
+    per = max(1, n // g.num_classes)
+    labels = torch.arange(g.num_classes).repeat(per)                   # (K * per,) balanced
+    images = g.generate(g.latents(len(labels), seed=seed), labels=labels)
+    predicted = predict_classes(images, evaluator, batch_size)
+    agreement = float((predicted == labels).float().mean())
+    per_class = per_class_agreement(images, labels, evaluator, g.num_classes, batch_size)
+    return {"metric": "class_agreement", "value": round(agreement, 4), "worst_class": int(min(
+        range(g.num_classes), key=lambda k: per_class[k])), "worst_agreement": round(min(per_class), 4),
+        "per_class": [round(a, 4) for a in per_class], "chance": round(1 / g.num_classes, 4), "n": len(labels),
+        "seed": seed, "ref": "none (the classifier reads the samples)", "n_ref": 0, **evaluator.protocol()}
 
 
 def cas_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
@@ -125,24 +165,32 @@ def evaluate_pairs(translator: Translator | None, source: str, cfg: RunConfig, l
     l1, psnr, ssim, n = 0.0, 0.0, 0.0, 0
     for chunk in ds.images.split(batch_size):
         x, y = chunk[:, :C], chunk[:, C:]
-        out = x if translator is None else translator.translate_batch(x)
+        out: torch.Tensor = x if translator is None else translator.translate_batch(x)
         a, b = out.float() / 255, y.float() / 255
         l1 += (a - b).abs().mean(dim=(1, 2, 3)).sum().item()
         psnr += peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)).sum().item()
-        ssim += structural_similarity_index_measure(a, b, data_range=1.0, reduction="none").sum().item()
+        s = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+        assert isinstance(s, torch.Tensor)  # (N,): no full image or contrast terms were asked for
+        ssim += s.sum().item()
         n += len(chunk)
     return {"pairs": n, "l1": l1 / n, "psnr": psnr / n, "ssim": ssim / n}
 
 
 def evaluate_translation(run_dir: str | Path, split: str = "test", limit: int | None = None,
-                         baseline: str | None = None, record: bool = True) -> dict[str, Any]:
+                         baseline: str | None = None, record: bool = True, segmenter: str | Path | None = None,
+                         device: str = "cpu") -> dict[str, Any]:
     """Score a translation run on a split: ``test`` (data.eval_source), ``train`` or a folder path.
 
     ``baseline="identity"`` scores the input passed through unchanged instead of the model's output;
-    ``record=True`` appends one ``"event": "eval"`` record per metric to metrics.jsonl (and the card).
+    ``record=True`` appends one ``"event": "eval"`` record per metric to metrics.jsonl (and the card);
+    ``segmenter`` (a segmenter run) adds the FCN-score of the model's outputs and of the real photos
+    (:func:`atelier.api.segment.fcn_score`).
     """
     run = Run(run_dir)
-    model = families.load(run)
+    if segmenter is not None and baseline is not None:
+        raise DataError("the FCN-score scores the model's photos (and the real ones as the ceiling): leave out "
+                        "the identity baseline")
+    model = families.load(run, device=device)
     if not isinstance(model, Translator):
         raise DataError(f"{run.path} is not an image-to-image translation run")
     d = model.cfg.data
@@ -156,4 +204,7 @@ def evaluate_translation(run_dir: str | Path, split: str = "test", limit: int | 
     if record:
         run.append_records([{**result, "metric": m, "value": scores[m]} for m in ("l1", "psnr", "ssim")])
         refresh_quality(run)
+    if segmenter is not None:
+        fcn = fcn_score(model, segmenter, split=split, limit=limit, record=record, device=device)
+        result.update({k: v for k, v in fcn.items() if k.startswith("fcn_") or k.startswith("segmenter")})
     return result

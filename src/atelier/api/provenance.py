@@ -8,8 +8,8 @@ from typing import Any
 from atelier.errors import AtelierError
 from atelier.imageio import save_image
 from atelier.images import load_image
-from atelier.provenance import verify_image
-from atelier.watermark import MIN_SIZE, Detection, detect, model_id_hash
+from atelier.provenance import detect_image, verify_image
+from atelier.provenance.watermark import MIN_SIZE, Detection, model_id_hash
 
 __all__ = ["verify", "watermark_detect", "watermark_embed"]
 
@@ -32,4 +32,5 @@ def watermark_embed(image: str | Path, out: str | Path, model_id: str = "atelier
 
 
 def watermark_detect(image: str | Path) -> Detection:
-    return detect(load_image(image, channels=3))
+    """The watermark in an image file (an RGBA PNG's colour planes as stored first, then as a viewer shows it)."""
+    return detect_image(image)[0]

@@ -80,7 +80,7 @@ def _classifier(g: Generator, device: Any) -> tuple[Any, str]:
     ev = load_evaluator(name, device=device)
     d = g.cfg.data
     try:
-        ev.check(d.channels, d.resolution, d.resolution, f"run {g.run_dir.name}")
+        ev.check(d.channels, d.resolution, d.resolution, f"run {g.run_dir.name if g.run_dir else '(in memory)'}")
     except DataError as exc:
         return None, f"none (the {name} classifier cannot read these images: {exc})"
     return ev, f"classifier {name} (atelier's evaluator, weights sha256 {ev.sha256[:16]}...)"
@@ -113,9 +113,9 @@ def synthesize(g: Generator, n: int | None = None, *, per_class: int | None = No
         if per_class is not None and ev is None:
             raise ConfigError(f"--per-class needs class labels, and this run has none: its model is unconditional "
                               f"and its label source is {source}. Use --n N instead")
-        images, y = _unconditional(g, ev, n, per_class, seed, batch_size, progress)
+        images, got = _unconditional(g, ev, n, per_class, seed, batch_size, progress)
         classes = class_names(g.cfg.data.source, ev.network.num_classes) if ev is not None else ()
-        out = SynthSet(images, y, classes, source)
+        out = SynthSet(images, got, classes, source)
     fields = g.metadata(workflow="synth", seed=seed, n=len(out.images), labels=out.label_source)
     if per_class is not None:
         fields["per_class"] = per_class
@@ -149,7 +149,7 @@ def _unconditional(g: Generator, ev: Any, n: int | None, per_class: int | None, 
             x = g.generate(z, batch_size=batch_size)
             drawn += len(z)
             y = ev(x).logits.argmax(1) if ev is not None else None
-            if per_class is not None:
+            if per_class is not None and y is not None:  # (per_class comes with a classifier)
                 keep = torch.zeros(len(z), dtype=torch.bool)
                 for i, c in enumerate(y.tolist()):
                     if have[c] < per_class:
@@ -217,7 +217,7 @@ def write_npz(s: SynthSet, out: str | Path, strip_metadata: bool = False) -> Pat
     if not strip_metadata:
         arrays["provenance"] = np.array(json.dumps(s.provenance, sort_keys=True), dtype=np.str_)
 
-    atomic_write(out, lambda fh: np.savez_compressed(fh, **arrays))
+    atomic_write(out, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]  # numpy's stub
     return out
 
 

@@ -1,3 +1,3 @@
 """Every subcommand module, imported so that their commands register on the group."""
 
-from atelier.cli import data, evaluate, provenance, sample, serve, style, train  # noqa: F401
+from atelier.cli import data, evaluate, provenance, sample, segment, serve, style, train, worker  # noqa: F401

@@ -10,6 +10,7 @@ import click
 from atelier import api
 from atelier.api.evaluate import format_table
 from atelier.cli.app import CONTEXT, cli
+from atelier.cli.segment import format_fcn, format_segmentation
 from atelier.device import resolve_device
 from atelier.metrics.evaluate import parse_metrics
 
@@ -44,10 +45,15 @@ from atelier.metrics.evaluate import parse_metrics
               help="Translation runs: test (data.eval_source), train, or a folder of pairs.")
 @click.option("--baseline", type=click.Choice(["identity"]),
               help="Translation runs: score the input passed through unchanged instead of the model.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Translation and segmentation runs: score the first N pairs of the split only.")
+@click.option("--segmenter", type=click.Path(file_okay=False, path_type=Path), metavar="RUN",
+              help="Translation runs (label map -> photo): add the FCN-score, segmenting the model's photos with "
+                   "this segmenter run and the real photos as the ceiling.")
 def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: str, n: int, evaluator: str,
              inception_weights: Path | None, download: bool, seed: int, raw: bool, psi: float, device: str,
-             batch_size: int,
-             no_record: bool, as_json: bool, split: str, baseline: str | None) -> None:
+             batch_size: int, no_record: bool, as_json: bool, split: str, baseline: str | None, limit: int | None,
+             segmenter: Path | None) -> None:
     """Measure FID / KID / IS / precision-recall of a run's generator, or of any image set.
 
     Every record names its evaluator (and its weights' sha256), reference set and size, sample
@@ -63,23 +69,36 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
       atelier evaluate --real photos/ --ref ref_photos/ --evaluator inception --inception-weights pt_inception.pth
       atelier evaluate runs/facades --split test                     # pix2pix: L1 / PSNR / SSIM per pair
       atelier evaluate runs/facades --split test --baseline identity
+      atelier evaluate runs/facades --segmenter runs/facades-seg     # + FCN-score (real photos: the ceiling)
+      atelier evaluate runs/facades-seg                              # segmenter: pixel/class accuracy, mIoU
     """
     if (run is None) == (real is None):
         raise click.UsageError("give a RUN folder or --real SOURCE (one of the two)")
     if real is not None and ref is None:
         raise click.UsageError("--real needs --ref (e.g. --ref mnist:test)")
+    if segmenter is not None and real is not None:
+        raise click.UsageError("--segmenter scores a translation RUN (the FCN-score), not --real images")
+    extra: dict = {"segmenter": segmenter} if segmenter is not None else {}
+    if limit is not None:
+        extra["limit"] = limit
+    if psi != 1.0:
+        extra["truncation"] = psi
     records = api.evaluate(run, real=real, ref=ref, metrics=parse_metrics(metric_names), n=n, evaluator=evaluator,
                            inception_weights=inception_weights, seed=seed, batch_size=batch_size,
                            device=str(resolve_device(device)), download=download, which="raw" if raw else "ema",
-                           record=not no_record, split=split, baseline=baseline,
-                           **({"truncation": psi} if psi != 1.0 else {}))
+                           record=not no_record, split=split, baseline=baseline, **extra)
     if as_json:
         click.echo(json.dumps(records if len(records) != 1 or "metric" in records[0] else records[0], indent=2))
         return
     r0 = records[0]
+    if "miou" in r0:
+        click.echo(format_segmentation(r0, split))
+        return
     if "pairs" in r0:
         click.echo(f"{r0['generator']} on {r0['pairs']} {split} pairs (step {r0['step']}): "
                    f"L1 {r0['l1']:.4f}  PSNR {r0['psnr']:.2f} dB  SSIM {r0['ssim']:.4f}")
+        if "fcn_miou" in r0:
+            click.echo(format_fcn(r0))
         return
     click.echo(format_table(records))
     if run is not None and not no_record:

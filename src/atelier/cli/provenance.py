@@ -26,7 +26,8 @@ def print_verify(report: dict) -> None:
         click.echo("metadata:   none")
     if wm["detected"]:
         run = f", run {wm['run']}" if wm.get("run") else ", no matching run under ./runs"
-        scale = f", scale {wm['scale']:.3g}" if isinstance(wm.get("scale"), (int, float)) else ""
+        scale = (", scale not measured" if wm.get("scale") is None
+                 else f", scale {wm['scale']:g}x, rotation {wm.get('rotation') or 0:+.1f} deg")
         click.echo(f"watermark:  detected, payload {wm['payload']} ({wm['method']}, z-score {wm['confidence']}"
                    f"{scale}){run}")
     else:

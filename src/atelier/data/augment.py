@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from atelier.config import AugmentConfig
+from atelier.distributed import all_mean
 
 __all__ = ["Augment", "brightness", "contrast", "cutout", "saturation", "translation"]
 
@@ -115,8 +116,6 @@ class Augment:
         self._sign_n += real_logits.numel()
         self._steps += 1
         if self._steps % self.cfg.ada_interval == 0:
-            from atelier.distributed import all_mean
-
             # Under DDP every rank must move p alike: the statistic is over the global batch (ratio of means
             # over ranks = ratio of sums). In one process all_mean returns its input.
             ada = all_mean({"sum": self._sign_sum, "n": float(self._sign_n)})

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from atelier.data.dataset import UNKNOWN_LICENSE
+from atelier.data.files import folder_license
 from atelier.data.mnist import NAMED
 from atelier.errors import DataError
 
@@ -50,8 +51,6 @@ FACADES_LICENSE = ("none stated by the source; CMP Facade Database (R. Tyleček,
 
 
 def source_license(path: Path) -> str:
-    from atelier.data.files import folder_license
-
     if path.is_dir() and (note := folder_license(path)):
         return note
     if any(part.lower().startswith("facades") for part in path.resolve().parts[-3:]):

@@ -74,6 +74,10 @@ class LoadedModel:
     def run_dir(self) -> Path | None:
         return self.run.path if self.run is not None else None
 
+    def network_int(self, name: str) -> int:
+        """An integer attribute of the network that export and size checks need (a U-Net's depth, a stride)."""
+        return int(getattr(self.network, name))
+
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device

@@ -64,8 +64,8 @@ class Stylizer(LoadedModel):
     def export_spec(self) -> ExportSpec:
         # Fully convolutional; the exported graph takes multiples of the network's stride (PyTorch pads other
         # sizes inside, a branch ONNX cannot follow).
-        return self.network, {"x": torch.zeros(2, 3, 64, 64)}, {"x": (int(self.network.stride), 2)}
+        return self.network, {"x": torch.zeros(2, 3, 64, 64)}, {"x": (self.network_int("stride"), 2)}
 
     def export_sizes(self) -> str:
-        s = int(self.network.stride)
+        s = self.network_int("stride")
         return f"any height and width that are multiples of {s}, from {2 * s} px"

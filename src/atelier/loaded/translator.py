@@ -67,8 +67,8 @@ class Translator(LoadedModel):
     def export_spec(self) -> ExportSpec:
         # The U-Net is fully convolutional: any height and width divisible by 2**depth.
         r = self.resolution
-        return self.network, {"x": torch.zeros(2, self.channels, r, r)}, {"x": (2 ** int(self.network.depth), 1)}
+        return self.network, {"x": torch.zeros(2, self.channels, r, r)}, {"x": (2 ** self.network_int("depth"), 1)}
 
     def export_sizes(self) -> str:
-        k = 2 ** int(self.network.depth)
+        k = 2 ** self.network_int("depth")
         return f"any height and width that are multiples of {k} (trained at {self.resolution}x{self.resolution})"

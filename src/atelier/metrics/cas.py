@@ -42,7 +42,7 @@ def recipe(evaluator: Evaluator) -> dict[str, Any]:
     info = evaluator.info
     if "epochs" not in info:
         raise DataError(f"the {evaluator.name} evaluator at {evaluator.weights} has no training report "
-                        f"({Path(evaluator.weights).with_suffix('.json').name}); CAS reads its recipe from it")
+                        f"({Path(str(evaluator.weights)).with_suffix('.json').name}); CAS reads its recipe from it")
     return {"epochs": int(info["epochs"]), "batch_size": int(info["batch_size"]), "lr": float(info["lr"]),
             "hflip": "hflip" in str(info.get("augment", "")), "precision": str(info.get("precision", "bf16"))}
 
@@ -65,6 +65,7 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
     ref = _test_split(evaluator)
     test = open_source(ref)
     assert test.labels is not None
+    test_labels = test.labels
     if n_test is not None and n_test < len(test.labels):
         keep = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(seed))[:n_test]
         test.images, test.labels = test.images[keep], test.labels[keep]
@@ -84,7 +85,7 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
         # fit_classifier seeds the global generator (the weight init); keep the caller's stream as it was.
         with torch.random.fork_rng(devices=[]):
             model = fit_classifier(x, y, num_classes=num_classes, seed=seed, **params)
-        return accuracy(model, test.images, test.labels)
+        return accuracy(model, test.images, test_labels)
 
     t0 = time.perf_counter()
     value = score(images, labels)

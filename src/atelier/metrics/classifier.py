@@ -141,7 +141,8 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: i
         raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    model = (build or (lambda k: DigitClassifier(num_classes=k)))(num_classes).to(memory_format=torch.channels_last)
+    model = (build or (lambda k: DigitClassifier(num_classes=k)))(num_classes)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stub lacks it)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     for epoch in range(epochs):
@@ -177,8 +178,10 @@ def train_classifier(dataset: str, *, seed: int = 0, epochs: int = 6, batch_size
     assert y_train is not None and test.labels is not None
     t0 = time.perf_counter()
 
+    test_labels = test.labels
+
     def on_epoch(model: nn.Module, epoch: int, mean_loss: float) -> None:
-        acc = accuracy(model, test.images, test.labels)
+        acc = accuracy(model, test.images, test_labels)
         log(f"{dataset} epoch {epoch + 1}/{epochs}  loss {mean_loss:.4f}  test acc {acc:.4%}  "
             f"{time.perf_counter() - t0:.0f} s")
 

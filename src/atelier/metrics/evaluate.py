@@ -169,6 +169,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
         notes = {"kid": f"{r.get('kid_subsets')} subsets of {r.get('kid_subset_size')}",
                  "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
                  "recall": f"k={r.get('pr_k')}"}.get(r["metric"], "")
+        if r["metric"] == "class_agreement":
+            notes = (f"of {r['n']} samples asked for a class; worst class {r['worst_class']}: "
+                     f"{r['worst_agreement']:.1%}; chance {r['chance']:.0%}")
         if r["metric"] == "cas":
 
             notes = describe(r)

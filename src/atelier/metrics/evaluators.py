@@ -60,13 +60,14 @@ class EvaluatorSpec:
     resolution: int | None         # the only input size it accepts (None: any size, resized)
     resize: str                    # the preprocessing, as recorded with every score
     logits: bool = True            # a classifier head (the Inception Score needs one)
+    num_classes: int = 0           # its classes, in the order of the data set's labels (class agreement)
 
 
 EVALUATORS: dict[str, EvaluatorSpec] = {
     "digits": EvaluatorSpec("digits", "atelier's MNIST CNN classifier (128-d penultimate features)", ("mnist",),
-                            (1,), 28, "none (28x28 grayscale, x/127.5-1)"),
+                            (1,), 28, "none (28x28 grayscale, x/127.5-1)", num_classes=10),
     "fashion": EvaluatorSpec("fashion", "atelier's Fashion-MNIST CNN classifier (128-d penultimate features)",
-                             ("fashion-mnist",), (1,), 28, "none (28x28 grayscale, x/127.5-1)"),
+                             ("fashion-mnist",), (1,), 28, "none (28x28 grayscale, x/127.5-1)", num_classes=10),
     "emoji": EvaluatorSpec("emoji", "atelier's emoji-group colour CNN classifier (128-d penultimate features)", (),
                            (3, 4), None, "RGBA over white, bilinear+antialias to 64x64, x/127.5-1"),
     "random-cnn": EvaluatorSpec("random-cnn", "fixed-seed random-weight CNN, per-stage channel mean+std (960-d)", (),
@@ -147,7 +148,8 @@ class Evaluator:
             batch_size = min(batch_size, 64)  # 299x299 Inception activations: ~10 MB per image
         feats, logits = [], []
         for chunk in images.split(batch_size):
-            f, lg = self.network.forward_features(self._input(chunk.to(self.device)))
+            f, lg = self.network.forward_features(  # type: ignore[operator]  # (every evaluator network has it)
+                self._input(chunk.to(self.device)))
             feats.append(f.float().cpu())
             logits.append(lg.float().cpu())
         return Features(torch.cat(feats), torch.cat(logits))

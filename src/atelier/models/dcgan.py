@@ -26,7 +26,7 @@ self-attention block at that feature resolution in G and D (see atelier.models.l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +38,7 @@ from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
     Dropout,
+    LinearConditionalBatchNorm2d,
     SelfAttention,
     apply_spectral_norm,
     check_attention,
@@ -50,7 +51,7 @@ from atelier.models.registry import ModelSpec, Network, register
 
 __all__ = ["DCGANConfig", "Discriminator", "Generator"]
 
-_BN = {"eps": 1e-3, "momentum": 0.01}
+_BN: dict[str, Any] = {"eps": 1e-3, "momentum": 0.01}
 
 
 # (start size, number of stride-2 upsamplings) per supported output resolution
@@ -60,8 +61,8 @@ PLANS = {28: (7, 2), 32: (8, 2), 64: (8, 3)}
 def _raw_weight(module: nn.Module) -> torch.Tensor:
     """A layer's stored weight; reading ``.weight`` of a spectral-normalised layer would run a power iteration."""
     if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+        return module.get_parameter("parametrizations.weight.original")
+    return module.get_parameter("weight")
 
 
 def _glorot(module: nn.Module) -> None:
@@ -84,6 +85,9 @@ class DCGANConfig(BaseModel):
     # The issue and the source document state 0.2 (Keras' LeakyReLU default would be 0.3).
     negative_slope: float = Field(0.2, ge=0.0, lt=1.0)
     num_classes: int = Field(0, ge=0, le=10_000)
+    # Conditional G: 0 = a free (scale, shift) per class in every batch norm; > 0 = a shared class embedding
+    # of this size, joined to z and mapped linearly to every norm's scale and shift (BigGAN).
+    cond_dim: int = Field(0, ge=0, le=4096)
     # How a conditional D reads the class: "input" (one-hot maps concatenated to the image, Mirza &
     # Osindero 2014) or "projection" (<embed(y), pooled features>, Miyato & Koyama 2018).
     d_conditioning: Literal["input", "projection"] = "input"
@@ -100,14 +104,20 @@ class Generator(Network):
         check_attention(cfg.attention, resolution, (start, n_up))
         z_dim, width, negative_slope, num_classes = cfg.z_dim, cfg.width, cfg.negative_slope, cfg.num_classes
         attention = cfg.attention
+        cond_dim = cfg.cond_dim
         self.z_dim, self.start, self.num_classes = z_dim, start, num_classes
+        self.cond_dim = cond_dim if num_classes else 0
         c0 = width * 2**n_up  # 256 for the tutorial
         self.c0 = c0
-        self.fc = nn.Linear(z_dim, c0 * start * start, bias=False)
+        # BigGAN's shared class embedding: joined to z at the input and read by every conditional norm.
+        self.embed = nn.Embedding(num_classes, self.cond_dim) if self.cond_dim else None
+        self.fc = nn.Linear(z_dim + self.cond_dim, c0 * start * start, bias=False)
         self.bn0 = nn.BatchNorm1d(c0 * start * start, **_BN)
 
         def bn(ch: int) -> nn.Module:
-            # A conditional G takes the class through per-class scale and shift of every 2-D batch norm.
+            # A conditional G takes the class through the scale and shift of every 2-D batch norm.
+            if num_classes and self.cond_dim:
+                return LinearConditionalBatchNorm2d(ch, self.cond_dim, **_BN)
             return ConditionalBatchNorm2d(ch, num_classes, **_BN) if num_classes else nn.BatchNorm2d(ch, **_BN)
 
         layers: list[nn.Module] = [
@@ -131,6 +141,9 @@ class Generator(Network):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         _glorot(self)
+        for m in self.modules():  # _glorot covers every Linear: the conditional norms must start at the identity
+            if isinstance(m, LinearConditionalBatchNorm2d):
+                m.reset_parameters()
         if cfg.spectral_norm_g:
             apply_spectral_norm(self, skip=(nn.Embedding,))
 
@@ -143,6 +156,10 @@ class Generator(Network):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         check_labels(y, self.num_classes, z.shape[0])
+        cond: torch.Tensor | None = y                              # labels (B,) for per-class norms
+        if self.embed is not None:
+            cond = self.embed(y)                                   # (B, cond_dim)
+            z = torch.cat([z, cond], dim=1)                        # (B, z_dim + cond_dim)
         x = self.bn0(self.fc(z))                                   # (B, c0*s*s)
         x = x.view(-1, self.c0, self.start, self.start)            # (B, c0, s, s)
         # Keep the activation layout the conv weights use (channels_last when the model was converted).
@@ -151,7 +168,8 @@ class Generator(Network):
         if y is None:
             return self.net(x)                                     # (B, C, res, res) in [-1, 1]
         for layer in self.net:
-            x = layer(x, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+            conditional = isinstance(layer, (ConditionalBatchNorm2d, LinearConditionalBatchNorm2d))
+            x = layer(x, cond) if conditional else layer(x)
         return x
 
 
@@ -185,16 +203,25 @@ class Discriminator(Network):
         (x,) = super().example_inputs(batch)
         return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, 1); with ``scores=True`` (projection D) also every class's projection term (B, K)."""
         check_labels(y, self.num_classes, x.shape[0])
+        if scores and self.project is None:
+            raise ValueError("class scores need a projection discriminator (num_classes > 0, "
+                             "d_conditioning: projection)")
         if self.input_labels:  # one-hot class maps as extra input channels: (B, C + K, H, W)
+            assert y is not None
             maps = nn.functional.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         h = self.features(x)                                       # (B, c, s, s)
         out = flat_linear(self.fc, h)                              # (B, 1) logits
-        if self.project is not None:
-            out = out + self.project(h.sum(dim=(2, 3)), y)        # + <embed(y), sum-pooled features>
-        return out
+        if self.project is None:
+            return out
+        assert y is not None  # check_labels: a conditional D is given labels
+        s = self.project.scores(h.sum(dim=(2, 3)))                 # (B, K): <embed(k), sum-pooled features>
+        out = out + s.gather(1, y[:, None])
+        return (out, s) if scores else out
 
 
 register(ModelSpec(name="dcgan", config=DCGANConfig, networks={"G": Generator, "D": Discriminator},

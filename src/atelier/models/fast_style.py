@@ -143,7 +143,7 @@ class TransformerNet(Network):
                 UpsampleLayer(2 * w, w),                   # (B, w, H/2, W/2)
                 UpsampleLayer(w, 3, norm=False, relu=False),  # (B, 3, H, W): the residual
             )
-            last = self.up[-1].conv.conv
+            last = self.up[-1].get_submodule("conv.conv")
         assert isinstance(last, nn.Conv2d) and last.bias is not None
         # Start near the identity (see the module docstring).
         nn.init.normal_(last.weight, std=1e-3)

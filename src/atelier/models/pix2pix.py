@@ -24,7 +24,7 @@ from torch import nn
 
 from atelier.models.registry import ModelSpec, Network, register
 
-__all__ = ["PatchDiscriminator", "Pix2PixConfig", "UNetGenerator", "receptive_field"]
+__all__ = ["PatchDiscriminator", "Pix2PixConfig", "UNetConfig", "UNetGenerator", "receptive_field"]
 
 
 def _init(module: nn.Module) -> None:
@@ -39,15 +39,20 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class Pix2PixConfig(BaseModel):
+class UNetConfig(BaseModel):
+    """The U-Net's own options, shared by every family built on it (pix2pix, the segmenter)."""
+
     model_config = ConfigDict(extra="forbid")
 
     ngf: int = Field(64, ge=1, le=512)
-    ndf: int = Field(64, ge=1, le=512)
     # Number of stride-2 levels in the U-Net (None: down to 1x1, i.e. log2(resolution)).
     depth: int | None = Field(None, ge=2, le=10)
-    d_layers: int = Field(3, ge=1, le=6)  # 3 -> the 70x70 PatchGAN
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class Pix2PixConfig(UNetConfig):
+    ndf: int = Field(64, ge=1, le=512)
+    d_layers: int = Field(3, ge=1, le=6)  # 3 -> the 70x70 PatchGAN
     l1_weight: float = Field(100.0, ge=0.0)
     gan_weight: float = Field(1.0, ge=0.0)
 
@@ -74,14 +79,20 @@ class _Up(nn.Module):
 
 
 class UNetGenerator(Network):
-    """Input image (B, C, H, W) -> output image of the same shape (C = data.channels, in and out)."""
+    """Input image (B, C, H, W) -> output image of the same shape (C = data.channels, in and out).
 
-    def __init__(self, cfg: Pix2PixConfig, *, resolution: int, channels: int) -> None:
+    A family that reuses the network for another output subclasses it and passes ``out_channels`` (e.g. one
+    per class) and ``logits=True`` (no tanh: raw scores for a cross-entropy loss).
+    """
+
+    def __init__(self, cfg: UNetConfig, *, resolution: int, channels: int, out_channels: int | None = None,
+                 logits: bool = False) -> None:
         super().__init__(cfg, resolution=resolution, channels=channels)
         depth = cfg.depth if cfg.depth is not None else int(math.log2(resolution))
         if resolution % 2**depth:
             raise ValueError(f"data.resolution {resolution} must be divisible by 2**model.depth = {2**depth}")
-        in_channels = out_channels = channels
+        in_channels, out_channels = channels, out_channels or channels
+        self.out_channels, self.logits = out_channels, logits
         ngf, dropout = cfg.ngf, cfg.dropout
         self.depth = depth
         widths = [min(ngf * 2**i, ngf * 8) for i in range(depth)]           # 64,128,256,512,512,...
@@ -107,7 +118,8 @@ class UNetGenerator(Network):
         x = skips.pop()                                                      # bottleneck
         for up in self.up:
             x = torch.cat([up(x), skips.pop()], dim=1)                       # (B, 2 w_i, ...)
-        return torch.tanh(self.out(torch.relu(x)))                           # (B, C_out, H, W)
+        x = self.out(torch.relu(x))                                          # (B, C_out, H, W)
+        return x if self.logits else torch.tanh(x)
 
 
 class PatchDiscriminator(Network):

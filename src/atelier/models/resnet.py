@@ -28,6 +28,7 @@ from atelier.losses import check_critic
 from atelier.models.layers import (
     ClassProjection,
     ConditionalBatchNorm2d,
+    LinearConditionalBatchNorm2d,
     SelfAttention,
     apply_spectral_norm,
     check_attention,
@@ -58,26 +59,36 @@ class ResNetConfig(BaseModel):
     z_dim: int = Field(128, ge=1, le=4096)
     width: int = Field(64, ge=4, le=1024)
     num_classes: int = Field(0, ge=0, le=10_000)
+    # Conditional G: 0 = a free (scale, shift) per class in every batch norm (SNGAN); > 0 = a shared class
+    # embedding of this size, joined to z and mapped linearly to every norm's scale and shift (BigGAN).
+    cond_dim: int = Field(0, ge=0, le=4096)
     spectral_norm_d: bool = True
     spectral_norm_g: bool = False
     attention: int | None = Field(None, ge=4)
 
 
 class _Norm(nn.Module):
-    """Batch norm, or conditional batch norm when the network is class-conditional."""
+    """Batch norm; conditional batch norm (per-class table, or linear in a class embedding) when conditional."""
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, cond_dim: int = 0) -> None:
         super().__init__()
-        self.bn = ConditionalBatchNorm2d(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)
+        self.bn: nn.Module
+        if num_classes and cond_dim:
+            self.bn = LinearConditionalBatchNorm2d(channels, cond_dim)
+        elif num_classes:
+            self.bn = ConditionalBatchNorm2d(channels, num_classes)
+        else:
+            self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        # y: class labels (B,) for a per-class table, the class embedding (B, cond_dim) otherwise
         return self.bn(x, y) if y is not None else self.bn(x)
 
 
 class GBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, num_classes: int) -> None:
+    def __init__(self, cin: int, cout: int, num_classes: int, cond_dim: int = 0) -> None:
         super().__init__()
-        self.b1, self.b2 = _Norm(cin, num_classes), _Norm(cout, num_classes)
+        self.b1, self.b2 = _Norm(cin, num_classes, cond_dim), _Norm(cout, num_classes, cond_dim)
         self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.sc = nn.Conv2d(cin, cout, 1)
@@ -94,13 +105,13 @@ class DBlock(nn.Module):
         self.down, self.first = down, first
         self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.sc = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else None
+        self.sc: nn.Conv2d | None = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The first block sees images, so it starts with a conv rather than a ReLU (SNGAN's "optimized" block).
         h = self.c2(F.relu(self.c1(x if self.first else F.relu(x))))
         s = x
-        if self.first:  # shortcut: pool then 1x1 conv on the raw image
+        if self.first and self.sc is not None:  # shortcut: pool then 1x1 conv on the raw image
             s = self.sc(F.avg_pool2d(s, 2))
         elif self.sc is not None:
             s = self.sc(s)
@@ -116,16 +127,23 @@ class ResNetGenerator(Network):
         start, n_up = resolution_plan("resnet", PLANS, resolution)
         check_attention(cfg.attention, resolution, (start, n_up))
         z_dim, width, num_classes, attention = cfg.z_dim, cfg.width, cfg.num_classes, cfg.attention
+        cond_dim = cfg.cond_dim
         self.z_dim, self.start, self.width, self.num_classes = z_dim, start, width, num_classes
+        self.cond_dim = cond_dim if num_classes else 0
         self.attention_at = attention
-        self.fc = nn.Linear(z_dim, start * start * width)
-        self.blocks = nn.ModuleList(GBlock(width, width, num_classes) for _ in range(n_up))
-        self.attn = SelfAttention(width) if attention else None
+        # BigGAN's shared class embedding: joined to z at the input and read by every conditional norm.
+        self.embed = nn.Embedding(num_classes, self.cond_dim) if self.cond_dim else None
+        self.fc = nn.Linear(z_dim + self.cond_dim, start * start * width)
+        self.blocks = nn.ModuleList(GBlock(width, width, num_classes, self.cond_dim) for _ in range(n_up))
+        self.attn: SelfAttention | None = SelfAttention(width) if attention else None
         self.bn = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         _init(self)
+        for m in self.modules():  # _init's Xavier covers every Linear: the norms must start at the identity
+            if isinstance(m, LinearConditionalBatchNorm2d):
+                m.reset_parameters()
         if cfg.spectral_norm_g:
-            apply_spectral_norm(self)
+            apply_spectral_norm(self, skip=(nn.Embedding,))
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(0)
@@ -136,12 +154,16 @@ class ResNetGenerator(Network):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}")
         check_labels(y, self.num_classes, z.shape[0])
+        cond: torch.Tensor | None = y                                   # labels (B,) for per-class norms
+        if self.embed is not None:
+            cond = self.embed(y)                                        # (B, cond_dim)
+            z = torch.cat([z, cond], dim=1)                             # (B, z_dim + cond_dim)
         h = self.fc(z).view(-1, self.width, self.start, self.start)     # (B, ch, s, s)
         size = self.start
         for block in self.blocks:
-            if size == self.attention_at:
+            if size == self.attention_at and self.attn is not None:
                 h = self.attn(h)
-            h = block(h, y)                                             # (B, ch, 2s, 2s)
+            h = block(h, cond)                                          # (B, ch, 2s, 2s)
             size *= 2
         return torch.tanh(self.out(F.relu(self.bn(h))))                 # (B, C, res, res)
 
@@ -175,13 +197,20 @@ class ResNetDiscriminator(Network):
         (x,) = super().example_inputs(batch)
         return (x, torch.arange(batch) % self.num_classes) if self.num_classes else (x,)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, 1); with ``scores=True`` also every class's projection term (B, K), from the same pass."""
         check_labels(y, self.num_classes, x.shape[0])
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))                      # (B, ch): global sum pooling
         out = self.fc(h)                                                # (B, 1) logit
-        if self.project is not None:
-            out = out + self.project(h, y)
-        return out
+        if self.project is None:
+            if scores:
+                raise ValueError("class scores need a class-conditional discriminator (num_classes > 0)")
+            return out
+        assert y is not None  # check_labels: a conditional D is given labels
+        s = self.project.scores(h)                                      # (B, K)
+        out = out + s.gather(1, y[:, None])                             # + <embed(y), h>
+        return (out, s) if scores else out
 
 
 register(ModelSpec(name="resnet", config=ResNetConfig, networks={"G": ResNetGenerator, "D": ResNetDiscriminator},

@@ -1,11 +1,14 @@
-"""The studio: an HTTP API over atelier's trained models and the web page designers use (``atelier serve``).
+"""The studio: an HTTP API over atelier's trained models and the web page designers use (``atelier serve``):
+generate, train new models from uploaded pictures (in worker processes, through a job queue in a database),
+watch them learn, curate a gallery.
 
-Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart): ``pip install 'atelier[serve]'``.
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, SQLAlchemy): ``pip install 'atelier[serve]'``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,26 +20,62 @@ from atelier.utils import require_extra
 __all__ = ["background", "create_app", "serve"]
 
 
-def create_app(runs: Any, backend: str = "torch", limits: Any = None, device: str = "cpu") -> Any:
-    """The FastAPI app (see :func:`atelier.serve.app.create_app`)."""
-    for module in ("fastapi", "python_multipart"):
+def create_app(runs: Any, backend: str = "torch", limits: Any = None, device: str = "cpu",
+               settings: Any = None) -> Any:
+    """The FastAPI app (see :func:`atelier.serve.app.create_app`); ``settings``: a
+    :class:`~atelier.serve.settings.StudioSettings` (database, data roots, token, upload limits)."""
+    for module in ("fastapi", "python_multipart", "sqlalchemy"):
         require_extra(module, "serve", "the studio")
     if backend == "onnx":
         require_extra("onnxruntime", "export", "the ONNX Runtime backend")
-    from atelier.serve.app import create_app as _create
+    from atelier.serve.app import create_app as _create  # FastAPI: the optional extra atelier[serve]
 
-    return _create(runs, backend=backend, limits=limits, device=device)
+    return _create(runs, backend=backend, limits=limits, device=device, settings=settings)
 
 
 def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: str = "torch",
-          device: str = "cpu", log_level: str = "info") -> None:
-    """Load every model under ``runs`` and serve the studio until interrupted."""
+          device: str = "cpu", log_level: str = "info", settings: Any = None, worker: bool = True,
+          max_jobs: int = 1, gpus_per_job: int = 1, announce: Any = None) -> None:
+    """Serve the studio until interrupted, with one training worker in a child process unless ``worker=False``
+    (then run ``atelier worker`` yourself, here or on other machines). Refuses to bind beyond this machine
+    without a token or users."""
     uvicorn = require_extra("uvicorn", "serve", "the studio")
-    app = create_app(runs, backend=backend, device=device)
+    from atelier.api.worker import start_worker_process  # SQLAlchemy: the optional extra atelier[serve]
+    from atelier.serve.auth import check_exposure  # FastAPI: the optional extra atelier[serve]
+
+    app = create_app(runs, backend=backend, device=device, settings=settings)
+    studio = app.state.studio
+    check_exposure(host, studio.access)
     store = app.state.store
     for name in store.names():  # load now, so the first designer's click is not the slow one
-        store.get(name)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+        try:
+            store.get(name)
+        except Exception:  # noqa: BLE001  (listed with its error on the page)
+            pass
+    proc = None
+    if worker and studio.runs_dir is not None:
+        proc = start_worker_process(studio.settings.db_url, max_jobs=max_jobs, gpus_per_job=gpus_per_job,
+                                    log=studio.settings.home / "worker.log")
+    if announce is not None:
+        announce(studio, proc)
+    # uvicorn shuts down on SIGTERM and then raises the signal again for the handler that was there before:
+    # make that one a normal exit, so the worker below is stopped in order (its jobs checkpoint).
+    previous = signal.signal(signal.SIGTERM, _exit_normally)
+    try:
+        # Open event streams (a page watching a job) must not hold a restart up for long.
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    finally:
+        if proc is not None:  # its jobs checkpoint and become resumable ("interrupted")
+            proc.terminate()
+            try:
+                proc.wait(timeout=180)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_normally(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager

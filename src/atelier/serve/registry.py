@@ -31,8 +31,10 @@ BACKENDS = ("torch", "onnx")
 class ServedModel:
     """A loaded model as the studio serves it."""
 
-    def __init__(self, name: str, run: Run, model: LoadedModel, backend: str = "torch") -> None:
+    def __init__(self, name: str, run: Run, model: LoadedModel, backend: str = "torch",
+                 checkpoint: Path | None = None) -> None:
         self.name, self.run, self.model = name, run, model
+        self.checkpoint = checkpoint  # the file it was loaded from: a newer one means the run trained on
         self.lock = threading.Lock()  # one forward pass at a time per model: BatchNorm/ORT state is shared
         self.backend = backend if isinstance(model, Generator) else "torch"  # ONNX Runtime serves generators
         self._session = None
@@ -54,7 +56,10 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         card = self.run.path / "model_card.md"
-        return {**self.model.info(), "name": self.name, "backend": self.backend,
+        info = self.model.info()
+        if isinstance(info.get("data"), str) and ("/" in info["data"] or "\\" in info["data"]):
+            info["data"] = Path(info["data"]).name  # a folder's name, not the server's path
+        return {**info, "name": self.name, "backend": self.backend,
                 "card": card.read_text(encoding="utf-8") if card.is_file() else None}
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
@@ -100,6 +105,7 @@ class ModelStore:
         self.runs: dict[str, tuple[Path, families.Family]] = self._scan(self.roots)
         self._loaded: dict[str, ServedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.runs}
+        self._refresh_lock = threading.Lock()
 
     @staticmethod
     def _scan(paths: list[Path]) -> dict[str, tuple[Path, families.Family]]:
@@ -107,8 +113,9 @@ class ModelStore:
         for path in paths:
             if not path.is_dir():
                 raise RunError(f"runs folder not found: {path}")
-            # A run folder itself, or a folder of run folders.
-            candidates = [path] if (path / "config.yaml").is_file() else sorted(p for p in path.iterdir() if p.is_dir())
+            # A run folder itself, or a folder of run folders (the studio's own .studio folder is none).
+            candidates = [path] if (path / "config.yaml").is_file() else sorted(
+                p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
             for run_dir in candidates:
                 run = Run(run_dir)
                 name = run.model_name()
@@ -116,6 +123,20 @@ class ModelStore:
                     continue  # not a run, a family this version does not know, or nothing trained yet
                 found[run_dir.name] = (run_dir, families.get(name))
         return found
+
+    def refresh(self) -> None:
+        """Serve the runs that appeared since (a job's first checkpoint); folders that vanished stay listed
+        until a restart (their loaded models keep working)."""
+        with self._refresh_lock:
+            try:
+                found = self._scan(self.roots)
+            except RunError:
+                return
+            new = {name: entry for name, entry in found.items() if name not in self.runs}
+            if new:
+                # New dicts, swapped in whole: request threads iterating the old ones are not disturbed.
+                self._locks = {**self._locks, **{name: threading.Lock() for name in new}}
+                self.runs = {**self.runs, **new}
 
     def add(self, name: str, run_dir: Path) -> None:
         """Serve one more run folder under ``name`` (e.g. one outside the runs folder)."""
@@ -132,15 +153,19 @@ class ModelStore:
         if name not in self.runs:
             shown = ", ".join(self.runs) or "none (train one with `atelier train`)"
             raise KeyError(f"no model named {name!r}; available: {shown}")
+        run_dir, _ = self.runs[name]
+        latest = Run(run_dir).latest_checkpoint()
         model = self._loaded.get(name)
-        if model is not None:
+        if model is not None and (latest is None or latest == model.checkpoint):
             return model
         with self._locks[name]:  # concurrent first requests load the model once
-            if name not in self._loaded:
-                run_dir, _ = self.runs[name]
+            model = self._loaded.get(name)
+            if model is None or (latest is not None and latest != model.checkpoint):
+                # First use, or the run trained on (a studio job) since: serve its newest checkpoint.
                 loaded = families.load(run_dir, device=self.device)
-                self._loaded[name] = ServedModel(name, Run(run_dir), loaded, backend=self.backend)
-            return self._loaded[name]
+                model = ServedModel(name, Run(run_dir), loaded, backend=self.backend, checkpoint=latest)
+                self._loaded[name] = model
+            return model
 
     def with_capability(self, capability: str) -> list[str]:
         return [n for n, (_, family) in self.runs.items() if capability in family.loaded.capabilities]

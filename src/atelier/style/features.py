@@ -126,7 +126,8 @@ class VGG19Features(FeatureNet):
 
     def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         wanted = set(layers if layers is not None else self.style_layers + self.content_layers)
-        h = (x - self.mean) / self.std
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        h = (x - mean) / std
         out: dict[str, torch.Tensor] = {}
         for name, module in zip(self.layer_names, self.features, strict=True):
             h = module(h)
@@ -189,7 +190,8 @@ class RandomFeatures(FeatureNet):
             if name in wanted:
                 p = self.kernel // 2
                 pad = "reflect" if min(h.shape[-2:]) > p else "replicate"
-                out[name] = F.relu(F.conv2d(F.pad(h, (p, p, p, p), mode=pad), self.weight[k], self.bias[k]))
+                out[name] = F.relu(F.conv2d(F.pad(h, (p, p, p, p), mode=pad), self.get_buffer("weight")[k],
+                                           self.get_buffer("bias")[k]))
         return out
 
 

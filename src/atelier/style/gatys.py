@@ -196,14 +196,14 @@ class PerceptualLoss(torch.nn.Module):
             return {k: v.detach() for k, v in self.net(content, self.content_layers).items()}
 
     def style_loss(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = 0.0
+        total = torch.zeros(())
         for name, w in zip(self.style_layers, self.layer_weights, strict=True):
             for key, value in self._stats(name, feats[name]).items():
                 total = total + w * _relative(value, getattr(self, key))
         return total
 
     def content_loss(self, feats: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(_relative(feats[n], targets[n]) for n in self.content_layers) / len(self.content_layers)
+        return torch.stack([_relative(feats[n], targets[n]) for n in self.content_layers]).mean()
 
     def forward(self, x: torch.Tensor, content_targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = self.net(x, self.layers())
@@ -374,7 +374,7 @@ def stylize(
     bar = tqdm(range(steps), desc="stylize", unit="step", disable=not tty, dynamic_ncols=True)
     try:
         for i in bar:
-            opt.step(closure)
+            opt.step(closure)  # type: ignore[arg-type]  # (LBFGS's closure returns the loss tensor)
             with torch.no_grad():
                 x.clamp_(0, 1)  # keep a displayable image; L-BFGS tolerates this small projection
             row = {k: float(v.detach()) for k, v in last.items()}

@@ -35,7 +35,7 @@ __all__ = ["GANTask", "loss_text"]
 
 def loss_text(cfg: RunConfig) -> str:
     lc = cfg.loss
-    parts = [lc.name]
+    parts: list[str] = [lc.name]
     if lc.gp_weight:
         parts.append(f"gradient penalty {lc.gp_weight:g}")
     if lc.r1_gamma:
@@ -61,7 +61,7 @@ class GANTask(Task):
         self.networks = {"G": self.G, "D": self.D}
         self.ema = EMA(distributed.unwrap(self.G), cfg.train.ema_half_life_kimg, cfg.train.ema_rampup)
         self.emas = {"G": self.ema}
-        betas = tuple(cfg.optim.betas)
+        betas = cfg.optim.betas
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
@@ -109,9 +109,17 @@ class GANTask(Task):
             # One D forward over real and fake together: D has no batch statistics, so this is the same maths
             # as two calls, in one larger (faster) convolution.
             both = self.augment(torch.cat([real, fake.detach()]))    # (2B, C, H, W)
-            logits = self._d(both, y_both)                            # (2B, 1)
+            if lc.class_weight:  # and the projection's class scores (2B, K), from the same forward pass
+                logits, scores = self.D(both, y_both, scores=True)
+            else:
+                logits = self._d(both, y_both)                        # (2B, 1)
         d_terms = self.loss.d_loss(logits[:B], logits[B:])
         d_total = d_terms["loss"]
+        if lc.class_weight:  # D learns the classes from the real images' labels (atelier.models.layers)
+            assert y_real is not None  # loss.class_weight needs a conditional model (checked with the config)
+            cls = torch.nn.functional.cross_entropy(scores[:B].float(), y_real)
+            d_terms["cls"] = cls.detach()
+            d_total = d_total + lc.class_weight * cls
         if lc.gp_weight:
             gp = gradient_penalty(lambda x: self._d(x, y_real), both[:B], both[B:])
             d_terms["gp"] = gp.detach()

@@ -39,7 +39,7 @@ class Pix2PixTask(Task):
         nets = spec.build(spec.parse(params), d.resolution, d.channels)
         self.G, self.D = ctx.wrap(nets["G"]), ctx.wrap(nets["D"])
         self.networks = {"G": self.G, "D": self.D}
-        betas = tuple(cfg.optim.betas)
+        betas = cfg.optim.betas
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}

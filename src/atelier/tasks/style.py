@@ -128,7 +128,7 @@ class StyleTask(Task):
         return Grid(make_grid(rows, nrow=len(self.fixed)), {"workflow": "train-style-progress"})
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "loader" not in state and "data" in state.get("rng", {}):
+        if "loader" not in state and "data" in state.get("rng", {}) and self.data is not None:
             self.data.load_state_dict({"rng": state["rng"]["data"]})  # checkpoints of the old style trainer
 
     def describe(self, metrics: dict[str, float]) -> list[str]:

@@ -48,8 +48,8 @@ class VAETask(Task):
         self.decoder, self.encoder = ctx.wrap(nets["decoder"]), ctx.wrap(nets["encoder"])
         self.networks = {"decoder": self.decoder, "encoder": self.encoder}
         o = cfg.optim
-        self.opt_decoder = torch.optim.Adam(self.decoder.parameters(), lr=o.lr_g, betas=tuple(o.betas))
-        self.opt_encoder = torch.optim.Adam(self.encoder.parameters(), lr=o.lr_d, betas=tuple(o.betas))
+        self.opt_decoder = torch.optim.Adam(self.decoder.parameters(), lr=o.lr_g, betas=o.betas)
+        self.opt_encoder = torch.optim.Adam(self.encoder.parameters(), lr=o.lr_d, betas=o.betas)
         self.optimizers = {"opt_decoder": self.opt_decoder, "opt_encoder": self.opt_encoder}
         self.z_dim = int(cfg.model["z_dim"])
         self._setup_grid()
@@ -65,7 +65,9 @@ class VAETask(Task):
         real = self.ctx.to_device(real)
         beta = self.beta()
         with self.ctx.autocast():
-            terms = elbo_terms(self.encoder, self.decoder, real, beta, sigma=float(self.cfg.model["sigma"]))
+            # (the networks may be DDP-wrapped; elbo_terms only calls them)
+            terms = elbo_terms(self.encoder, self.decoder, real, beta,  # type: ignore[arg-type]
+                               sigma=float(self.cfg.model["sigma"]))
         self.ctx.optimize(terms["loss"], self.opt_decoder, self.opt_encoder)
         return {"loss": terms["loss"].item(), "recon": float(terms["recon"]), "kl": float(terms["kl"]),
                 "beta": beta, "elbo": float(terms["elbo"])}

@@ -31,6 +31,8 @@ from atelier.config import RunConfig
 from atelier.device import check_precision, resolve_device, tune_allocator
 from atelier.imageio import save_image
 from atelier.runs import Run
+from atelier.threads import configure_threads
+from atelier.throughput import ThroughputMonitor
 from atelier.training.budget import Budget
 from atelier.training.card import write_model_card
 from atelier.training.logging import RunLogger, plot_losses
@@ -205,6 +207,10 @@ class Trainer:
         bar = budget.progress_bar(self.step, self.images_seen, self.train_seconds, desc=self.run.name,
                                   disable=not (tty and main))
         handlers = self._install_signal_handlers()
+        # CPU threads from the free cores, re-checked while training (not under torchrun: ranks stay in step).
+        threads = (configure_threads(cfg.train.threads, adaptive=not self.world.distributed)
+                   if self.device.type == "cpu" else None)
+        watch, say = ThroughputMonitor(), (bar.write if tty else print)
         last: dict[str, float] = {}
         window_t, window_imgs = 0.0, 0
         start_wall, start_fraction = time.perf_counter(), budget.fraction(self.step, self.images_seen,
@@ -218,6 +224,9 @@ class Trainer:
                 last = self.train_step()
                 window_imgs += self.images_seen - before[0]
                 window_t += self.train_seconds - before[1]
+                if threads is not None and main and (note := threads.observe(self.images_seen - before[0],
+                                                                              self.train_seconds - before[1])):
+                    say(note)
                 done = budget.reached(self.step, self.images_seen, self.train_seconds)
                 budget.update_bar(bar, self.step, self.images_seen, self.train_seconds)
                 if self.step % log.every == 0 or done:
@@ -226,10 +235,14 @@ class Trainer:
                     row = {"kimg": round(self.images_seen / 1000, 3), **{k: round(v, 5) for k, v in last.items()},
                            **{f"lr_{n.removeprefix('opt_')}": o.param_groups[0]["lr"]
                               for n, o in self.task.optimizers.items()},
-                           "img_per_s": round(rate, 1), "train_seconds": round(self.train_seconds, 2)}
+                           "img_per_s": round(rate, 1), "train_seconds": round(self.train_seconds, 2),
+                           **({"threads": threads.threads} if threads is not None else {})}
+                    if (note := watch.update(rate, threads.threads if threads else None)) and main:
+                        say(note)
                     if logger is not None:
                         logger.log(self.step, row)
-                    bar.set_postfix(**self.task.progress(last), img_s=f"{rate:.0f}")
+                    bar.set_postfix(**self.task.progress(last), img_s=f"{rate:.0f}",
+                                    **({"cpu": watch.note} if watch.note else {}))
                     if not tty and main:
                         fraction = budget.fraction(self.step, self.images_seen, self.train_seconds)
                         eta = budget.eta(time.perf_counter() - start_wall, start_fraction, fraction)
@@ -279,7 +292,7 @@ class Trainer:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.getsignal(sig)
             signal.signal(sig, lambda signum, frame: self.request_stop(signum))

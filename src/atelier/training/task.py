@@ -72,7 +72,7 @@ class Context:
         wrapped in DDP (SyncBatchNorm on CUDA; on CPU each rank normalises over its share of the batch)."""
         net = net.to(self.device)
         if self.cfg.train.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stub lacks it)
         return distributed.wrap(net, self.device, sync_batchnorm=self.device.type == "cuda")
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
