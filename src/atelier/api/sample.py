@@ -109,7 +109,7 @@ def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Seque
         labels = g.class_labels(None, count)
     if seeds is not None:
         z = g.latents(seeds=seeds)
-        fields = [{"seed": int(s)} for s in seeds]
+        fields: list[dict[str, Any]] = [{"seed": int(s)} for s in seeds]
         names = [f"seed{s:06d}.png" for s in seeds]
         grid_fields: dict[str, Any] = {"seeds": _ranges(seeds), "n": count}
     else:
@@ -123,8 +123,9 @@ def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Seque
             f["class"] = int(y)
         grid_fields["classes"] = "one row per class" if nrow else (class_ if class_ is not None else "cycled")
     if truncation != 1.0:
-        for f in [*fields, grid_fields]:
+        for f in fields:
             f["truncation"] = truncation
+        grid_fields["truncation"] = truncation
     try:
         images = g.generate(z, labels=labels, psi=truncation)
     except ValueError as exc:

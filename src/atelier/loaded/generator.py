@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from PIL import Image
@@ -15,6 +15,18 @@ from atelier.latent import balanced_labels, generate, latents, to_uint8
 from atelier.loaded.base import ExportSpec, LoadedModel
 
 __all__ = ["Generator"]
+
+
+class MappingGenerator(Protocol):
+    """A generator with a mapping network (the StyleGAN2 family): what truncation and style mixing use."""
+
+    sizes: list[int]
+
+    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor: ...
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor: ...
+
+    def ws_index(self, size: int) -> int: ...
 
 
 class Generator(LoadedModel):
@@ -98,7 +110,7 @@ class Generator(LoadedModel):
         (default 16 px: shape and layout) from ``coarse_z[i]`` and the rest (colour, detail) from ``fine_z[j]``.
         Returns uint8 ``(len(coarse_z), len(fine_z), C, H, W)``."""
         self.check_truncation(psi)
-        net = self.network
+        net = cast(MappingGenerator, self.network)
         if not self.supports_truncation:
             raise AtelierError(f"style mixing needs a generator with a mapping network (model stylegan2); this "
                                f"run's model is {self.cfg.model['name']}")

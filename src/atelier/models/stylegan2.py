@@ -176,6 +176,7 @@ class StyleConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.noise_strength = nn.Parameter(torch.zeros(()))                 # learned, starts silent
         # Fixed noise for noise_mode="const": a seeded sample always renders the same image.
+        self.noise_const: torch.Tensor
         self.register_buffer("noise_const", torch.randn(1, 1, size, size))
         self.w_gain, self.up, self.size = 1.0 / math.sqrt(in_ch * k * k), up, size
 
@@ -267,6 +268,7 @@ class StyleGAN2Generator(Network):
         self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
         self.mixing_prob, self.w_avg_beta = cfg.mixing_prob, cfg.w_avg_beta
         self.map = MappingNetwork(z_dim, w_dim, num_classes, cfg.mapping_layers, cfg.mapping_lr_mul)
+        self.w_avg: torch.Tensor
         self.register_buffer("w_avg", torch.zeros(w_dim))
         sizes = sorted(chans)
         self.const = nn.Parameter(torch.randn(1, chans[sizes[0]], sizes[0], sizes[0]))
