@@ -24,8 +24,9 @@ TINY: dict[str, dict] = {
     "pix2pix": {"model.ngf": 2, "model.ndf": 2, "data.resolution": 32, "data.load_size": 36},
     "fast-style": {"model.width": 2, "model.res_blocks": 1, "data.resolution": 32},
     "segmenter": {"model.ngf": 2, "model.palette": "cmp-facades", "data.resolution": 32, "data.load_size": 36},
+    "stylegan2": {"model.width": 4, "model.width_max": 8, "model.z_dim": 8, "model.w_dim": 8, "data.resolution": 32},
 }
-RESOLUTION = {"dcgan": 28, "resnet": 32, "vae": 28, "pix2pix": 32, "fast-style": 32, "segmenter": 32}
+RESOLUTION = {"dcgan": 28, "resnet": 32, "vae": 28, "pix2pix": 32, "fast-style": 32, "segmenter": 32, "stylegan2": 32}
 CHANNELS = {"fast-style": 3, "segmenter": 3}
 TEST_FAMILIES = ("toy", "toy-mlp-gan", "toy-invert")  # registered by other test modules for their own use
 

@@ -7,7 +7,7 @@ this package registers every family's file (:mod:`atelier.models.registry` holds
 
 from __future__ import annotations
 
-from atelier.models import dcgan, fast_style, pix2pix, resnet, segmenter, vae  # noqa: F401  (each registers itself)
+from atelier.models import dcgan, fast_style, pix2pix, resnet, segmenter, stylegan2, vae  # noqa: F401  (each registers)
 from atelier.models.registry import (
     ModelSpec,
     Network,
