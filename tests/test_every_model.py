@@ -24,10 +24,12 @@ TINY: dict[str, dict] = {
     "pix2pix": {"model.ngf": 2, "model.ndf": 2, "data.resolution": 32, "data.load_size": 36},
     "fast-style": {"model.width": 2, "model.res_blocks": 1, "data.resolution": 32},
     "segmenter": {"model.ngf": 2, "model.palette": "cmp-facades", "data.resolution": 32, "data.load_size": 36},
+    "stylegan2": {"model.width": 4, "model.width_max": 8, "model.z_dim": 8, "model.w_dim": 8, "data.resolution": 32},
     "diffusion": {"model.block_out_channels": [8, 16], "model.attention_resolutions": [],
                   "model.attention_head_dim": 8, "model.norm_num_groups": 4},
 }
-RESOLUTION = {"dcgan": 28, "resnet": 32, "vae": 28, "pix2pix": 32, "fast-style": 32, "segmenter": 32, "diffusion": 16}
+RESOLUTION = {"dcgan": 28, "resnet": 32, "vae": 28, "pix2pix": 32, "fast-style": 32, "segmenter": 32, "stylegan2": 32,
+              "diffusion": 16}
 CHANNELS = {"fast-style": 3, "segmenter": 3}
 TEST_FAMILIES = ("toy", "toy-mlp-gan", "toy-invert")  # registered by other test modules for their own use
 

@@ -20,6 +20,7 @@ from atelier.tasks.gan import GANTask
 from atelier.tasks.pix2pix import Pix2PixTask
 from atelier.tasks.segmenter import SegmenterTask
 from atelier.tasks.style import StyleTask
+from atelier.tasks.stylegan2 import StyleGAN2Task
 from atelier.tasks.vae import VAETask
 from atelier.training.task import Task
 
@@ -51,6 +52,7 @@ def register(family: Family) -> Family:
 
 register(Family("dcgan", GANTask, Generator, slots=("G_ema", "G"), raw_slots=("G",)))
 register(Family("resnet", GANTask, Generator, slots=("G_ema", "G"), raw_slots=("G",)))
+register(Family("stylegan2", StyleGAN2Task, Generator, slots=("G_ema", "G"), raw_slots=("G",)))
 register(Family("vae", VAETask, Generator, slots=("decoder", "G")))
 register(Family("pix2pix", Pix2PixTask, Translator, slots=("G",)))
 register(Family("fast-style", StyleTask, Stylizer, slots=("net",)))

@@ -51,15 +51,16 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(network: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
-             batch_size: int = 256) -> torch.Tensor:
-    """Latents (and class labels, for a conditional network) -> uint8 images ``(N, C, H, W)``, in batches."""
+             batch_size: int = 256, **options: float) -> torch.Tensor:
+    """Latents (and class labels, for a conditional network) -> uint8 images ``(N, C, H, W)``, in batches;
+    ``options`` go to the network as keywords (``psi=0.7`` for a generator with a mapping network)."""
     device = next(network.parameters()).device
     out = []
     for i, chunk in enumerate(z.split(batch_size)):
         args: tuple[torch.Tensor, ...] = (chunk.to(device),)
         if labels is not None:
             args += (labels[i * batch_size : (i + 1) * batch_size].to(device),)
-        out.append(to_uint8(network(*args)))
+        out.append(to_uint8(network(*args, **options)))
     return torch.cat(out)
 
 

@@ -4,11 +4,14 @@ Each loss returns a dict of named scalar terms; ``"loss"`` is the one to backpro
 are logged. Logits are cast to fp32 first so that bf16 autocast never computes the loss itself in
 reduced precision. The regularisers (:func:`gradient_penalty`, :func:`r1_penalty`) run D outside
 autocast: they differentiate through D twice, and their small squared norms need fp32.
+:func:`path_length_penalty` is G's lazy regulariser (StyleGAN2); call it outside autocast too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +27,7 @@ __all__ = [
     "check_critic",
     "get_loss",
     "gradient_penalty",
+    "path_length_penalty",
     "r1_penalty",
 ]
 
@@ -159,6 +163,34 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tenso
     weight multiplied by k so that its average strength is unchanged.
     """
     return _input_grad_norm2(critic, real).mean()
+
+
+def path_length_penalty(G: Any, z: torch.Tensor, y: torch.Tensor | None, pl_mean: torch.Tensor, *,
+                        decay: float = 0.01, batch_shrink: int = 2,
+                        noise_mode: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
+    """StyleGAN2's path length regularisation (Karras et al. 2020, sec. 3.2): ``(penalty, new_pl_mean)``.
+
+    For images g(w) and a random image-space direction u ~ N(0, I) / sqrt(H W), the length of the
+    Jacobian-vector product ``|J_w^T u|`` (through every w layer, averaged over layers) should be the same
+    for every w: penalty = E[(|J_w^T u| - a)^2], with ``a`` the running mean of the lengths
+    (``pl_mean`` lerped by ``decay``; the new value is returned for the caller to keep). A smooth, evenly
+    scaled mapping from w to images is what makes truncation, interpolation and projection behave.
+
+    ``G`` needs ``mapping(z, y) -> ws (B, L, w_dim)`` and ``synthesis(ws, noise_mode=) -> images`` (the
+    stylegan2 Generator). It runs on the first ``B // batch_shrink`` latents (the paper's batch shrink 2).
+    The caller weights it (paper: 2) and, lazily, runs it every k steps with the weight multiplied by k.
+    """
+    n = max(1, z.shape[0] // batch_shrink)
+    ws = G.mapping(z[:n], None if y is None else y[:n])                  # (n, L, w_dim)
+    if not ws.requires_grad:  # G frozen (fine-tuning): the Jacobian is still defined
+        ws = ws.detach().requires_grad_(True)
+    img = G.synthesis(ws, noise_mode=noise_mode)                          # (n, C, H, W), raw output
+    img = img.to(torch.promote_types(img.dtype, torch.float32))           # at least fp32 (bf16 G)
+    u = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+    (grad,) = torch.autograd.grad((img * u).sum(), ws, create_graph=True)
+    lengths = grad.to(img.dtype).square().sum(2).mean(1).sqrt()          # (n,)
+    new_mean = pl_mean.detach().lerp(lengths.mean().detach().to(pl_mean.dtype), decay)
+    return (lengths - new_mean).square().mean(), new_mean
 
 
 def check_critic(cfg: RunConfig) -> None:

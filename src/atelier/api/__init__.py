@@ -6,6 +6,8 @@
     atelier.train("configs/mnist-dcgan.yaml", "runs/x", {"train.minutes": 5})
     atelier.sample("runs/x", n=64, seed=0).save_grid("grid.png")
     atelier.evaluate("runs/x", metrics=["fid", "kid"], n=10_000)
+    m = atelier.load_foundation("models/sd15")              # your own Stable Diffusion checkpoint (diffusion extra)
+    atelier.t2i(m, Settings("a red fox in snow", n=4), out_dir="out")   # Settings: atelier.foundation.Settings
 
 The studio's workflows (a job queue and its workers, datasets, the gallery, users) keep their state in a database
 through SQLAlchemy (the ``serve`` extra); import them from their modules: ``atelier.api.jobs``,
@@ -21,16 +23,19 @@ from atelier.api.edit import EDITS, EditResult, RegionEdit, edit_region, registe
 from atelier.api.evaluate import evaluate, evaluate_segmentation, evaluate_translation, fcn_score
 from atelier.api.examples import example_input
 from atelier.api.export import export
+from atelier.api.finetune import finetune
+from atelier.api.foundation import FoundationImages, img2img, load_foundation, t2i
+from atelier.api.foundation import inpaint as sd_inpaint
 from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
-from atelier.api.sample import SampleSet, interpolate, sample
+from atelier.api.sample import SampleSet, interpolate, sample, style_mix
 from atelier.api.sample import load_generator as sample_generator
 from atelier.api.segment import load_segmenter, segment, segmentation_image
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
-from atelier.api.train import describe_budget, dry_run, prepare, resume_step, train, train_style
+from atelier.api.train import describe_budget, dry_run, prepare, recipe, resume_step, train, train_style
 from atelier.api.translate import translate
 from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.families import load
@@ -42,6 +47,7 @@ __all__ = [
     "DiffusionResult",
     "EDITS",
     "EditResult",
+    "FoundationImages",
     "Generator",
     "LoadedModel",
     "Mask",
@@ -67,13 +73,17 @@ __all__ = [
     "fcn_score",
     "feather",
     "fetch_data",
+    "finetune",
+    "img2img",
     "inpaint",
     "interpolate",
     "load",
+    "load_foundation",
     "load_segmenter",
     "open_data",
     "prepare",
     "prepare_data",
+    "recipe",
     "recommend_recipe",
     "region_mask",
     "register_edit",
@@ -82,11 +92,14 @@ __all__ = [
     "sample",
     "sample_generator",
     "sdedit",
+    "sd_inpaint",
     "segment",
     "segmentation_image",
+    "style_mix",
     "stylize",
     "stylize_fast",
     "synthesize",
+    "t2i",
     "train",
     "train_style",
     "translate",

@@ -70,9 +70,11 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                  ref: str | None = None, evaluator: str | Evaluator = "auto",
                  inception_weights: str | Path | None = None, which: str = "ema", seed: int = 0,
                  batch_size: int = 500, device: str = "cpu", record: bool = True, download: bool = False,
-                 use_cache: bool = True, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                 use_cache: bool = True, timings: dict[str, float] | None = None,
+                 truncation: float = 1.0) -> list[dict[str, Any]]:
     """Generate ``n`` images from the run's latest checkpoint and score them; append to metrics.jsonl and the
-    model card's Quality section."""
+    model card's Quality section. ``truncation`` < 1 scores a StyleGAN-type model's truncated samples (a
+    truncation sweep: precision should rise and recall fall as psi goes down)."""
     run = Run(run_dir)
     metrics = parse_metrics(metrics)
     g = families.load(run, which=which, device=device)
@@ -83,6 +85,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
         raise RunError(f"cas scores class-conditional runs, and {run.name} is unconditional (model.num_classes "
                        "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
                        "instead, which CAS would only measure back)")
+    g.check_truncation(truncation)
     ref = ref or default_ref(g.cfg.data.source)
     ev = resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
@@ -91,7 +94,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
     records = []
     if any(m != "cas" for m in metrics):
         t0 = time.perf_counter()
-        images = g.sample(n, seed=seed, batch_size=batch_size)
+        images = g.sample(n, seed=seed, batch_size=batch_size, psi=truncation)
         assert isinstance(images, torch.Tensor)
         if timings is not None:
             timings["generation"] = time.perf_counter() - t0
@@ -104,7 +107,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
         records.append(class_agreement_run(g, ev, n=min(n, 100 * g.num_classes), seed=seed, batch_size=batch_size))
     records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,
                     generator="ema" if g.which.endswith("_ema") else "raw", checkpoint_step=g.step,
-                    checkpoint_sha256=g.weights_sha256)
+                    checkpoint_sha256=g.weights_sha256, **({"truncation": truncation} if truncation != 1.0 else {}))
     if record:
         run.append_records(records)
         refresh_quality(run)

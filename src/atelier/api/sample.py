@@ -22,7 +22,7 @@ from atelier.provenance import log_no_metadata
 from atelier.runs import Run
 from atelier.utils import atomic_write_bytes
 
-__all__ = ["SampleSet", "grid_scale", "interpolate", "load_generator", "parse_seeds", "sample"]
+__all__ = ["SampleSet", "grid_scale", "interpolate", "load_generator", "parse_seeds", "sample", "style_mix"]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -85,15 +85,17 @@ class SampleSet:
 
 
 def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Sequence[int] | None = None,
-           class_: int | None = None, which: str = "ema", device: str = "cpu", steps: int | None = None,
-           sampler: str | None = None, guidance: float | None = None) -> SampleSet:
+           class_: int | None = None, which: str = "ema", device: str = "cpu", truncation: float = 1.0,
+           steps: int | None = None, sampler: str | None = None, guidance: float | None = None) -> SampleSet:
     """``n`` images from ``seed`` (image i is the i-th latent of that seed), or one image per seed in ``seeds``.
 
     A conditional model gives ``class_`` only, or, without it, one grid row per class (n rounded down to whole
-    rows); with ``seeds`` and no class it cycles through the classes. ``steps``, ``sampler`` and ``guidance``
-    choose how a diffusion model samples (default: its run's settings); other models take none of them.
+    rows); with ``seeds`` and no class it cycles through the classes. ``truncation`` (psi < 1) pulls the styles
+    towards the average w (a StyleGAN-type model's more typical, less varied images). ``steps``, ``sampler`` and
+    ``guidance`` choose how a diffusion model samples (default: its run's settings); other models take none.
     """
     g = with_sampling(load_generator(run, which, device), steps, sampler, guidance)
+    g.check_truncation(truncation)
     if class_ is not None and not g.num_classes:
         raise AtelierError("--class needs a class-conditional model (model.num_classes > 0); this one is "
                            "unconditional")
@@ -110,7 +112,7 @@ def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Seque
         labels = g.class_labels(None, count)
     if seeds is not None:
         z = g.latents(seeds=seeds)
-        fields = [{"seed": int(s)} for s in seeds]
+        fields: list[dict[str, Any]] = [{"seed": int(s)} for s in seeds]
         names = [f"seed{s:06d}.png" for s in seeds]
         grid_fields: dict[str, Any] = {"seeds": _ranges(seeds), "n": count}
     else:
@@ -123,8 +125,12 @@ def sample(run: str | Path | Generator, n: int = 64, seed: int = 0, seeds: Seque
         for f, y in zip(fields, labels.tolist(), strict=True):
             f["class"] = int(y)
         grid_fields["classes"] = "one row per class" if nrow else (class_ if class_ is not None else "cycled")
+    if truncation != 1.0:
+        for f in fields:
+            f["truncation"] = truncation
+        grid_fields["truncation"] = truncation
     try:
-        images = g.generate(z, labels=labels)
+        images = g.generate(z, labels=labels, psi=truncation)
     except ValueError as exc:
         raise AtelierError(str(exc)) from None
     return SampleSet(g, images, fields, grid_fields, nrow, names)
@@ -153,8 +159,9 @@ def interpolate(run: str | Path | Generator, seeds: Sequence[int], out: str | Pa
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".gif"):
         raise AtelierError(f"{out.name}: use a .png, .jpg, .webp or .gif file name")
     g = load_generator(run, which)
-    z = truncate(interpolate_path(g.latents(seeds=seeds), frames, mode), psi)
-    images = g.generate(z)
+    z = interpolate_path(g.latents(seeds=seeds), frames, mode)
+    # A mapping network truncates in w (towards its tracked average); other generators scale z towards 0.
+    images = g.generate(z, psi=psi) if g.supports_truncation else g.generate(truncate(z, psi))
     meta = g.metadata(workflow="interpolate", seeds=",".join(map(str, seeds)), frames=frames, mode=mode,
                       truncation=psi)
     scale = grid_scale(g.resolution)
@@ -167,6 +174,29 @@ def interpolate(run: str | Path | Generator, seeds: Sequence[int], out: str | Pa
     if strip_metadata and g.run is not None:
         log_no_metadata(g.run.path, g.step, [out], len(images), "interpolate")
     return out, len(images)
+
+
+def style_mix(run: str | Path | Generator, row_seeds: Sequence[int], col_seeds: Sequence[int], out: str | Path,
+              crossover: int | None = None, truncation: float = 1.0, class_: int | None = None, which: str = "ema",
+              strip_metadata: bool = False) -> Path:
+    """A style-mixing grid (Karras et al. 2019, fig. 3): the top row shows the ``col_seeds`` images, the left column
+    the ``row_seeds`` images, and cell [i, j] takes the coarse styles (feature sizes below ``crossover`` px,
+    default 16: shape and layout) of row seed i and the fine ones (colour, texture) of column seed j."""
+    g = load_generator(run, which)
+    if not row_seeds or not col_seeds:
+        raise AtelierError("give at least one row seed and one column seed")
+    labels = None if class_ is None else class_
+    rows, cols = g.latents(seeds=row_seeds), g.latents(seeds=col_seeds)
+    mixed = g.mix(rows, cols, crossover, psi=truncation, labels=labels)                # (R, C, ch, H, W)
+    top = g.generate(cols, labels=labels, psi=truncation)                             # (C, ch, H, W)
+    left = g.generate(rows, labels=labels, psi=truncation)                            # (R, ch, H, W)
+    corner = torch.zeros_like(top[:1])  # transparent for RGBA, black otherwise: no image there
+    cells = torch.cat([torch.cat([corner, top])] + [torch.cat([left[i : i + 1], mixed[i]]) for i in range(len(rows))])
+    meta = g.metadata(workflow="style-mix", row_seeds=_ranges(list(row_seeds)), col_seeds=_ranges(list(col_seeds)),
+                      crossover=crossover or g.default_crossover, truncation=truncation,
+                      **({"class": class_} if class_ is not None else {}))
+    return save_image(make_grid(cells, nrow=len(cols) + 1, scale=grid_scale(g.resolution)), out, meta,
+                      strip_metadata=strip_metadata)
 
 
 def note_no_metadata(run: Run | None, step: int, outputs: list[Path], n: int, workflow: str) -> None:

@@ -35,6 +35,8 @@ from atelier.metrics.evaluate import parse_metrics
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the latents / the random subset / KID and IS subsets.")
 @click.option("--raw", is_flag=True, help="Score the raw generator instead of its EMA.")
+@click.option("--truncation", "psi", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="StyleGAN-type runs: score samples truncated towards the average w (1 = off).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
 @click.option("--no-record", is_flag=True, help="Do not append the records to the run's metrics.jsonl.")
@@ -49,8 +51,8 @@ from atelier.metrics.evaluate import parse_metrics
               help="Translation runs (label map -> photo): add the FCN-score, segmenting the model's photos with "
                    "this segmenter run and the real photos as the ceiling.")
 def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: str, n: int, evaluator: str,
-             inception_weights: Path | None, download: bool, seed: int, raw: bool, device: str, batch_size: int,
-             no_record: bool, as_json: bool, split: str, baseline: str | None, limit: int | None,
+             inception_weights: Path | None, download: bool, seed: int, raw: bool, psi: float, device: str,
+             batch_size: int, no_record: bool, as_json: bool, split: str, baseline: str | None, limit: int | None,
              segmenter: Path | None) -> None:
     """Measure FID / KID / IS / precision-recall of a run's generator, or of any image set.
 
@@ -79,6 +81,8 @@ def evaluate(run: Path | None, real: str | None, ref: str | None, metric_names: 
     extra: dict = {"segmenter": segmenter} if segmenter is not None else {}
     if limit is not None:
         extra["limit"] = limit
+    if psi != 1.0:
+        extra["truncation"] = psi
     records = api.evaluate(run, real=real, ref=ref, metrics=parse_metrics(metric_names), n=n, evaluator=evaluator,
                            inception_weights=inception_weights, seed=seed, batch_size=batch_size,
                            device=str(resolve_device(device)), download=download, which="raw" if raw else "ema",

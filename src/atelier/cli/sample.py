@@ -22,6 +22,8 @@ from atelier.provenance import log_no_metadata
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Write one PNG per image.")
 @click.option("--class", "class_", type=click.IntRange(min=0),
               help="Conditional models: generate this class only (default: one grid row per class).")
+@click.option("--truncation", "psi", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="StyleGAN-type models: pull the styles toward the average w (1 = off, 0.7 = more typical).")
 @click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--steps", type=click.IntRange(1, 100_000), help="Diffusion runs: sampler steps [default: the run's].")
@@ -32,7 +34,7 @@ from atelier.provenance import log_no_metadata
                    "1: conditional only) [default: the run's].")
 @no_metadata_option()
 def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, out_dir: Path | None,
-           class_: int | None, raw: bool, device: str, steps: int | None, sampler: str | None,
+           class_: int | None, psi: float, raw: bool, device: str, steps: int | None, sampler: str | None,
            guidance: float | None, no_metadata: bool) -> None:
     """Generate images from a trained run (the EMA generator by default).
 
@@ -47,11 +49,13 @@ def sample(run: Path, n: int, seed: int, seeds: str | None, out: Path | None, ou
       atelier sample runs/mnist-cgan --class 7 --n 64 --out sevens.png
       atelier sample runs/mnist-cgan --n 80 --out per-class.png    # one row per class
       atelier sample runs/mnist-diffusion --steps 20 --sampler dpm++ --guidance 3 --out grid.png
+      atelier sample runs/emoji-stylegan --n 64 --truncation 0.7 --out typical.png
     """
     if out is None and out_dir is None:
         raise click.UsageError("give --out GRID.png or --out-dir FOLDER")
     s = api.sample(run, n=n, seed=seed, seeds=parse_seeds(seeds) if seeds else None, class_=class_,
-                   which="raw" if raw else "ema", device=device, steps=steps, sampler=sampler, guidance=guidance)
+                   which="raw" if raw else "ema", device=device, truncation=psi, steps=steps, sampler=sampler,
+                   guidance=guidance)
     if out is not None:
         s.save_grid(out, strip_metadata=no_metadata)
         click.echo(f"wrote a grid of {len(s.images)} images to {out}")
@@ -96,6 +100,33 @@ def interpolate(run: Path, seeds: str, frames: int, mode: str, psi: float, out: 
         click.echo(f"wrote a {count}-frame animation to {path}")
     else:
         click.echo(f"wrote {len(seed_list) - 1} strip(s) of {frames} frames to {path}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--rows", required=True, help="Seeds giving the coarse styles (shape, layout), e.g. 0-3.")
+@click.option("--cols", required=True, help="Seeds giving the fine styles (colour, detail), e.g. 10-15.")
+@click.option("--crossover", type=click.IntRange(min=4),
+              help="Feature size (px) from which the column's styles take over [default: 16].")
+@click.option("--truncation", "psi", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True,
+              help="Pull the styles toward the average w (1 = off).")
+@click.option("--class", "class_", type=click.IntRange(min=0), help="Conditional models: the class of every image.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The grid (.png).")
+@click.option("--raw", is_flag=True, help="Use the raw generator instead of its EMA.")
+@no_metadata_option()
+def mix(run: Path, rows: str, cols: str, crossover: int | None, psi: float, class_: int | None, out: Path,
+        raw: bool, no_metadata: bool) -> None:
+    """A style-mixing grid of a StyleGAN-type run: the top row and left column are the seeds' own images; each
+    cell takes the coarse styles of its row and the fine styles of its column.
+
+    \b
+    Examples:
+      atelier mix runs/emoji-stylegan --rows 0-3 --cols 10-15 --out mix.png
+      atelier mix runs/emoji-stylegan --rows 0-3 --cols 10-15 --crossover 32 --truncation 0.8 --out mix32.png
+    """
+    path = api.style_mix(run, parse_seeds(rows), parse_seeds(cols), out, crossover=crossover, truncation=psi,
+                         class_=class_, which="raw" if raw else "ema", strip_metadata=no_metadata)
+    click.echo(f"wrote a style-mixing grid to {path}")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -125,11 +125,21 @@ def train(config, run_dir, data, steps, minutes, images, batch_size, seed, check
       atelier train --run-dir runs/mnist-dcgan --steps 4000     # resume and train further
       atelier train --run-dir runs/mnist-dcgan --images 2M      # ... or for a budget of images seen
       atelier train --config configs/mnist-dcgan.yaml --set model.width=32 --dry-run
+      atelier train --data my-sprites/ --run-dir runs/sprites    # no config: a recipe chosen from the data
       torchrun --standalone --nproc_per_node=2 -m atelier train --run-dir runs/ddp   # 2 processes (DDP)
     """
+    from_data = config is None and data is not None and Path(data).exists()
     if run_dir is None:
-        run_dir = Path("runs") / (config.stem if config else "mnist-dcgan")
+        run_dir = Path("runs") / (config.stem if config else Path(data).name if from_data else "mnist-dcgan")
     overrides = parse_set(sets)
+    if from_data and api.resume_step(run_dir) is None:
+        # A folder (or .zip / .npz) and no config: the recipe is chosen from the data, and each choice is said.
+        picked, reasons = api.recipe(data, device=device or "auto")
+        if distributed.is_main():
+            click.echo(f"no --config: a recipe chosen from {data}:")
+            for line in reasons:
+                click.echo(f"  {line}")
+        overrides = {**picked, **overrides}
     for key, value in (("data.source", data), ("train.batch_size", batch_size), ("seed", seed),
                        ("log.checkpoint_every", checkpoint_every), ("log.sample_every", sample_every),
                        ("train.device", device), ("train.precision", precision)):
@@ -137,6 +147,42 @@ def train(config, run_dir, data, steps, minutes, images, batch_size, seed, check
             overrides[key] = value
     overrides.update(budget_overrides(steps, minutes, images))
     run_train(config, run_dir, overrides, dry_run)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("parent", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The new run folder (an existing one is resumed).")
+@click.option("--freeze-d", type=click.IntRange(min=0),
+              help="FreezeD: keep D's first K blocks (fromRGB counts as one) fixed [default: 2].")
+@train_options
+def finetune(parent, run_dir, freeze_d, data, steps, minutes, images, batch_size, seed, checkpoint_every,
+             sample_every, sets, device, precision, dry_run) -> None:
+    """Fine-tune a trained StyleGAN2-type run on a new folder of a few dozen images.
+
+    Starts from PARENT's latest weights (G, D, EMA and w average), with FreezeD and ADA; the new run's config
+    and model card name the parent checkpoint. Default budget: 500 steps.
+
+    \b
+    Examples:
+      atelier finetune runs/emoji-stylegan --data my-icons/ --run-dir runs/my-icons --minutes 10
+      atelier finetune runs/emoji-stylegan --data my-icons/ --run-dir runs/my-icons --freeze-d 3 --steps 800
+    """
+    if data is None and not (run_dir.is_dir() and any(run_dir.glob("checkpoints/*"))):
+        raise click.UsageError("give --data FOLDER: the images to fine-tune on")
+    if dry_run:
+        raise click.UsageError("--dry-run is not available for finetune; try a small --steps")
+    overrides = parse_set(sets)
+    for key, value in (("train.batch_size", batch_size), ("seed", seed), ("log.checkpoint_every", checkpoint_every),
+                       ("log.sample_every", sample_every), ("train.device", device),
+                       ("train.precision", precision)):
+        if value is not None:
+            overrides[key] = value
+    overrides.update(budget_overrides(steps, minutes, images))
+    result = api.finetune(parent, data, run_dir, freeze_d=freeze_d, overrides=overrides)
+    report(result)
+    if result.interrupted:
+        sys.exit(130)
 
 
 @cli.command("train-style", context_settings=CONTEXT)

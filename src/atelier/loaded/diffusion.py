@@ -80,8 +80,11 @@ class DiffusionModel(Generator):
         return self.channels * self.resolution * self.resolution
 
     def generate(self, z: torch.Tensor, batch_size: int = 256,
-                 labels: int | Sequence[int] | torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-        """Starting noise (N, C*H*W) or (N, C, H, W) (and classes) -> uint8 images ``(N, C, H, W)``."""
+                 labels: int | Sequence[int] | torch.Tensor | None = None, psi: float = 1.0,
+                 seed: int = 0) -> torch.Tensor:
+        """Starting noise (N, C*H*W) or (N, C, H, W) (and classes) -> uint8 images ``(N, C, H, W)``; ``seed`` feeds
+        the stochastic samplers' per-step noise. No truncation (``psi`` 1 only: there is no mapping network)."""
+        self.check_truncation(psi)
         y = self.class_labels(labels, z.shape[0])
         noise = z.reshape(z.shape[0], self.channels, self.resolution, self.resolution)
         out = []
@@ -97,9 +100,9 @@ class DiffusionModel(Generator):
         return torch.cat(out)
 
     def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,
-               labels: Labels = None, y: Labels = None, steps: int | None = None, sampler: str | None = None,
-               guidance: float | None = None, pil: bool = False,
-               batch_size: int = 256) -> torch.Tensor | list[Image.Image]:
+               labels: Labels = None, pil: bool = False, batch_size: int = 256, psi: float = 1.0, y: Labels = None,
+               steps: int | None = None, sampler: str | None = None,
+               guidance: float | None = None) -> torch.Tensor | list[Image.Image]:
         """``n`` images from ``seed`` (or one per seed in ``seeds``); ``labels`` (alias ``y``): one class for all or
         one per image (default: cycling through the classes); ``steps`` / ``sampler`` / ``guidance`` override the
         run's defaults for this call."""
@@ -107,7 +110,7 @@ class DiffusionModel(Generator):
             raise ValueError("give labels or y, not both")
         m = self.with_sampling(steps, sampler, guidance)
         images = m.generate(m.latents(n, seed, seeds), batch_size=batch_size,
-                            labels=labels if labels is not None else y, seed=seed)
+                            labels=labels if labels is not None else y, psi=psi, seed=seed)
         if not pil:
             return images
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from PIL import Image
 
 from atelier.data import class_names
+from atelier.errors import AtelierError
 from atelier.images import to_uint8_array
-from atelier.latent import balanced_labels, generate, latents
+from atelier.latent import balanced_labels, generate, latents, to_uint8
 from atelier.loaded.base import ExportSpec, LoadedModel
 
 __all__ = ["Generator"]
+
+
+class MappingGenerator(Protocol):
+    """A generator with a mapping network (the StyleGAN2 family): what truncation and style mixing use."""
+
+    sizes: list[int]
+
+    def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor: ...
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor: ...
+
+    def ws_index(self, size: int) -> int: ...
 
 
 class Generator(LoadedModel):
@@ -63,15 +76,61 @@ class Generator(LoadedModel):
             raise ValueError(f"class {int(bad[0])} is out of range: this model has classes 0..{self.num_classes - 1}")
         return y.contiguous()
 
+    @property
+    def supports_truncation(self) -> bool:
+        """Whether the network truncates in its own latent space (a mapping network's tracked w average)."""
+        return bool(getattr(self.network, "supports_truncation", False))
+
+    def check_truncation(self, psi: float) -> None:
+        if psi != 1.0 and not self.supports_truncation:
+            raise AtelierError(f"truncation needs a generator with a mapping network and a tracked w average "
+                               f"(model stylegan2); this run's model is {self.cfg.model['name']}")
+        if not 0.0 <= psi <= 2.0:
+            raise AtelierError(f"truncation psi must be in [0, 2] (1 = off, 0.7 = more typical images), got {psi}")
+
     def generate(self, z: torch.Tensor, batch_size: int = 256,
-                 labels: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
-        """Latents (and, for a conditional model, class labels) -> uint8 images ``(N, C, H, W)``."""
-        return generate(self.network, z, self.class_labels(labels, z.shape[0]), batch_size=batch_size)
+                 labels: int | Sequence[int] | torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        """Latents (and, for a conditional model, class labels) -> uint8 images ``(N, C, H, W)``.
+
+        ``psi`` < 1 truncates towards the average w (Karras et al. 2019 sec. 5; StyleGAN-type models only)."""
+        self.check_truncation(psi)
+        options = {"psi": psi} if psi != 1.0 else {}
+        return generate(self.network, z, self.class_labels(labels, z.shape[0]), batch_size=batch_size, **options)
+
+    @property
+    def default_crossover(self) -> int:
+        """16 px (styles of 4-8 px from the row: shape and layout), or the middle feature size if 16 is not one."""
+        sizes = getattr(self.network, "sizes", [16])
+        return 16 if 16 in sizes else sizes[len(sizes) // 2]
+
+    @torch.no_grad()
+    def mix(self, coarse_z: torch.Tensor, fine_z: torch.Tensor, crossover: int | None = None, psi: float = 1.0,
+            labels: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Style mixing (StyleGAN sec. 3.1): image [i, j] takes the styles of feature sizes below ``crossover``
+        (default 16 px: shape and layout) from ``coarse_z[i]`` and the rest (colour, detail) from ``fine_z[j]``.
+        Returns uint8 ``(len(coarse_z), len(fine_z), C, H, W)``."""
+        self.check_truncation(psi)
+        net = cast(MappingGenerator, self.network)
+        if not self.supports_truncation:
+            raise AtelierError(f"style mixing needs a generator with a mapping network (model stylegan2); this "
+                               f"run's model is {self.cfg.model['name']}")
+        size = crossover or self.default_crossover
+        try:
+            cut = net.ws_index(size)
+        except ValueError as exc:
+            raise AtelierError(f"crossover: {exc}") from None
+        R, C, dev = coarse_z.shape[0], fine_z.shape[0], self.device
+        yr, yc = self.class_labels(labels, R), self.class_labels(labels, C)
+        wa = net.mapping(coarse_z.to(dev), None if yr is None else yr.to(dev), psi=psi)   # (R, L, w_dim)
+        wb = net.mapping(fine_z.to(dev), None if yc is None else yc.to(dev), psi=psi)     # (C, L, w_dim)
+        ws = torch.cat([wa[:, None, :cut].expand(-1, C, -1, -1), wb[None, :, cut:].expand(R, -1, -1, -1)], dim=2)
+        images = torch.cat([to_uint8(net.synthesis(chunk)) for chunk in ws.flatten(0, 1).split(256)])
+        return images.view(R, C, *images.shape[1:])
 
     def sample(self, n: int | None = None, seed: int = 0, *, seeds: Sequence[int] | None = None,
                labels: int | Sequence[int] | torch.Tensor | None = None,
-               pil: bool = False, batch_size: int = 256) -> torch.Tensor | list[Image.Image]:
-        images = self.generate(self.latents(n, seed, seeds), batch_size=batch_size, labels=labels)
+               pil: bool = False, batch_size: int = 256, psi: float = 1.0) -> torch.Tensor | list[Image.Image]:
+        images = self.generate(self.latents(n, seed, seeds), batch_size=batch_size, labels=labels, psi=psi)
         if not pil:
             return images
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
@@ -82,7 +141,7 @@ class Generator(LoadedModel):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "z_dim": self.z_dim, "classes": self.classes,
-                "conditional": bool(self.num_classes)}
+                "conditional": bool(self.num_classes), "truncation": self.supports_truncation}
 
     def export_spec(self) -> ExportSpec:
         example = {"z": torch.zeros(2, self.z_dim)}

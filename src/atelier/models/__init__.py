@@ -7,7 +7,16 @@ this package registers every family's file (:mod:`atelier.models.registry` holds
 
 from __future__ import annotations
 
-from atelier.models import dcgan, diffusion, fast_style, pix2pix, resnet, segmenter, vae  # noqa: F401  (each registers itself)
+from atelier.models import (  # noqa: F401  (each registers itself)
+    dcgan,
+    diffusion,
+    fast_style,
+    pix2pix,
+    resnet,
+    segmenter,
+    stylegan2,
+    vae,
+)
 from atelier.models.registry import (
     ModelSpec,
     Network,
