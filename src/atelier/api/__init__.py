@@ -23,6 +23,7 @@ from atelier.api.export import export
 from atelier.api.finetune import finetune
 from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
+from atelier.api.project import LatentStrip, ProjectionResult, directions, edit_latent, project, read_latent
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
 from atelier.api.sample import SampleSet, interpolate, sample, style_mix
 from atelier.api.sample import load_generator as sample_generator
@@ -40,9 +41,11 @@ from atelier.training.result import TrainResult
 __all__ = [
     "EDITS",
     "EditResult",
+    "LatentStrip",
     "Generator",
     "LoadedModel",
     "Mask",
+    "ProjectionResult",
     "RegionEdit",
     "SampleSet",
     "Segmenter",
@@ -55,7 +58,9 @@ __all__ = [
     "data_grid",
     "describe_budget",
     "describe_data",
+    "directions",
     "dry_run",
+    "edit_latent",
     "edit_region",
     "evaluate",
     "evaluate_segmentation",
@@ -72,8 +77,10 @@ __all__ = [
     "open_data",
     "prepare",
     "prepare_data",
+    "project",
     "recipe",
     "recommend_recipe",
+    "read_latent",
     "region_mask",
     "register_edit",
     "resume_step",
