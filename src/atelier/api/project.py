@@ -19,7 +19,7 @@ from atelier.errors import AtelierError
 from atelier.imageio import save_image
 from atelier.images import make_grid
 from atelier.inversion import Directions, Projection, find_directions, has_mapping, move, psnr, render, ssim
-from atelier.inversion.project import Space, noise_buffers
+from atelier.inversion.project import Space, dim, noise_buffers
 from atelier.latent import to_uint8
 from atelier.loaded import Generator
 from atelier.loaded.projection import ImageInput
@@ -93,7 +93,7 @@ def _write(result: ProjectionResult, out: Path, strip_metadata: bool) -> dict[st
     if p.noise:
         paths["noise"] = out / "noise.npz"
         buf = io.BytesIO()
-        np.savez(buf, **{k: v.numpy() for k, v in p.noise.items()})
+        np.savez(buf, **{k: v.numpy() for k, v in p.noise.items()})  # type: ignore[arg-type]  # (numpy's stub)
         atomic_write_bytes(paths["noise"], buf.getvalue())
     atomic_write_text(paths["record"], json.dumps({**record, "files": {k: v.name for k, v in paths.items()}},
                                                   indent=2) + "\n")
@@ -117,14 +117,14 @@ def read_latent(g: Generator, latent: str | Path | np.ndarray | torch.Tensor) ->
             raise AtelierError(f"latent not found: {path}")
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise AtelierError(f"{path}: not a numeric .npy array (write one with numpy.save or atelier project)") from None
+        except (ValueError, OSError):
+            raise AtelierError(f"{path}: not a numeric .npy array (write one with numpy.save)") from None
         t = torch.from_numpy(np.asarray(arr, dtype=np.float32))
     else:
         t = torch.as_tensor(latent, dtype=torch.float32)
     net = g.network
     if has_mapping(net):
-        num_ws, w_dim = int(net.num_ws), int(net.w_dim)  # type: ignore[call-overload]
+        num_ws, w_dim = dim(net, "num_ws"), dim(net, "w_dim")
         if t.shape in ((w_dim,), (1, w_dim)):
             return t.reshape(w_dim), "w"
         if t.shape == (num_ws, w_dim):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from atelier.errors import AtelierError
-from atelier.inversion.project import has_mapping
+from atelier.inversion.project import dim, has_mapping, mapping
 
 __all__ = ["METHODS", "Directions", "class_directions", "find_directions", "first_linear", "move", "pca", "sefa"]
 
@@ -54,7 +54,7 @@ class Directions:
 
 def first_linear(net: nn.Module) -> nn.Linear:
     """The first fully connected layer that reads z (DCGAN's / ResNet's ``fc``, a VAE decoder's first Linear)."""
-    z_dim = int(net.z_dim)  # type: ignore[arg-type]
+    z_dim = dim(net, "z_dim")
     for m in net.modules():
         if isinstance(m, nn.Linear) and m.in_features >= z_dim:
             return m
@@ -63,12 +63,12 @@ def first_linear(net: nn.Module) -> nn.Linear:
 
 def _sampled_w(net: nn.Module, n: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
     dev = next(net.parameters()).device
-    z = torch.randn(n, int(net.z_dim), generator=torch.Generator().manual_seed(seed)).to(dev)  # type: ignore[arg-type]
+    z = torch.randn(n, dim(net, "z_dim"), generator=torch.Generator().manual_seed(seed)).to(dev)
     classes = int(getattr(net, "num_classes", 0) or 0)
     if labels is None and classes:
         labels = torch.arange(n) % classes
     with torch.no_grad():
-        return net.mapping(z, None if labels is None else labels.to(dev))[:, 0].float().cpu()  # type: ignore[operator]
+        return mapping(net, z, None if labels is None else labels.to(dev))[:, 0].float().cpu()
 
 
 def _spread(vectors: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -88,7 +88,7 @@ def sefa(net: nn.Module, k: int | None = None, n: int = 2000, seed: int = 0) -> 
         A = torch.cat(weights)                                              # (sum of in-channels, w_dim)
         space, w = "w", _sampled_w(net, n, seed)
     else:
-        z_dim = int(net.z_dim)  # type: ignore[arg-type]
+        z_dim = dim(net, "z_dim")
         A = first_linear(net).weight.detach().float()[:, :z_dim]            # (out, z_dim): the z columns
         space, w = "z", None
     values, vecs = torch.linalg.eigh(A.t().cpu().double() @ A.cpu().double())   # ascending
@@ -106,7 +106,7 @@ def pca(net: nn.Module, k: int | None = None, n: int = 10_000, seed: int = 0) ->
         k = v.shape[0] if k is None else min(k, v.shape[0])
         vecs, var = v[:k], s[:k].square() / (n - 1)
         return Directions("pca", "w", vecs, var.sqrt(), var, orthonormal=True)
-    z_dim = int(net.z_dim)  # type: ignore[arg-type]
+    z_dim = dim(net, "z_dim")
     dev = next(net.parameters()).device
     n = min(n, 2000)  # the first layer's activations are wide (12,544 for the MNIST DCGAN): a low-rank PCA of 2k
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))

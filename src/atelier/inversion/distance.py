@@ -56,8 +56,8 @@ def _stages(evaluator: Evaluator) -> list[nn.Module]:
     """The feature stages (conv blocks) of an evaluator network, for a spatial comparison."""
     net = evaluator.network
     if evaluator.name == "random-cnn":
-        return [_RandomStage(w) for w in net.convs]  # type: ignore[union-attr]
-    return list(net.body)  # type: ignore[union-attr,arg-type]  # DigitClassifier / ColourClassifier blocks
+        return [_RandomStage(w) for w in getattr(net, "convs")]  # noqa: B009  (RandomFeatures' conv weights)
+    return list(getattr(net, "body"))  # noqa: B009  (DigitClassifier / ColourClassifier conv blocks)
 
 
 class _RandomStage(nn.Module):

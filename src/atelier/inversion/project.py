@@ -45,6 +45,23 @@ def has_mapping(net: nn.Module) -> bool:
     return all(hasattr(net, a) for a in ("mapping", "synthesis", "w_avg", "num_ws", "w_dim"))
 
 
+def dim(net: nn.Module, name: str) -> int:
+    """An integer attribute of a generator (``z_dim``, ``w_dim``, ``num_ws``)."""
+    return int(getattr(net, name))
+
+
+def mapping(net: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """``net.mapping(z, y)`` -> ws (B, num_ws, w_dim) of a generator with a mapping network."""
+    out: torch.Tensor = getattr(net, "mapping")(z, y)  # noqa: B009  (a generator's method, not nn.Module's)
+    return out
+
+
+def synthesis(net: nn.Module, ws: torch.Tensor) -> torch.Tensor:
+    """``net.synthesis(ws)`` with the generator's fixed noise maps -> raw images (B, C, H, W)."""
+    out: torch.Tensor = getattr(net, "synthesis")(ws, noise_mode="const")  # noqa: B009
+    return out
+
+
 def noise_buffers(net: nn.Module) -> dict[str, torch.Tensor]:
     """The generator's fixed per-layer noise maps (``noise_mode="const"``) by state name; {} when it has none."""
     return {name: buf for name, buf in net.named_buffers() if name.endswith("noise_const")}
@@ -59,7 +76,7 @@ class _Synthesis(nn.Module):
         self.g = net
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.g.synthesis(ws, noise_mode="const")  # type: ignore[operator]
+        return synthesis(self.g, ws)
 
 
 def render(net: nn.Module, latent: torch.Tensor, space: str, label: int | None = None,
@@ -69,15 +86,16 @@ def render(net: nn.Module, latent: torch.Tensor, space: str, label: int | None =
     if space == "z":
         y = None if label is None else torch.full((latent.shape[0],), label, dtype=torch.long, device=latent.device)
         if has_mapping(net):
-            ws = net.mapping(latent, y)  # type: ignore[operator]
+            ws = mapping(net, latent, y)
         else:
             return net(latent, y) if y is not None else net(latent)
     else:
-        ws = latent[:, None, :].expand(-1, int(net.num_ws), -1) if space == "w" else latent  # type: ignore[arg-type]
+        ws = latent[:, None, :].expand(-1, dim(net, "num_ws"), -1) if space == "w" else latent
     if noise:
-        return torch.func.functional_call(_Synthesis(net), {f"g.{k}": v for k, v in noise.items()}, (ws,),
-                                          strict=False)
-    return net.synthesis(ws, noise_mode="const")  # type: ignore[operator]
+        out: torch.Tensor = torch.func.functional_call(_Synthesis(net), {f"g.{k}": v for k, v in noise.items()},
+                                                       (ws,), strict=False)
+        return out
+    return synthesis(net, ws)
 
 
 @torch.no_grad()
@@ -85,11 +103,12 @@ def latent_stats(net: nn.Module, n: int = 2000, seed: int = 0) -> tuple[torch.Te
     """(w_avg (w_dim,), sigma_w): the tracked average (the mean of ``n`` sampled w for an untrained model whose
     average was never tracked) and the RMS distance of sampled w to it."""
     dev = next(net.parameters()).device
-    z = torch.randn(n, int(net.z_dim), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    z = torch.randn(n, dim(net, "z_dim"), generator=torch.Generator().manual_seed(seed))
     classes = int(getattr(net, "num_classes", 0) or 0)
     y = (torch.arange(n) % classes).to(dev) if classes else None
-    w = net.mapping(z.to(dev), y)[:, 0].float()  # type: ignore[operator]   # (n, w_dim)
-    w_avg = net.w_avg.float() if bool(net.w_avg.abs().sum() > 0) else w.mean(0)  # type: ignore[union-attr]
+    w = mapping(net, z.to(dev), y)[:, 0].float()                            # (n, w_dim)
+    tracked = net.get_buffer("w_avg").float()
+    w_avg = tracked if bool(tracked.abs().sum() > 0) else w.mean(0)
     return w_avg, (w - w_avg).square().sum(1).mean().sqrt()
 
 
@@ -167,14 +186,14 @@ def project_latent(net: nn.Module, target: torch.Tensor, distance: ProjectionDis
     noise: dict[str, torch.Tensor] = {}
     w_std = torch.zeros(())
     if space == "z":
-        z_dim = int(net.z_dim)  # type: ignore[arg-type]
+        z_dim = dim(net, "z_dim")
         classes: list[int | None] = ([label] if label is not None else list(range(num_classes))) or [None]
         latent, label = _candidates(net, target, distance, z_dim, candidates, classes, seed)
         latent = latent[None]                                                   # (1, z_dim)
         start = f"the best of {candidates} seeded z" + (f" per class ({len(classes)})" if num_classes else "")
     else:
         w_avg, w_std = latent_stats(net, seed=seed)
-        latent = w_avg[None].clone() if space == "w" else w_avg[None, None].repeat(1, int(net.num_ws), 1)
+        latent = w_avg[None].clone() if space == "w" else w_avg[None, None].repeat(1, dim(net, "num_ws"), 1)
         start = "w_avg"
         if optimize_noise:
             noise = {k: v.detach().clone().float() for k, v in noise_buffers(net).items()}

@@ -4,7 +4,7 @@ generator's latent space, in memory. :func:`atelier.api.project` writes the file
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,12 +15,28 @@ from atelier.images import fit_to_square, load_image, to_channels
 from atelier.inversion import Projection, ProjectionDistance, choose_features, has_mapping, project_latent
 from atelier.inversion.project import Space
 
-if TYPE_CHECKING:
-    from atelier.loaded.generator import Generator
-
 __all__ = ["ImageInput", "project_image", "target_tensor"]
 
 ImageInput = str | Path | Image.Image | np.ndarray
+
+
+class _Generator(Protocol):
+    """What a projection reads of :class:`atelier.loaded.Generator` (a protocol: the class imports this module)."""
+
+    network: torch.nn.Module
+    cfg: Any
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def resolution(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
 
 
 def target_tensor(image: ImageInput, channels: int, resolution: int) -> torch.Tensor:
@@ -42,7 +58,7 @@ def target_tensor(image: ImageInput, channels: int, resolution: int) -> torch.Te
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
-def project_image(g: Generator, image: ImageInput, space: Space | None = None, steps: int = 500, *,
+def project_image(g: _Generator, image: ImageInput, space: Space | None = None, steps: int = 500, *,
                   features: str = "auto", lr: float = 0.1, seed: int = 0, noise: bool = True,
                   label: int | None = None) -> Projection:
     """See :meth:`atelier.loaded.Generator.project`."""
