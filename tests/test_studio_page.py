@@ -253,3 +253,76 @@ def test_every_kind_of_model_has_a_thumbnail_a_card_and_an_action(browser, kinds
     assert (tags.count("translation"), tags.count("restyling")) == (2, 2), tags  # the example and the upload
     assert not errors, errors
     page.close()
+
+
+def _data_url_array(data_url: str):
+    import base64
+    import io
+
+    import numpy as np
+
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split("base64,", 1)[1]))) as img:
+        return np.asarray(img.convert("RGBA")), dict(getattr(img, "text", {}))
+
+
+def test_the_region_editor_paints_a_mask_and_keeps_the_rest_exact(browser, kinds_url, tmp_path):
+    """Issue 22: open a picture, paint a region, restyle it; outside the painted pixels the result is the
+    picture's own. Then edit an image straight from the inspector with a rectangle."""
+    import numpy as np
+
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(kinds_url)
+    page.wait_for_selector("#grid .tile img")
+    page.click("[data-view=edit]")
+    page.wait_for_function("document.querySelector('#edit-kind').options.length === 2")
+    photo = small_photo(tmp_path / "content.png", 96)
+    page.set_input_files("#edit-file", str(photo))
+    page.wait_for_function("document.querySelector('#edit-image').width > 0")
+    assert page.locator("#edit-apply").is_disabled()            # nothing marked yet
+    box = page.locator("#edit-mask").bounding_box()
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.5 * box["height"], steps=8)
+    page.mouse.up()
+    page.select_option("#edit-kind", "restyle")
+    page.select_option("#edit-model", "wave")
+    page.click("#edit-apply")
+    page.wait_for_function("document.querySelector('#edit-result').naturalWidth > 0")
+    shots = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path)  # the manual's: docs/images/studio
+    page.screenshot(path=str(shots / "8-edit.png"))
+    mask, _ = _data_url_array(page.evaluate("document.querySelector('#edit-mask').toDataURL('image/png')"))
+    result, meta = _data_url_array(page.evaluate("""async () => {
+        const b = await (await fetch(document.querySelector('#edit-result').src)).blob();
+        return await new Promise((ok) => {
+            const r = new FileReader(); r.onload = () => ok(r.result); r.readAsDataURL(b);
+        });
+    }"""))
+    original = np.asarray(Image.open(photo).convert("RGBA"))
+    on = mask[..., 3] > 0
+    assert 0.02 < on.mean() < 0.5                                # the stroke, at the picture's own size
+    assert np.array_equal(result[~on], original[~on])            # outside the stroke: the picture's pixels
+    assert (result[on] != original[on]).any()                    # inside: the style network's
+    assert meta["DigitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
+    assert "restyle" in page.locator("#sel-extra").inner_text() and not page.locator("#edit-download").is_hidden()
+
+    # From the inspector: a generated candidate, edited with a rectangle.
+    page.click("[data-view=create]")
+    page.click(".model[data-name=tiny-dcgan]")
+    page.wait_for_selector("#grid .tile img")
+    page.locator("#grid .tile").nth(0).click()
+    page.click("#edit-this")
+    page.wait_for_function("document.querySelector('#edit-name').textContent.includes('×')")
+    page.click("[data-region=rect]")
+    box = page.locator("#edit-mask").bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)
+    page.mouse.up()
+    page.click("#edit-apply")
+    page.wait_for_function("document.querySelector('#edit-result-name').textContent.includes('% of the pixels')")
+    share = float(page.locator("#edit-result-name").inner_text().split("·")[1].split("%")[0])
+    assert 15 < share < 35                                        # about a quarter of the picture
+    assert not errors, errors
+    page.close()

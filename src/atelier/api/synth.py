@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from atelier.data import class_names
+from atelier.data.spec import license_of
 from atelier.errors import ConfigError, DataError
 from atelier.imageio import save_image
 from atelier.metrics.evaluators import EVALUATORS, auto_evaluator, load_evaluator
@@ -116,7 +117,8 @@ def synthesize(g: Generator, n: int | None = None, *, per_class: int | None = No
         images, got = _unconditional(g, ev, n, per_class, seed, batch_size, progress)
         classes = class_names(g.cfg.data.source, ev.network.num_classes) if ev is not None else ()
         out = SynthSet(images, got, classes, source)
-    fields = g.metadata(workflow="synth", seed=seed, n=len(out.images), labels=out.label_source)
+    fields = g.metadata(workflow="synth", seed=seed, n=len(out.images), labels=out.label_source,
+                        training_data=g.cfg.data.source, training_data_license=license_of(g.cfg.data.source))
     if per_class is not None:
         fields["per_class"] = per_class
     out.provenance = build_metadata(fields)

@@ -23,7 +23,22 @@ from atelier.training.budget import Budget
 from atelier.training.loop import Trainer
 from atelier.training.result import TrainResult
 
-__all__ = ["DryRun", "describe_budget", "dry_run", "prepare", "recipe", "resume_step", "train", "train_style"]
+__all__ = ["DEMO_MINUTES", "DEMO_OVERRIDES", "DEMO_STEPS", "DryRun", "demo_overrides", "describe_budget", "dry_run",
+           "prepare", "recipe", "resume_step", "train", "train_style"]
+
+# ``atelier demo``: the built-in MNIST DCGAN with the recipe that reached recognisable, class-balanced digits
+# fastest in images seen (measured with the digits evaluator on 10,000 samples, 2-core CPU): batch 64 and
+# learning rates 4e-4 reach FID 16.9 with every class between 6.4% and 13.6% at 100k images, where the
+# tutorial's batch 256 and 2e-4 stood at FID 30.9 with one class at 2.4% and one at 29% after 160k.
+DEMO_OVERRIDES: dict[str, Any] = {"train.batch_size": 64, "optim.lr_g": 4e-4, "optim.lr_d": 4e-4}
+DEMO_STEPS = 1600
+DEMO_MINUTES = "about 6 minutes"  # start to finish on a quiet 2-core CPU (docs: getting started)
+
+
+def demo_overrides(steps: int = DEMO_STEPS) -> dict[str, Any]:
+    """The demo's recipe for ``steps`` steps: six progress grids and three checkpoints along the way."""
+    return {**DEMO_OVERRIDES, "train.steps": steps, "log.sample_every": max(1, steps // 6),
+            "log.checkpoint_every": max(1, steps // 3)}
 
 ConfigLike = str | Path | dict | RunConfig | None
 

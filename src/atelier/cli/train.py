@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from atelier import api, distributed
+from atelier.api.train import DEMO_MINUTES, DEMO_STEPS, demo_overrides
 from atelier.cli.app import CONTEXT, cli
 from atelier.config import parse_set
 from atelier.errors import ConfigError
@@ -240,29 +241,24 @@ def train_style(styles, content_dir, run_dir, size, steps, minutes, batch_size, 
         sys.exit(130)
 
 
-# The demo's recipe and its measured time (a 2-core CPU): see the manual's "first steps" page.
-DEMO_STEPS = 600
-DEMO_MINUTES = "about 6 minutes"
-
-
 @cli.command(context_settings=CONTEXT)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Where the demo run is written.")
 @click.option("--steps", type=click.IntRange(min=1), default=DEMO_STEPS, show_default=True,
-              help=f"Training steps at batch 256 ({DEMO_MINUTES} on a 2-core CPU).")
+              help=f"Training steps at batch 64 ({DEMO_MINUTES} on a 2-core CPU).")
 @click.option("--dry-run", is_flag=True, help="Run 2 steps on 8 images in a temporary folder.")
 def demo(run_dir: Path, steps: int, dry_run: bool) -> None:
     """Train the DCGAN on MNIST for a few minutes and show where the results are.
 
-    Uses the built-in config (the TensorFlow tutorial's DCGAN, as configs/mnist-dcgan.yaml); running
-    it again resumes the same run folder.
+    Uses the built-in config (the TensorFlow tutorial's DCGAN, as configs/mnist-dcgan.yaml) at batch 64 with
+    learning rates 4e-4, the recipe measured to give recognisable digits of every class soonest; running it
+    again resumes the same run folder.
     """
     if steps == 0:
         raise ConfigError("--steps must be positive")
     click.echo(f"atelier demo: DCGAN on MNIST for {steps} steps ({DEMO_MINUTES} on a 2-core CPU) -> {run_dir}")
     t0 = time.perf_counter()
-    result = run_train(None, run_dir, {"train.steps": steps, "log.sample_every": 100, "log.checkpoint_every": 200},
-                       dry_run)
+    result = run_train(None, run_dir, demo_overrides(steps), dry_run)
     if result is None:
         return
     click.echo(f"the demo took {format_duration(time.perf_counter() - t0)}")

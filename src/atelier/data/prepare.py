@@ -143,6 +143,18 @@ def prepare_dataset(folder: str | Path, resolution: int, channels: int = 3, *, a
     return out
 
 
+def npz_provenance(path: str | Path) -> dict[str, Any]:
+    """The ``provenance`` record an ``atelier synth`` .npz carries ({} when there is none or it is unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "provenance" not in npz.files:
+                return {}
+            record = json.loads(str(npz["provenance"][()]))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def prepared_meta(path: str | Path) -> dict[str, Any] | None:
     """The ``meta`` record of a prepared ``.npz`` (None for any other .npz, or one that cannot be read)."""
     try:

@@ -12,8 +12,8 @@ import torch
 from atelier.data import files
 from atelier.data.dataset import ImageDataset
 from atelier.data.mnist import NAMED, load_named
-from atelier.data.prepare import cache_enabled, prepared_meta, read_cached, resolve_alpha
-from atelier.data.spec import expand_source, parse_spec, skipped_warning, source_license
+from atelier.data.prepare import cache_enabled, npz_provenance, prepared_meta, read_cached, resolve_alpha
+from atelier.data.spec import expand_source, parse_spec, skipped_warning, source_license, synth_license
 from atelier.errors import DataError
 from atelier.images import WHITE, fit_to_square
 
@@ -70,6 +70,8 @@ def open_source(spec: str, channels: int = 1, resolution: int = 28, limit: int |
         meta = prepared_meta(path)
         if meta is not None:
             prepared, license = str(path), meta.get("license")
+        else:
+            license = synth_license(npz_provenance(path))
     else:
         raise DataError(f"{spec} is a file atelier cannot read as a dataset; give a folder, a .zip or an .npz")
     images, labels, classes, skipped = decoded

@@ -65,10 +65,10 @@ def cas(images: torch.Tensor, labels: torch.Tensor, evaluator: Evaluator, *, see
     ref = _test_split(evaluator)
     test = open_source(ref)
     assert test.labels is not None
-    test_labels = test.labels
     if n_test is not None and n_test < len(test.labels):
         keep = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(seed))[:n_test]
         test.images, test.labels = test.images[keep], test.labels[keep]
+    test_labels = test.labels  # (after the subset: the images and labels scored)
     num_classes = int(test.labels.max()) + 1
     labels = labels.long()
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):

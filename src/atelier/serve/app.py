@@ -34,6 +34,7 @@ from atelier.provenance import COMPOSITE_SOURCE_TYPE
 from atelier.serve.auth import Access, AuthMiddleware, add_auth_routes
 from atelier.serve.context import Studio
 from atelier.serve.datasets import MULTIPART_OVERHEAD, add_dataset_routes
+from atelier.serve.edit import add_edit_routes
 from atelier.serve.gallery import add_gallery_routes
 from atelier.serve.gate import BodySize, Gate, Limits, ServerTiming
 from atelier.serve.generate import _verifier, add_generate_routes, served
@@ -169,6 +170,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
 
     add_auth_routes(app, s.access)
     add_generate_routes(app, s)
+    add_edit_routes(app, s)
     add_dataset_routes(app, s)
     add_job_routes(app, s)
     add_gallery_routes(app, s)
