@@ -193,3 +193,14 @@ def test_cli_bad_input_is_one_error_line(tiny_run, tmp_path):
     Image.new("L", (28, 28)).save(photo)
     one_line_error(run_cli("project", tiny_run, "--image", photo, "--out-dir", tmp_path / "p",
                            "--space", "w+", ok=False), "mapping network")
+
+
+def test_no_metadata_is_logged_in_the_run(own_tiny_run, tmp_path):
+    photo = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 255).save(photo)
+    out = run_cli("project", own_tiny_run, "--image", photo, "--out-dir", tmp_path / "p", "--steps", "2",
+                  "--no-metadata").output
+    assert "without metadata" in out
+    rows = [json.loads(line) for line in (own_tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["workflow"] for r in rows if r.get("event") == "no-metadata"] == ["project"]
+    assert read_metadata(tmp_path / "p" / "reconstruction.png") == {}

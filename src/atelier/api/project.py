@@ -23,6 +23,7 @@ from atelier.inversion.project import Space, dim, noise_buffers
 from atelier.latent import to_uint8
 from atelier.loaded import Generator
 from atelier.loaded.projection import ImageInput
+from atelier.provenance import log_no_metadata
 from atelier.utils import atomic_write_bytes, atomic_write_text
 
 __all__ = ["LatentStrip", "ProjectionResult", "directions", "edit_latent", "parse_amounts", "project", "read_latent"]
@@ -97,6 +98,8 @@ def _write(result: ProjectionResult, out: Path, strip_metadata: bool) -> dict[st
         atomic_write_bytes(paths["noise"], buf.getvalue())
     atomic_write_text(paths["record"], json.dumps({**record, "files": {k: v.name for k, v in paths.items()}},
                                                   indent=2) + "\n")
+    if strip_metadata and g.run is not None:
+        log_no_metadata(g.run.path, g.step, [paths["reconstruction"], paths["progress"]], 2, "project")
     return paths
 
 
@@ -193,6 +196,8 @@ def edit_latent(run: str | Path | Generator, latent: str | Path | np.ndarray | t
                           **({"latent": Path(latent).name} if isinstance(latent, (str, Path)) else {}))
         strip.path = save_image(make_grid(images, nrow=len(values), scale=grid_scale(g.resolution)), out, meta,
                                 strip_metadata=strip_metadata)
+        if strip_metadata and g.run is not None:
+            log_no_metadata(g.run.path, g.step, [strip.path], 1, "edit-latent")
     return strip
 
 
