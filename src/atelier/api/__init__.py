@@ -6,6 +6,8 @@
     atelier.train("configs/mnist-dcgan.yaml", "runs/x", {"train.minutes": 5})
     atelier.sample("runs/x", n=64, seed=0).save_grid("grid.png")
     atelier.evaluate("runs/x", metrics=["fid", "kid"], n=10_000)
+    m = atelier.load_foundation("models/sd15")              # your own Stable Diffusion checkpoint (diffusion extra)
+    atelier.t2i(m, Settings("a red fox in snow", n=4), out_dir="out")   # Settings: atelier.foundation.Settings
 
 The studio's workflows (a job queue and its workers, datasets, the gallery, users) keep their state in a database
 through SQLAlchemy (the ``serve`` extra); import them from their modules: ``atelier.api.jobs``,
@@ -21,6 +23,8 @@ from atelier.api.evaluate import evaluate, evaluate_segmentation, evaluate_trans
 from atelier.api.examples import example_input
 from atelier.api.export import export
 from atelier.api.finetune import finetune
+from atelier.api.foundation import FoundationImages, img2img, load_foundation, t2i
+from atelier.api.foundation import inpaint as sd_inpaint
 from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
 from atelier.api.project import LatentStrip, ProjectionResult, directions, edit_latent, project, read_latent
@@ -41,6 +45,7 @@ from atelier.training.result import TrainResult
 __all__ = [
     "EDITS",
     "EditResult",
+    "FoundationImages",
     "LatentStrip",
     "Generator",
     "LoadedModel",
@@ -71,8 +76,10 @@ __all__ = [
     "feather",
     "fetch_data",
     "finetune",
+    "img2img",
     "interpolate",
     "load",
+    "load_foundation",
     "load_segmenter",
     "open_data",
     "prepare",
@@ -87,12 +94,14 @@ __all__ = [
     "run_progress",
     "sample",
     "sample_generator",
+    "sd_inpaint",
     "segment",
     "segmentation_image",
     "style_mix",
     "stylize",
     "stylize_fast",
     "synthesize",
+    "t2i",
     "train",
     "train_style",
     "translate",

@@ -1,3 +1,15 @@
 """Every subcommand module, imported so that their commands register on the group."""
 
-from atelier.cli import data, evaluate, project, provenance, sample, segment, serve, style, train, worker  # noqa: F401
+from atelier.cli import (  # noqa: F401
+    data,
+    evaluate,
+    foundation,
+    project,
+    provenance,
+    sample,
+    segment,
+    serve,
+    style,
+    train,
+    worker,
+)

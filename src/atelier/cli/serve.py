@@ -88,8 +88,13 @@ def resolve_studio(runs: Path | None, home: Path | None, db: str | None, data_ro
               help="Training jobs the started worker runs at once.")
 @click.option("--gpus-per-job", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes per job (torchrun) for the started worker.")
+@click.option("--foundation", "foundation", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="A Stable Diffusion-family checkpoint to serve for text to image (a diffusers folder or a "
+                   ".safetensors file; repeatable; needs atelier[diffusion]).")
+@click.option("--foundation-config", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The diffusers folder whose configs single-file --foundation checkpoints use.")
 def serve(runs, home, db, host, port, backend, device, data_roots, token_file, no_worker, max_jobs,
-          gpus_per_job) -> None:
+          gpus_per_job, foundation, foundation_config) -> None:
     """Start the studio: the web page and HTTP API over every trained run in --runs, training new models from
     uploaded pictures in a worker process.
 
@@ -98,6 +103,7 @@ def serve(runs, home, db, host, port, backend, device, data_roots, token_file, n
       atelier serve                              # then open http://127.0.0.1:7860
       atelier serve --runs runs/ --backend onnx --port 8000
       atelier serve --data-root /srv/pictures    # designers may also train from folders there
+      atelier serve --foundation models/sd15     # your own Stable Diffusion checkpoint: POST /api/t2i
       ATELIER_TOKEN=... atelier serve --host 0.0.0.0 --no-worker --db postgresql+psycopg://atelier@db/atelier
     API documentation: http://127.0.0.1:7860/docs
     """
@@ -116,7 +122,8 @@ def serve(runs, home, db, host, port, backend, device, data_roots, token_file, n
                        f"(log: {studio.settings.home / 'worker.log'})")
 
     run_server(runs, host=host, port=port, backend=backend, device=device, settings=settings,
-               worker=not no_worker, max_jobs=max_jobs, gpus_per_job=gpus_per_job, announce=announce)
+               worker=not no_worker, max_jobs=max_jobs, gpus_per_job=gpus_per_job, announce=announce,
+               foundation=foundation, foundation_config=foundation_config)
 
 
 def _shown(url: str | None) -> str:

@@ -21,21 +21,24 @@ __all__ = ["background", "create_app", "serve"]
 
 
 def create_app(runs: Any, backend: str = "torch", limits: Any = None, device: str = "cpu",
-               settings: Any = None) -> Any:
+               settings: Any = None, foundation: Any = (), foundation_config: Any = None) -> Any:
     """The FastAPI app (see :func:`atelier.serve.app.create_app`); ``settings``: a
-    :class:`~atelier.serve.settings.StudioSettings` (database, data roots, token, upload limits)."""
+    :class:`~atelier.serve.settings.StudioSettings` (database, data roots, token, upload limits); ``foundation``:
+    Stable Diffusion-family checkpoints to serve at ``/api/t2i``."""
     for module in ("fastapi", "python_multipart", "sqlalchemy"):
         require_extra(module, "serve", "the studio")
     if backend == "onnx":
         require_extra("onnxruntime", "export", "the ONNX Runtime backend")
     from atelier.serve.app import create_app as _create  # FastAPI: the optional extra atelier[serve]
 
-    return _create(runs, backend=backend, limits=limits, device=device, settings=settings)
+    return _create(runs, backend=backend, limits=limits, device=device, settings=settings, foundation=foundation,
+                   foundation_config=foundation_config)
 
 
 def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: str = "torch",
           device: str = "cpu", log_level: str = "info", settings: Any = None, worker: bool = True,
-          max_jobs: int = 1, gpus_per_job: int = 1, announce: Any = None) -> None:
+          max_jobs: int = 1, gpus_per_job: int = 1, announce: Any = None, foundation: Any = (),
+          foundation_config: Any = None) -> None:
     """Serve the studio until interrupted, with one training worker in a child process unless ``worker=False``
     (then run ``atelier worker`` yourself, here or on other machines). Refuses to bind beyond this machine
     without a token or users."""
@@ -43,7 +46,8 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
     from atelier.api.worker import start_worker_process  # SQLAlchemy: the optional extra atelier[serve]
     from atelier.serve.auth import check_exposure  # FastAPI: the optional extra atelier[serve]
 
-    app = create_app(runs, backend=backend, device=device, settings=settings)
+    app = create_app(runs, backend=backend, device=device, settings=settings, foundation=foundation,
+                     foundation_config=foundation_config)
     studio = app.state.studio
     check_exposure(host, studio.access)
     store = app.state.store
@@ -52,6 +56,10 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, backend: 
             store.get(name)
         except Exception:  # noqa: BLE001  (listed with its error on the page)
             pass
+    fm = getattr(app.state, "foundation", None)
+    if fm is not None:
+        for name in fm.names():
+            fm.info(name)  # loads it (a load error is listed by GET /api/foundation)
     proc = None
     if worker and studio.runs_dir is not None:
         proc = start_worker_process(studio.settings.db_url, max_jobs=max_jobs, gpus_per_job=gpus_per_job,

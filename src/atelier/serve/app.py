@@ -35,6 +35,7 @@ from atelier.serve.auth import Access, AuthMiddleware, add_auth_routes
 from atelier.serve.context import Studio
 from atelier.serve.datasets import MULTIPART_OVERHEAD, add_dataset_routes
 from atelier.serve.edit import add_edit_routes
+from atelier.serve.foundation import FoundationModels, add_foundation_routes
 from atelier.serve.gallery import add_gallery_routes
 from atelier.serve.gate import BodySize, Gate, Limits, ServerTiming
 from atelier.serve.generate import _verifier, add_generate_routes, served
@@ -75,8 +76,10 @@ def build_studio(runs: str | Path | Sequence[str | Path] | ModelStore, backend: 
 
 
 def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: str = "torch",
-               limits: Limits | None = None, device: str = "cpu", settings: StudioSettings | None = None) -> FastAPI:
-    """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list)."""
+               limits: Limits | None = None, device: str = "cpu", settings: StudioSettings | None = None,
+               foundation: Sequence[str | Path] = (), foundation_config: str | Path | None = None) -> FastAPI:
+    """The studio app over the run folders in ``runs`` (a folder of runs, one run, or a list), and the
+    foundation-model checkpoints in ``foundation`` (``foundation_config``: the configs of single files)."""
     s = build_studio(runs, backend, limits, device, settings)
     store, limits = s.store, s.limits
     # docs_url=None: the API page is served below with Swagger UI's files from the fastapi-offline package, not
@@ -174,4 +177,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     add_dataset_routes(app, s)
     add_job_routes(app, s)
     add_gallery_routes(app, s)
+    if foundation:   # diffusers is imported when the first checkpoint loads (the diffusion extra)
+        app.state.foundation = FoundationModels(foundation, foundation_config, device)
+        add_foundation_routes(app, s, app.state.foundation)
     return app

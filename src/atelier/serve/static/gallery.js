@@ -169,6 +169,7 @@ function reopen(item) {
   if (!model) return showError(new Error(`model ${rec.model} is not served here any more`));
   const body = rec.settings.body || {};
   selectModel(rec.model);
+  if (model.capabilities.includes("t2i")) return fillT2I(body);  // t2i.js: its prompt, settings and seed
   if (!model.capabilities.includes("generate")) return;
   state.psi = body.truncation ?? 1;
   $("psi").value = state.psi;

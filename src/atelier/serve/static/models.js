@@ -6,12 +6,12 @@ async function loadModels(keep) {
   try {
     const { res } = await api("/api/models");
     const data = await res.json();
-    state.models = data.models;
+    state.models = data.models.concat(await foundationModels());  // t2i.js
     state.verify = data.verify;
     state.limits = data.limits;
     state.canTrain = data.training;
     $("health").className = "dot ok";
-    $("health-text").textContent = `${data.models.length} model${data.models.length === 1 ? "" : "s"} · online`;
+    $("health-text").textContent = `${state.models.length} model${state.models.length === 1 ? "" : "s"} · online`;
     renderModels();
     renderTools();
     if (keep && state.model && state.models.some((m) => m.name === state.model.name)) return;
@@ -28,7 +28,7 @@ async function loadModels(keep) {
   }
 }
 
-const KIND_LABEL = { generator: "generator", translator: "translator", stylizer: "style network" };
+const KIND_LABEL = { generator: "generator", translator: "translator", stylizer: "style network", foundation: "" };
 
 function renderModels() {
   const box = $("models");
@@ -43,7 +43,7 @@ function renderModels() {
     b.dataset.name = m.name;
     const size = m.resolution ? ` · ${m.resolution}px` : "";
     const detail = m.error ? `cannot load: ${m.error}`
-      : `${m.model} ${KIND_LABEL[m.kind] || m.kind}${size} · step ${m.step.toLocaleString()}`;
+      : `${m.model} ${KIND_LABEL[m.kind] ?? m.kind}${size}` + (m.step !== null ? ` · step ${m.step.toLocaleString()}` : "");
     if (m.error) { b.disabled = true; b.title = m.error; }
     b.innerHTML = `<img alt=""><div><b></b><small></small><div class="caps"></div></div>`;
     b.querySelector("b").textContent = m.name;
@@ -59,7 +59,7 @@ function renderModels() {
 // Generators: one sample (seed 7); translators and style networks: their latest progress grid.
 async function thumbnail(m, img) {
   img.onerror = () => { img.removeAttribute("src"); img.classList.add("none"); };
-  if (m.error) return img.classList.add("none");
+  if (m.error || m.kind === "foundation") return img.classList.add("none");  // a foundation image costs seconds
   if (!m.capabilities.includes("generate")) { img.src = `/api/models/${encodeURIComponent(m.name)}/thumbnail`; return; }
   try {
     const { res } = await api("/api/generate", { model: m.name, seeds: [7], format: "json" });
@@ -77,6 +77,14 @@ function selectModel(name, show = true) {
   document.querySelectorAll(".model").forEach((e) => e.classList.toggle("on", e.dataset.name === name));
   renderCard(state.model.card);
   selectItem(null);
+  const t2i = state.model.capabilities.includes("t2i");
+  $("t2i-controls").hidden = !t2i;
+  if (t2i) {  // a foundation model (t2i.js): the grid shows its drawings, nothing is drawn until asked
+    for (const id of ["strip-panel", "controls", "scale-field", "tool-panel"]) $(id).hidden = true;
+    $("grid").hidden = false;
+    $("grid").innerHTML = "";
+    return showT2I(state.model);
+  }
   const generates = state.model.capabilities.includes("generate");
   for (const id of ["grid", "strip-panel", "controls", "scale-field"]) $(id).hidden = !generates;
   $("tool-panel").hidden = generates;
