@@ -39,12 +39,11 @@ def classify(evaluator, images: torch.Tensor) -> torch.Tensor:
     return evaluator(images).logits.softmax(1)
 
 
-def projection_rows(g, images, classifier, steps_list, features):
+def projection_rows(g, images, classifier, steps_list, features, spaces):
     dist = ProjectionDistance(features, g.channels, g.resolution)
     rows = []
     orig_cls = classify(classifier, images).argmax(1) if classifier is not None else None
-    space = "w" if has_mapping(g.network) else "z"
-    for steps in steps_list:
+    for space, steps in [(sp, st) for sp in spaces for st in steps_list]:
         recons, secs = [], []
         for img in images:
             target = img[None].float() / 127.5 - 1.0
@@ -113,6 +112,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, action="append", required=True)
     ap.add_argument("--n", type=int, default=5, help="real images per run (the issue asks 500: CPU time)")
     ap.add_argument("--steps", default="200,500")
+    ap.add_argument("--spaces", default="auto", help="auto (w with a mapping network, else z) or a list: w,w+")
     ap.add_argument("--targets", type=int, default=4, help="generated targets for latent recovery")
     ap.add_argument("--recovery-steps", type=int, default=200)
     ap.add_argument("--classifier", default="auto", help="auto (the data set's domain classifier) or a name")
@@ -132,14 +132,16 @@ def main() -> None:
               f"images of {spec}; classifier {name if classifier else 'none'}; distance features {features}")
         print(f"{'space':<6}{'steps':>6}{'PSNR dB':>9}{'SSIM':>8}{'same class':>12}{'s/image':>9}")
         t0 = time.perf_counter()
-        rows, dist = projection_rows(g, images, classifier, steps_list, features)
+        spaces = (["w"] if has_mapping(g.network) else ["z"]) if args.spaces == "auto" else args.spaces.split(",")
+        rows, dist = projection_rows(g, images, classifier, steps_list, features, spaces)
         for r in rows:
             agree = f"{r['agree']:.0%}" if r["agree"] is not None else "n/a"
             print(f"{r['space']:<6}{r['steps']:>6}{r['psnr']:>9.2f}{r['ssim']:>8.3f}{agree:>12}{r['sec']:>9.1f}")
-        rec = recovery(g, dist, args.targets, args.recovery_steps)
-        print(f"latent recovery on {args.targets} generated targets ({args.recovery_steps} steps): {rec['what']} = "
-              f"{rec['err']:.3f}, PSNR {rec['psnr']:.1f} dB")
-        if classifier is not None:
+        rec = recovery(g, dist, args.targets, args.recovery_steps) if args.targets else None
+        if rec:
+            print(f"latent recovery on {args.targets} generated targets ({args.recovery_steps} steps): "
+                  f"{rec['what']} = {rec['err']:.3f}, PSNR {rec['psnr']:.1f} dB")
+        if classifier is not None and args.directions:
             for method in ("sefa", "pca"):
                 print(f"{method} directions, amount +{args.amount:g} on 64 samples: the class whose probability rises "
                       f"most, its rise, class flips, mean |pixel change|")
