@@ -77,6 +77,17 @@ def test_folder_modes_resize_and_labels_from_subfolders(tmp_path):
     assert alpha[0, 8, 8] == 255 and 120 < alpha[1, 8, 8] < 135
 
 
+def test_a_limited_read_keeps_the_folders_classes(tmp_path):
+    # The first files of a class-folder tree are all of one class: data.limit (and every dry run) must still see
+    # a labelled source with the whole folder's class numbering, or a conditional recipe fails on its own data.
+    _write_images(tmp_path / "a", 4, size=(20, 20))
+    _write_images(tmp_path / "b", 4, size=(20, 20))
+    for cache in (False, True):
+        small = open_source(str(tmp_path), channels=3, resolution=16, limit=3, cache=cache)
+        assert small.classes == ("a", "b") and small.labels.tolist() == [0, 0, 0]
+    assert open_source(str(tmp_path), channels=3, resolution=16).labels.tolist() == [0] * 4 + [1] * 4
+
+
 def test_bad_files_are_skipped_with_one_summary_warning(tmp_path):
     _write_images(tmp_path, 3)
     (tmp_path / "empty.png").write_bytes(b"")

@@ -28,6 +28,7 @@ from atelier.api.foundation import FoundationImages, img2img, load_foundation, t
 from atelier.api.foundation import inpaint as sd_inpaint
 from atelier.api.masks import Mask, feather, region_mask
 from atelier.api.progress import run_progress
+from atelier.api.project import LatentStrip, ProjectionResult, directions, edit_latent, project, read_latent
 from atelier.api.provenance import verify, watermark_detect, watermark_embed
 from atelier.api.sample import SampleSet, interpolate, sample, style_mix
 from atelier.api.sample import load_generator as sample_generator
@@ -48,9 +49,11 @@ __all__ = [
     "EDITS",
     "EditResult",
     "FoundationImages",
+    "LatentStrip",
     "Generator",
     "LoadedModel",
     "Mask",
+    "ProjectionResult",
     "RegionEdit",
     "SampleSet",
     "Segmenter",
@@ -63,7 +66,9 @@ __all__ = [
     "data_grid",
     "describe_budget",
     "describe_data",
+    "directions",
     "dry_run",
+    "edit_latent",
     "edit_region",
     "evaluate",
     "evaluate_segmentation",
@@ -83,8 +88,10 @@ __all__ = [
     "open_data",
     "prepare",
     "prepare_data",
+    "project",
     "recipe",
     "recommend_recipe",
+    "read_latent",
     "region_mask",
     "register_edit",
     "resume_step",

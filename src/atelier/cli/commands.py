@@ -5,6 +5,7 @@ from atelier.cli import (  # noqa: F401
     diffusion,
     evaluate,
     foundation,
+    project,
     provenance,
     sample,
     segment,

@@ -75,11 +75,15 @@ def folder_license(root: Path) -> str | None:
     return None
 
 
-def _labels_from_parents(names: list[str]) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """A folder tree per class (``0/…``, ``1/…``) gives labels; a flat folder gives none."""
+def _labels_from_parents(names: list[str],
+                         every: list[str] | None = None) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """A folder tree per class (``0/…``, ``1/…``) gives labels; a flat folder gives none. The classes are those
+    of ``every`` file of the source when given (a limited read, e.g. ``data.limit``, keeps the whole folder's
+    class numbering even when its first files are all of one class)."""
     parents = [Path(n).parent.as_posix() for n in names]
-    classes = sorted(set(parents))
-    if len(classes) < 2 or any(p in ("", ".") for p in parents):
+    universe = [Path(n).parent.as_posix() for n in every] if every is not None else parents
+    classes = sorted(set(universe))
+    if len(classes) < 2 or any(p in ("", ".") for p in universe):
         return None, ()
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[p] for p in parents], dtype=np.int64), tuple(classes)
@@ -87,7 +91,7 @@ def _labels_from_parents(names: list[str]) -> tuple[np.ndarray | None, tuple[str
 
 def _decode_all(
     items: Iterable[tuple[str, Callable[[], bytes]]], channels: int, resolution: int, total: int, desc: str,
-    limit: int | None = None, background: Sequence[int] | str = WHITE,
+    limit: int | None = None, background: Sequence[int] | str = WHITE, every: list[str] | None = None,
 ) -> Decoded:
     images: list[np.ndarray] = []
     names: list[str] = []
@@ -107,7 +111,7 @@ def _decode_all(
         except ImageError:
             skipped.append(name)
     arr = np.stack(images) if images else np.zeros((0, resolution, resolution, channels), np.uint8)
-    labels, classes = _labels_from_parents(names)
+    labels, classes = _labels_from_parents(names, every if limit is not None else None)
     return Decoded(arr, labels, classes, skipped, names, digest.hexdigest())
 
 
@@ -127,7 +131,7 @@ def load_folder(root: Path, channels: int, resolution: int, limit: int | None = 
         raise DataError(f"{root} contains no files; put images (PNG, JPEG, ...) in it")
     rels = [p.relative_to(root).as_posix() for p in files]
     items = ((rel, (lambda p=p: p.read_bytes())) for rel, p in zip(rels, files, strict=True))
-    return _decode_all(items, channels, resolution, len(files), f"reading {root.name}", limit, background)
+    return _decode_all(items, channels, resolution, len(files), f"reading {root.name}", limit, background, rels)
 
 
 def zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -160,7 +164,7 @@ def load_zip(path: Path, channels: int, resolution: int, limit: int | None = Non
             return read
 
         return _decode_all(((i.filename, reader(i)) for i in infos), channels, resolution, len(infos),
-                           f"reading {path.name}", limit, background)
+                           f"reading {path.name}", limit, background, [i.filename for i in infos])
 
 
 def load_npz(path: Path, channels: int, resolution: int, limit: int | None = None,

@@ -43,6 +43,8 @@ from atelier.version import __version__
 __all__ = ["PREPARED_FORMAT", "fingerprint", "prepare_dataset", "prepared_meta", "read_cached", "resolve_alpha"]
 
 PREPARED_FORMAT = "atelier-prepared/1"
+# Bumped when decoding changes what a cache entry holds (2: a limited read keeps the folder's classes).
+CACHE_VERSION = 2
 
 
 def resolve_alpha(channels: int, alpha: str | None) -> str:
@@ -169,7 +171,7 @@ def prepared_meta(path: str | Path) -> dict[str, Any] | None:
 
 def _entry(path: Path, channels: int, resolution: int, background: tuple[int, int, int], limit: int | None) -> Path:
 
-    key = json.dumps([PREPARED_FORMAT, str(path.resolve()), channels, resolution, background, limit])
+    key = json.dumps([PREPARED_FORMAT, CACHE_VERSION, str(path.resolve()), channels, resolution, background, limit])
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name)[:40] or "data"
     return cache_dir() / "datasets" / f"{stem}-{resolution}px-{channels}ch-{digest}.npz"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from PIL import Image
@@ -11,8 +11,10 @@ from PIL import Image
 from atelier.data import class_names
 from atelier.errors import AtelierError
 from atelier.images import to_uint8_array
+from atelier.inversion import Projection
 from atelier.latent import balanced_labels, generate, latents, to_uint8
 from atelier.loaded.base import ExportSpec, LoadedModel
+from atelier.loaded.projection import ImageInput, project_image
 
 __all__ = ["Generator"]
 
@@ -134,6 +136,13 @@ class Generator(LoadedModel):
         if not pil:
             return images
         return [Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a) for a in to_uint8_array(images)]
+
+    def project(self, image: ImageInput, space: Literal["w", "w+", "z"] | None = None, steps: int = 500,
+                **options: Any) -> Projection:
+        """The latent whose image matches ``image`` (GAN inversion; see :mod:`atelier.inversion.project`): w or
+        w+ (and the noise maps) for a mapping network, z otherwise. ``options``: features, lr, seed, noise, label.
+        :func:`atelier.api.project` also writes the latent, the reconstruction and a progress strip."""
+        return project_image(self, image, space, steps, **options)
 
     def metadata(self, **fields: Any) -> dict[str, Any]:
         # "ema" / "raw" name the generator as the CLI's --raw does (the checkpoint slot is "G_ema" / "G").
