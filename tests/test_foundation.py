@@ -349,3 +349,26 @@ def test_api_errors_are_atelier_errors(model, tmp_path):
         atelier.load_foundation(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="--config is for single-file checkpoints"):
         atelier.load_foundation(model.info.path, config=model.info.path)
+
+
+def test_atelier_edit_and_inpaint_take_model_and_prompt(models, tmp_path):
+    # Issue 23: the diffusion family's `atelier edit` (image to image) and `atelier inpaint` accept --model PATH
+    # with a prompt, writing one file with the foundation model's provenance.
+    src = _photo(tmp_path / "in.png")
+    run_cli("edit", "--model", models["folder"], "--prompt", "a cat", "--image", src, "--strength", "0.5",
+            "--steps", "2", "--seed", "3", "--out", tmp_path / "edited.png")
+    meta = read_metadata(tmp_path / "edited.png")
+    assert meta["atelier:prompt"] == "a cat" and meta["atelier:seed"] == "3" and meta["atelier:strength"] == "0.5"
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:50] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    run_cli("inpaint", "--model", models["folder"], "--prompt", "a cat", "--image", src, "--mask",
+            tmp_path / "mask.png", "--steps", "2", "--out", tmp_path / "filled.png")
+    out, orig = _read(tmp_path / "filled.png"), _read(src)
+    assert out.shape == orig.shape and (np.abs(out.astype(int) - orig)[mask == 0] <= 8).all()  # + the watermark
+    one_line_error(run_cli("edit", "--model", models["folder"], "--image", src, "--out", tmp_path / "x.png",
+                           ok=False), "needs --prompt")
+    one_line_error(run_cli("edit", "--image", src, "--out", tmp_path / "x.png", ok=False),
+                   "needs a diffusion RUN folder, or --model PATH")
+    one_line_error(run_cli("inpaint", "--model", models["folder"], "--prompt", "x", "--image", src,
+                           "--out", tmp_path / "x.png", ok=False), "needs --mask")
