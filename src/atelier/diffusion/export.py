@@ -21,7 +21,9 @@ import torch
 
 from atelier.diffusion.objective import BETA_SCHEDULES, make_scheduler
 from atelier.errors import RunError
+from atelier.export import PARITY_TOL, export_module, max_abs_diff, onnx_session
 from atelier.models.diffusion import DiffusionConfig, DiffusionUNet, import_diffusers
+from atelier.utils import temp_dir
 
 __all__ = ["DenoiserExport", "denoiser_example", "export_diffusers", "export_onnx", "load_diffusers"]
 
@@ -38,8 +40,6 @@ def export_diffusers(unet: torch.nn.Module, cfg: DiffusionConfig, folder: str | 
     The folder is written beside its final place and renamed into it, so a failed export leaves nothing half
     written; an existing non-empty folder is replaced only with ``overwrite``.
     """
-    from atelier.utils import temp_dir
-
     d = import_diffusers()
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
@@ -143,8 +143,6 @@ def export_onnx(unet: DiffusionUNet, out: str | Path, check: bool = True) -> Den
     (height and width multiples of the U-Net's total downsampling), checked in ONNX Runtime at another batch
     size and twice the resolution."""
     # Function-level: ONNX is the optional extra atelier[export].
-    from atelier.export import PARITY_TOL, export_module, max_abs_diff, onnx_session
-
     step = unet.stride
     example = denoiser_example(unet)
     path = export_module(unet.eval(), example, out, spatial={"sample": (step, 1)}, output_name="output")

@@ -25,6 +25,7 @@ import torch
 from atelier.diffusion.objective import noise_levels, predict_x0
 from atelier.diffusion.sampling import Labels, _device, _noise, guided_output, make_generator, resolve_labels
 from atelier.errors import ConfigError, ImageError
+from atelier.images import open_image
 from atelier.models.diffusion import DiffusionConfig, import_diffusers
 
 __all__ = ["inpaint", "load_mask", "rect_mask", "repaint_schedule"]
@@ -127,8 +128,6 @@ def load_mask(path: str | Path, height: int, width: int) -> torch.Tensor:
     strokes), and the file must have the image's size, so a mask never shifts by a resize.
     """
     from PIL import Image
-
-    from atelier.images import open_image
 
     img = open_image(path)
     if img.size != (width, height):

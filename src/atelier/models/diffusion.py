@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atelier.errors import ConfigError
 from atelier.models.registry import ModelSpec, Network, register
+from atelier.utils import require_extra
 
 __all__ = ["DiffusionConfig", "DiffusionUNet", "import_diffusers", "null_class", "unet_kwargs"]
 
@@ -47,8 +48,6 @@ def import_diffusers() -> Any:
     The variables are set before the import because huggingface_hub reads them once, when imported;
     every ``from_pretrained`` atelier calls also passes ``local_files_only=True``.
     """
-    from atelier.utils import require_extra
-
     os.environ.update(HUB_OFFLINE_ENV)
     return require_extra("diffusers", "diffusion", "diffusion models")
 
