@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The shared data: ATELIER_DATA when set (CI sets it; a git worktree elsewhere has no ../shared), else the
+# project's ../shared/data.
+SHARED_DATA = Path(os.environ["ATELIER_DATA"]) if os.environ.get("ATELIER_DATA") else REPO.parent / "shared" / "data"
 
-# Tests never download: named datasets come from the local mirror (CI sets ATELIER_DATA too).
+# Tests never download: named datasets come from the local mirror.
 if not os.environ.get("ATELIER_DATA") and SHARED_DATA.is_dir():
     os.environ["ATELIER_DATA"] = str(SHARED_DATA)
 os.environ["ATELIER_OFFLINE"] = "1"
