@@ -17,7 +17,7 @@ from atelier.models import build
 from atelier.provenance import model_metadata, weights_sha256
 from atelier.runs import Run
 
-__all__ = ["ExportSpec", "LoadedModel", "read_slot"]
+__all__ = ["ExportSpec", "FullyConvolutional", "LoadedModel", "read_slot"]
 
 # (network, example inputs by name (batch axis first), image inputs whose height and width may vary -> (the stride
 # they must be a multiple of, the smallest multiple))
@@ -107,3 +107,16 @@ class LoadedModel:
     def export_sizes(self) -> str:
         """Which image sizes the exported model accepts, in words."""
         return ""
+
+
+class FullyConvolutional(LoadedModel):
+    """A loaded U-Net (pix2pix's translator, the segmenter): it exports with dynamic height and width, any
+    multiple of 2**depth."""
+
+    def export_spec(self) -> ExportSpec:
+        r = self.resolution
+        return self.network, {"x": torch.zeros(2, self.channels, r, r)}, {"x": (2 ** self.network_int("depth"), 1)}
+
+    def export_sizes(self) -> str:
+        k = 2 ** self.network_int("depth")
+        return f"any height and width that are multiples of {k} (trained at {self.resolution}x{self.resolution})"

@@ -13,14 +13,14 @@ from PIL import Image
 
 from atelier.images import load_image
 from atelier.labelmaps import Palette, get_palette
-from atelier.loaded.base import ExportSpec, LoadedModel
+from atelier.loaded.base import FullyConvolutional
 
 __all__ = ["Segmenter"]
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
-class Segmenter(LoadedModel):
+class Segmenter(FullyConvolutional):
     """A trained segmenter: ``atelier.load("runs/facades-seg").segment(photo)`` -> uint8 ``(H, W)`` class indices.
 
     A photo of any size is resized to the training resolution, segmented, and its class scores are resized
@@ -105,11 +105,3 @@ class Segmenter(LoadedModel):
         return {**super().info(), "classes": list(self.classes),
                 "colors": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in self.palette.colors]}
 
-    def export_spec(self) -> ExportSpec:
-        # Fully convolutional like pix2pix's U-Net: any height and width divisible by 2**depth.
-        r = self.resolution
-        return self.network, {"x": torch.zeros(2, self.channels, r, r)}, {"x": (2 ** self.network_int("depth"), 1)}
-
-    def export_sizes(self) -> str:
-        k = 2 ** self.network_int("depth")
-        return f"any height and width that are multiples of {k} (trained at {self.resolution}x{self.resolution})"

@@ -13,12 +13,12 @@ from atelier.errors import DataError
 from atelier.imageio import save_image
 from atelier.images import IMAGE_SUFFIXES, load_image
 from atelier.latent import to_uint8
-from atelier.loaded.base import ExportSpec, LoadedModel
+from atelier.loaded.base import FullyConvolutional
 
 __all__ = ["Translator"]
 
 
-class Translator(LoadedModel):
+class Translator(FullyConvolutional):
     """A trained translation generator: ``Translator(image) -> PIL image`` of the same size."""
 
     kind = "translator"
@@ -64,11 +64,3 @@ class Translator(LoadedModel):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "classes": None}
 
-    def export_spec(self) -> ExportSpec:
-        # The U-Net is fully convolutional: any height and width divisible by 2**depth.
-        r = self.resolution
-        return self.network, {"x": torch.zeros(2, self.channels, r, r)}, {"x": (2 ** self.network_int("depth"), 1)}
-
-    def export_sizes(self) -> str:
-        k = 2 ** self.network_int("depth")
-        return f"any height and width that are multiples of {k} (trained at {self.resolution}x{self.resolution})"

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+
 from atelier.config import RunConfig
 from atelier.data import BatchLoader, ImageDataset
 from atelier.data import open_data as read_data
 from atelier.errors import DataError
-from atelier.training.task import Context
+from atelier.images import make_grid
+from atelier.latent import balanced_labels, generate, latents
+from atelier.training.ema import EMA
+from atelier.training.task import Context, Grid
 
-__all__ = ["check_labels", "grid_scale", "loader", "open_data"]
+__all__ = ["EMAGeneratorViews", "check_labels", "grid_scale", "loader", "open_data"]
+
+
+class EMAGeneratorViews:
+    """The progress grid and the evaluation sampler of a GAN-type task, both drawn from its EMA generator:
+    the grid from the task's fixed latents (and one row per class), the sampler from seeded latents with
+    balanced labels."""
+
+    cfg: RunConfig
+    ema: EMA
+    fixed_z: torch.Tensor
+    fixed_y: torch.Tensor | None
+    z_dim: int
+    num_classes: int
+
+    @torch.no_grad()
+    def grid(self) -> Grid:
+        net = self.ema.model
+        images = net(self.fixed_z) if self.fixed_y is None else net(self.fixed_z, self.fixed_y)
+        return Grid(make_grid(images, nrow=self.cfg.log.grid, scale=grid_scale(self.cfg.data.resolution)),
+                    {"generator": "ema"})
+
+    def sampler(self) -> Callable[[int, int], torch.Tensor]:
+        def sample(n: int, seed: int) -> torch.Tensor:
+            return generate(self.ema.model, latents(self.z_dim, n, seed), balanced_labels(n, self.num_classes))
+
+        return sample
 
 
 def open_data(cfg: RunConfig) -> ImageDataset:

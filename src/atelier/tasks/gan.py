@@ -14,7 +14,6 @@ augmentation probability, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,13 +21,11 @@ import torch
 from atelier import distributed
 from atelier.config import RunConfig
 from atelier.data.augment import Augment
-from atelier.images import make_grid
-from atelier.latent import balanced_labels, generate, latents
 from atelier.losses import get_loss, gradient_penalty, r1_penalty
 from atelier.models import get as get_model
-from atelier.tasks.common import check_labels, grid_scale, loader, open_data
+from atelier.tasks.common import EMAGeneratorViews, check_labels, loader, open_data
 from atelier.training.ema import EMA
-from atelier.training.task import Context, Grid, Task
+from atelier.training.task import Context, Task
 
 __all__ = ["GANTask", "loss_text"]
 
@@ -45,7 +42,7 @@ def loss_text(cfg: RunConfig) -> str:
     return ", ".join(parts)
 
 
-class GANTask(Task):
+class GANTask(EMAGeneratorViews, Task):
     grid_title = "Samples (EMA generator, fixed latents)"
 
     def __init__(self, cfg: RunConfig, ctx: Context, dataset: Any = None) -> None:
@@ -156,19 +153,6 @@ class GANTask(Task):
             self.augment.load_state_dict(state["augment"])
 
     # ------------------------------------------------------------------ showing it
-    @torch.no_grad()
-    def grid(self) -> Grid:
-        net = self.ema.model
-        images = net(self.fixed_z) if self.fixed_y is None else net(self.fixed_z, self.fixed_y)
-        return Grid(make_grid(images, nrow=self.cfg.log.grid, scale=grid_scale(self.cfg.data.resolution)),
-                    {"generator": "ema"})
-
-    def sampler(self) -> Callable[[int, int], torch.Tensor]:
-        def sample(n: int, seed: int) -> torch.Tensor:
-            return generate(self.ema.model, latents(self.z_dim, n, seed), balanced_labels(n, self.num_classes))
-
-        return sample
-
     def describe(self, metrics: dict[str, float]) -> list[str]:
         c = self.cfg
         lines = [f"- Sampling uses the EMA generator (half-life {c.train.ema_half_life_kimg:g} kimg)",

@@ -21,7 +21,6 @@ FreezeD, Mo, Cho & Shin, "Freeze the Discriminator: a Simple Baseline for Fine-T
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,13 @@ from atelier.checkpoint import CheckpointManager
 from atelier.config import RunConfig
 from atelier.data.augment import Augment
 from atelier.errors import ConfigError, RunError
-from atelier.images import make_grid
-from atelier.latent import balanced_labels, generate, latents
 from atelier.losses import get_loss, path_length_penalty, r1_penalty
 from atelier.models import get as get_model
 from atelier.models.stylegan2 import StyleGAN2Config, StyleGAN2Discriminator
 from atelier.provenance import weights_sha256
-from atelier.tasks.common import check_labels, grid_scale, loader, open_data
+from atelier.tasks.common import EMAGeneratorViews, check_labels, loader, open_data
 from atelier.training.ema import EMA
-from atelier.training.task import Context, Grid, Task
+from atelier.training.task import Context, Task
 
 __all__ = ["StyleGAN2Task", "frozen_d_modules", "lazy_adam", "recipe_defaults"]
 
@@ -75,7 +72,7 @@ def lazy_adam(params: Any, lr: float, betas: tuple[float, float], every: int) ->
     return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
-class StyleGAN2Task(Task):
+class StyleGAN2Task(EMAGeneratorViews, Task):
     grid_title = "Samples (EMA generator, fixed latents)"
 
     def __init__(self, cfg: RunConfig, ctx: Context, dataset: Any = None) -> None:
@@ -205,19 +202,6 @@ class StyleGAN2Task(Task):
             self.pl_mean = state["pl_mean"].to(self.ctx.device)
 
     # ------------------------------------------------------------------ showing it
-    @torch.no_grad()
-    def grid(self) -> Grid:
-        net = self.ema.model
-        images = net(self.fixed_z) if self.fixed_y is None else net(self.fixed_z, self.fixed_y)
-        return Grid(make_grid(images, nrow=self.cfg.log.grid, scale=grid_scale(self.cfg.data.resolution)),
-                    {"generator": "ema"})
-
-    def sampler(self) -> Callable[[int, int], torch.Tensor]:
-        def sample(n: int, seed: int) -> torch.Tensor:
-            return generate(self.ema.model, latents(self.z_dim, n, seed), balanced_labels(n, self.num_classes))
-
-        return sample
-
     def describe(self, metrics: dict[str, float]) -> list[str]:
         c, mc = self.cfg, self.mc
         lc = c.loss
