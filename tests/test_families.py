@@ -141,3 +141,16 @@ def test_budgets_stop_with_a_checkpoint_and_a_larger_budget_continues(tmp_path):
     later = CheckpointManager.read_step(CheckpointManager(timed / "checkpoints").latest_path())
     assert res.exit_code == 0 and later > first
     assert _cli("train", "--run-dir", tmp_path / "x", "--images", "lots", *TOY).exit_code == 2
+
+
+def test_a_cpu_clock_budget_counts_this_process_cpu_time_not_wall_time(tmp_path, monkeypatch):
+    """train.clock=cpu: train.minutes counts time.process_time, so equal budgets stay equal on a shared machine.
+    A fake CPU clock that advances 6 s per reading makes each step cost 6 CPU-seconds: 0.5 min is 5 steps,
+    while the wall clock (a few ms a step) would have allowed thousands."""
+    ticks = iter(range(0, 10**6, 6))
+    monkeypatch.setattr("atelier.training.loop.time.process_time", lambda: float(next(ticks)))
+    run = tmp_path / "cpu"
+    res = _cli("train", "--run-dir", run, "--minutes", "0.5", "--set", "train.clock=cpu", *TOY)
+    assert res.exit_code == 0, res.output
+    assert CheckpointManager.read_step(CheckpointManager(run / "checkpoints").latest_path()) == 5
+    assert atelier.load(run).cfg.train.clock == "cpu"

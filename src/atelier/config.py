@@ -152,6 +152,10 @@ class TrainConfig(_Strict):
     steps: int | None = Field(2000, ge=1)
     minutes: float | None = Field(None, gt=0)   # of training time (train_seconds), summed over resumes
     images: int | None = Field(None, ge=1)      # images seen (the global batch, all processes together)
+    # What train.minutes (and train_seconds) count: "wall" time of the training steps, or "cpu" time of this
+    # process (all its threads: core-minutes). "cpu" gives equal budgets on a machine other jobs share, which
+    # is how benchmarks compare families "at equal CPU-minutes".
+    clock: Literal["wall", "cpu"] = "wall"
     # 256 is the TensorFlow tutorial's batch; it is also the faster per image on a CPU. It is the global
     # batch: under torchrun each of the N processes trains on batch_size / N images per step, so a run
     # means the same maths (and resumes) whatever the number of processes.

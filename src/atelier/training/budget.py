@@ -1,7 +1,8 @@
 """Training budgets in the units people think in: steps, minutes of training, images seen.
 
 A run stops at the first budget reached (``train.steps``, ``train.minutes``, ``train.images``; unset ones
-do not limit). Minutes count training time only (``train_seconds``, summed over resumes), so a run
+do not limit). Minutes count training time only (``train_seconds``, summed over resumes; wall time, or this
+process's CPU time with ``train.clock: cpu``), so a run
 resumed with a larger budget continues where it stopped. The progress bar counts steps when steps are
 the only budget, else the percentage of the nearest budget.
 """
