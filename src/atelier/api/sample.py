@@ -22,7 +22,8 @@ from atelier.provenance import log_no_metadata
 from atelier.runs import Run
 from atelier.utils import atomic_write_bytes
 
-__all__ = ["SampleSet", "grid_scale", "interpolate", "load_generator", "parse_seeds", "sample", "style_mix"]
+__all__ = ["SampleSet", "grid_scale", "interpolate", "load_generator", "mix_cells", "parse_seeds", "sample",
+           "style_mix"]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -176,6 +177,20 @@ def interpolate(run: str | Path | Generator, seeds: Sequence[int], out: str | Pa
     return out, len(images)
 
 
+def mix_cells(g: Generator, row_seeds: Sequence[int], col_seeds: Sequence[int], crossover: int | None = None,
+              truncation: float = 1.0, class_: int | None = None) -> torch.Tensor:
+    """The cells of a style-mixing grid, row by row (``len(col_seeds) + 1`` per row): an empty corner, the column
+    seeds' images, then per row seed its own image and its mixes with every column seed. uint8 (N, C, H, W)."""
+    if not row_seeds or not col_seeds:
+        raise AtelierError("give at least one row seed and one column seed")
+    rows, cols = g.latents(seeds=row_seeds), g.latents(seeds=col_seeds)
+    mixed = g.mix(rows, cols, crossover, psi=truncation, labels=class_)                 # (R, C, ch, H, W)
+    top = g.generate(cols, labels=class_, psi=truncation)                              # (C, ch, H, W)
+    left = g.generate(rows, labels=class_, psi=truncation)                             # (R, ch, H, W)
+    corner = torch.zeros_like(top[:1])  # transparent for RGBA, black otherwise: no image there
+    return torch.cat([torch.cat([corner, top])] + [torch.cat([left[i : i + 1], mixed[i]]) for i in range(len(rows))])
+
+
 def style_mix(run: str | Path | Generator, row_seeds: Sequence[int], col_seeds: Sequence[int], out: str | Path,
               crossover: int | None = None, truncation: float = 1.0, class_: int | None = None, which: str = "ema",
               strip_metadata: bool = False) -> Path:
@@ -183,19 +198,11 @@ def style_mix(run: str | Path | Generator, row_seeds: Sequence[int], col_seeds: 
     the ``row_seeds`` images, and cell [i, j] takes the coarse styles (feature sizes below ``crossover`` px,
     default 16: shape and layout) of row seed i and the fine ones (colour, texture) of column seed j."""
     g = load_generator(run, which)
-    if not row_seeds or not col_seeds:
-        raise AtelierError("give at least one row seed and one column seed")
-    labels = None if class_ is None else class_
-    rows, cols = g.latents(seeds=row_seeds), g.latents(seeds=col_seeds)
-    mixed = g.mix(rows, cols, crossover, psi=truncation, labels=labels)                # (R, C, ch, H, W)
-    top = g.generate(cols, labels=labels, psi=truncation)                             # (C, ch, H, W)
-    left = g.generate(rows, labels=labels, psi=truncation)                            # (R, ch, H, W)
-    corner = torch.zeros_like(top[:1])  # transparent for RGBA, black otherwise: no image there
-    cells = torch.cat([torch.cat([corner, top])] + [torch.cat([left[i : i + 1], mixed[i]]) for i in range(len(rows))])
+    cells = mix_cells(g, row_seeds, col_seeds, crossover, truncation, class_)
     meta = g.metadata(workflow="style-mix", row_seeds=_ranges(list(row_seeds)), col_seeds=_ranges(list(col_seeds)),
                       crossover=crossover or g.default_crossover, truncation=truncation,
                       **({"class": class_} if class_ is not None else {}))
-    return save_image(make_grid(cells, nrow=len(cols) + 1, scale=grid_scale(g.resolution)), out, meta,
+    return save_image(make_grid(cells, nrow=len(col_seeds) + 1, scale=grid_scale(g.resolution)), out, meta,
                       strip_metadata=strip_metadata)
 
 

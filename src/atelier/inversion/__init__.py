@@ -6,9 +6,9 @@ prior-regularised z search otherwise) under the no-download distance of :mod:`~a
 read runs and write files are in :mod:`atelier.api.project`.
 """
 
-from atelier.inversion.directions import METHODS, Directions, find_directions, move
+from atelier.inversion.directions import METHODS, Directions, combine, find_directions, move
 from atelier.inversion.distance import FEATURES, ProjectionDistance, choose_features, psnr, ssim
 from atelier.inversion.project import SPACES, Projection, has_mapping, project_latent, render
 
 __all__ = ["FEATURES", "METHODS", "SPACES", "Directions", "Projection", "ProjectionDistance", "choose_features",
-           "find_directions", "has_mapping", "move", "project_latent", "psnr", "render", "ssim"]
+           "combine", "find_directions", "has_mapping", "move", "project_latent", "psnr", "render", "ssim"]

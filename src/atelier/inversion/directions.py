@@ -21,6 +21,7 @@ the measured spread for w), so ``--amount -2..2`` means the same for every metho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,8 @@ from torch import nn
 from atelier.errors import AtelierError
 from atelier.inversion.project import dim, has_mapping, mapping
 
-__all__ = ["METHODS", "Directions", "class_directions", "find_directions", "first_linear", "move", "pca", "sefa"]
+__all__ = ["METHODS", "Directions", "class_directions", "combine", "find_directions", "first_linear", "move", "pca",
+           "sefa"]
 
 METHODS = ("sefa", "pca", "class")
 
@@ -159,3 +161,17 @@ def move(latent: torch.Tensor, directions: Directions, index: int, amounts: torc
                            f"have {step.shape[0]}")
     a = amounts.float().view(-1, *([1] * latent.ndim))                     # (T, 1) or (T, 1, 1)
     return latent.float()[None] + a * step
+
+
+def combine(latent: torch.Tensor, directions: Directions, amounts: Sequence[float]) -> torch.Tensor:
+    """``latent`` (D,) or w+ (L, D) moved along several directions at once: direction i by ``amounts[i]`` (the
+    studio's sliders); amounts of 0 leave it, and one non-zero amount is :func:`move` by that amount."""
+    if len(amounts) > len(directions):
+        raise AtelierError(f"{len(amounts)} amounts given; the {directions.method} directions of this model are "
+                           f"{len(directions)}")
+    a = torch.tensor([float(x) for x in amounts], dtype=torch.float32)
+    step = (a[:, None] * directions.vectors[: len(a)] * directions.scales[: len(a), None]).sum(0)   # (D,)
+    if latent.shape[-1] != step.shape[0]:
+        raise AtelierError(f"the latent has {latent.shape[-1]} values per vector; the {directions.space} directions "
+                           f"have {step.shape[0]}")
+    return latent.float() + step

@@ -150,7 +150,10 @@ class Generator(LoadedModel):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "z_dim": self.z_dim, "classes": self.classes,
-                "conditional": bool(self.num_classes), "truncation": self.supports_truncation}
+                "conditional": bool(self.num_classes), "truncation": self.supports_truncation,
+                # Style mixing: the feature sizes a crossover may be (the first is the constant input's).
+                **({"mixing": {"sizes": list(getattr(self.network, "sizes", []))[1:],
+                               "default": self.default_crossover}} if self.supports_truncation else {})}
 
     def export_spec(self) -> ExportSpec:
         example = {"z": torch.zeros(2, self.z_dim)}

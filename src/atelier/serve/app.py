@@ -40,6 +40,7 @@ from atelier.serve.gallery import add_gallery_routes
 from atelier.serve.gate import BodySize, Gate, Limits, ServerTiming
 from atelier.serve.generate import _verifier, add_generate_routes, served
 from atelier.serve.jobs import add_job_routes
+from atelier.serve.latents import add_latent_routes
 from atelier.serve.registry import ModelStore
 from atelier.serve.settings import StudioSettings
 from atelier.version import __version__
@@ -174,6 +175,7 @@ def create_app(runs: str | Path | Sequence[str | Path] | ModelStore, backend: st
     add_auth_routes(app, s.access)
     add_generate_routes(app, s)
     add_edit_routes(app, s)
+    add_latent_routes(app, s)
     add_dataset_routes(app, s)
     add_job_routes(app, s)
     add_gallery_routes(app, s)

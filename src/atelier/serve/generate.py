@@ -180,8 +180,11 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
         _check_batch(n, limit, what)
         _check_output(n, model, req.scale, limits)
         labels = _label(model, req.label, n)
-        z = latent.truncate(make_z(model), req.truncation)
-        return model, gate.run(lambda: model.generate(z, labels))
+        if getattr(model.model, "supports_truncation", False):  # in w, towards the tracked average (StyleGAN)
+            z, psi = make_z(model), req.truncation
+        else:                                                    # a Gaussian z scaled towards 0
+            z, psi = latent.truncate(make_z(model), req.truncation), 1.0
+        return model, gate.run(lambda: model.generate(z, labels, psi))
 
     def base(req: _Request) -> dict[str, Any]:
         return {"model": req.model, "truncation": req.truncation, **({"label": req.label} if req.label is not None

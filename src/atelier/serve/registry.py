@@ -74,12 +74,14 @@ class ServedModel:
         assert isinstance(self.model, Generator)
         return self.model.latents(seeds=seeds)
 
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        """Images from latents; ``psi`` < 1 truncates in w (mapping networks: the exported graph has no psi
+        input, so truncated images come from PyTorch)."""
         g = self.model
         assert isinstance(g, Generator)
         with self.lock:
-            if self._session is None:
-                return g.generate(z, labels=labels)
+            if self._session is None or psi != 1.0:
+                return g.generate(z, labels=labels, psi=psi)
             feed = {"z": z.float().numpy()}
             y = g.class_labels(labels, z.shape[0])
             if y is not None:
