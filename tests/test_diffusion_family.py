@@ -214,3 +214,39 @@ def test_region_edit_inpaint_fills_the_region_of_a_larger_frame_and_keeps_the_re
     assert r.metadata["edit"] == "inpaint" and r.metadata["sampler"] == "repaint"
     with pytest.raises(atelier.AtelierError, match="an inpaint edit needs a diffusion run"):
         atelier.edit_region(frame, kind="inpaint", model=tiny_run, rect="10,10,40,30")
+
+
+def test_the_studio_samples_with_the_chosen_sampler_steps_and_guidance_and_offers_only_diffusion_to_inpaint(
+        eps_run, cond_run, tiny_run, tmp_path):
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from atelier.serve import create_app
+    from atelier.serve.settings import StudioSettings
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for run in (eps_run, cond_run, tiny_run):
+        (runs / run.name).symlink_to(run, target_is_directory=True)
+    with TestClient(create_app(runs, settings=StudioSettings(home=tmp_path / "home"))) as client:
+        kinds = client.get("/api/edit/kinds").json()["kinds"]
+        assert sorted(kinds["inpaint"]["models"]) == sorted([eps_run.name, cond_run.name])  # no GAN listed
+        body = {"model": cond_run.name, "seeds": [1, 2], "label": 3, "steps": 3, "sampler": "euler",
+                "guidance": 2.0, "format": "json"}
+        r = client.post("/api/generate", json=body)
+        assert r.status_code == 200, r.text
+        got = [np.asarray(Image.open(io.BytesIO(base64.b64decode(im["image"].split(",", 1)[1]))))
+               for im in r.json()["images"]]
+        want = atelier.load(cond_run).with_sampling(3, "euler", 2.0).sample(seeds=[1, 2], labels=3)
+        assert all(np.array_equal(g, w[0].numpy()) for g, w in zip(got, want, strict=True))
+        other = client.post("/api/generate", json={**body, "guidance": 0.0}).json()["images"]
+        assert other[0]["image"] != r.json()["images"][0]["image"]  # the guidance scale is used
+        assert r.json()["steps"] == 3 and r.json()["sampler"] == "euler"  # recorded with the images
+        gan = client.post("/api/generate", json={"model": tiny_run.name, "n": 2, "steps": 5})
+        assert gan.status_code == 400 and "diffusion runs" in gan.json()["detail"]
+        bad = client.post("/api/generate", json={**body, "sampler": "magic"})
+        assert bad.status_code == 400 and "unknown sampler" in bad.json()["detail"]
+        assert client.post("/api/generate", json={**body, "steps": 0}).status_code == 422

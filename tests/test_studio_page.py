@@ -329,3 +329,76 @@ def test_the_region_editor_paints_a_mask_and_keeps_the_rest_exact(browser, kinds
     assert 15 < share < 35                                        # about a quarter of the picture
     assert not errors, errors
     page.close()
+
+
+@pytest.fixture(scope="module")
+def latent_url(tmp_path_factory):
+    """A studio serving a tiny StyleGAN2 and a tiny class-conditional diffusion model, both on RGB sprites."""
+    import atelier
+    from atelier.serve import background, create_app
+    from atelier.serve.settings import StudioSettings
+    from test_stylegan2_task import TINY_SG, sprites
+
+    tmp = tmp_path_factory.mktemp("latent-page")
+    data = str(sprites(tmp / "sprites"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATELIER_CACHE", str(tmp / "cache"))
+        atelier.train(None, tmp / "runs" / "sg", {**TINY_SG, "data.channels": 3, "data.alpha": "composite",
+                                                  "data.source": data}, progress=False)
+        atelier.train(None, tmp / "runs" / "dm", {
+            "model.name": "diffusion", "model.block_out_channels": [8, 16], "model.attention_resolutions": [],
+            "model.attention_head_dim": 8, "model.norm_num_groups": 4, "model.sample_steps": 4, "model.num_classes": 2,
+            "data.source": data, "data.resolution": 32, "data.channels": 3, "data.alpha": "composite",
+            "train.batch_size": 4, "train.steps": 2, "train.device": "cpu", "log.every": 1, "log.sample_every": 2,
+            "log.checkpoint_every": 2, "log.grid": 2, "log.tensorboard": False}, progress=False)
+    with background(create_app(tmp / "runs", settings=StudioSettings(home=tmp / "home"))) as url:
+        yield url
+
+
+def test_direction_sliders_mixing_and_diffusion_controls(browser, latent_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(latent_url)
+    page.wait_for_selector(".model[data-name=sg]")
+    page.click(".model[data-name=sg]")
+    page.wait_for_function("document.querySelectorAll('#grid .tile img').length === 16")
+    assert page.locator("#latent-panel").is_visible() and page.locator("#mix-box").is_visible()
+    assert page.locator("#diffusion-fields").is_hidden() and page.locator("#psi-field").is_visible()
+    page.wait_for_function("document.querySelectorAll('#dir-sliders input').length === 5")
+
+    # A candidate becomes the image the sliders move.
+    page.locator("#grid .tile").nth(2).click()
+    page.wait_for_function("document.querySelector('#dir-caption').textContent.startsWith('seed 2')")
+    page.wait_for_function("document.querySelector('#dir-image').naturalWidth > 0")
+    before = page.evaluate("document.querySelector('#dir-image').src")
+    slider = page.locator("#dir-sliders input").nth(0)
+    slider.evaluate("(e) => { e.value = 2; e.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("document.querySelector('#dir-caption').textContent.includes('#1 +2')")
+    page.wait_for_function(f"document.querySelector('#dir-image').src !== {before!r}")
+
+    # The style-mixing grid.
+    page.click("#mix-go")
+    page.wait_for_function("document.querySelector('#mix-image').naturalWidth > 0")
+    assert page.evaluate("document.querySelector('#mix-image').naturalWidth") > 4 * 32
+
+    # An uploaded image, projected, then moved.
+    page.set_input_files("#dir-file", str(small_photo(tmp_path / "mine.png", 48)))
+    page.wait_for_function("document.querySelector('#dir-caption').textContent.includes('projected')", timeout=60_000)
+    shots = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path)
+    page.screenshot(path=str(shots / "8-latent-tools.png"), full_page=True)
+
+    # A diffusion model: sampler, steps and guidance instead of truncation, directions and mixing.
+    page.click(".model[data-name=dm]")
+    page.wait_for_function("!document.querySelector('#diffusion-fields').hidden")
+    assert page.locator("#latent-panel").is_hidden() and page.locator("#psi-field").is_hidden()
+    assert page.locator("#dm-guidance-field").is_visible()  # conditional: guidance applies
+    page.wait_for_function("document.querySelectorAll('#grid .tile img').length === 16")
+    page.select_option("#dm-sampler", "euler")
+    with page.expect_request(lambda r: r.url.endswith("/api/generate")) as req:
+        page.locator("#dm-steps").evaluate("(e) => { e.value = 3; e.dispatchEvent(new Event('change')); }")
+    body = req.value.post_data_json
+    assert body["steps"] == 3 and body["sampler"] == "euler" and "guidance" in body
+    page.wait_for_function("document.querySelectorAll('#grid .tile img').length === 16")
+    assert not errors, errors
+    page.close()

@@ -170,13 +170,7 @@ class Inpaint(RegionEdit):
     back; the region edit then keeps every pixel outside the mask exactly. Options: ``seed``, ``steps``,
     ``jump_length``, ``jump_n_sample``."""
 
-    kind, model_kind = "inpaint", "generator"
-
-    def __init__(self, model: Any, **options: Any) -> None:
-        if not isinstance(model, DiffusionModel):
-            raise RunError(f"an inpaint edit needs a diffusion run; {model.run_dir} is a {model.cfg.model['name']} "
-                           f"({model.kind}) run")
-        super().__init__(model, **options)
+    kind, model_kind, model_class, needs = "inpaint", "generator", DiffusionModel, "diffusion"
 
     def propose(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         m = self.model

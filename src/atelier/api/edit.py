@@ -52,12 +52,21 @@ class RegionEdit:
 
     kind: ClassVar[str] = ""
     model_kind: ClassVar[str] = ""       # the LoadedModel.kind it needs ("stylizer", "translator", ...)
+    # Narrower than the kind when only some models of that kind can do it (inpainting: diffusion generators).
+    model_class: ClassVar[type[LoadedModel]] = LoadedModel
+    needs: ClassVar[str] = ""            # the run it needs, in words, when model_class narrows the kind
 
     def __init__(self, model: LoadedModel, **options: Any) -> None:
-        if model.kind != self.model_kind:
-            raise RunError(f"a {self.kind} edit needs a {self.model_kind} run; {model.run_dir} is a "
-                           f"{model.cfg.model['name']} ({model.kind}) run")
+        if model.kind != self.model_kind or not isinstance(model, self.model_class):
+            article = "an" if self.kind[:1] in "aeiou" else "a"
+            raise RunError(f"{article} {self.kind} edit needs a {self.needs or self.model_kind} run; {model.run_dir} "
+                           f"is a {model.cfg.model['name']} ({model.kind}) run")
         self.model, self.options = model, options
+
+    @classmethod
+    def accepts(cls, loaded: type[LoadedModel]) -> bool:
+        """Whether models loaded as ``loaded`` (a family's class) can make this edit, without loading one."""
+        return loaded.kind == cls.model_kind and issubclass(loaded, cls.model_class)
 
     def propose(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """uint8 ``(H, W, 3)`` and bool ``(H, W)`` -> uint8 ``(H, W, 3)``; only the masked pixels are used."""

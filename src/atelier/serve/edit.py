@@ -40,8 +40,9 @@ def add_edit_routes(app: FastAPI, s: Studio) -> None:
     @app.get("/api/edit/kinds")
     def edit_kinds() -> dict[str, Any]:
         """The region edits, the served models each can use, and the served segmenters with their classes."""
-        kinds = {k: {"model_kind": cls.model_kind, "models": served_of_kind(cls.model_kind)} for k, cls in
-                 sorted(EDITS.items())}
+        kinds = {k: {"model_kind": cls.model_kind,
+                     "models": [name for name, (_, family) in store.runs.items() if cls.accepts(family.loaded)]}
+                 for k, cls in sorted(EDITS.items())}
         segmenters = {}
         for name in served_of_kind("segmenter"):
             info = store.get(name).model.info()

@@ -22,7 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier import latent, provenance
+from atelier.api.diffusion import with_sampling
 from atelier.api.gallery import created_now
+from atelier.errors import AtelierError
 from atelier.imageio import encode_image
 from atelier.images import IMAGE_SUFFIXES, load_image, make_grid, to_uint8_array
 from atelier.serve.context import Studio, user
@@ -32,6 +34,7 @@ from atelier.serve.registry import ModelStore, ServedModel
 __all__ = ["GenerateRequest", "InterpolateRequest", "VariationsRequest", "add_generate_routes"]
 
 MAX_SEED = 2**31 - 1  # fits a JavaScript integer and a URL without surprises
+MAX_STEPS = 1000      # a diffusion model's full DDPM chain
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Psi = Annotated[float, Field(ge=0.0, le=2.0, description="Truncation ψ: 1 = none, toward 0 = the mean image.")]
 
@@ -46,6 +49,10 @@ class _Request(BaseModel):
         "png", description="png: one PNG (a grid when several images); json: one base64 PNG per image.")
     scale: int = Field(1, ge=1, le=16, description="Enlarge each image (nearest neighbour), e.g. for download.")
     save: bool = Field(False, description="Keep every image in the gallery (with the request that remakes it).")
+    # Diffusion models only (a GAN answers 400): how to sample; unset keeps the run's own settings.
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Diffusion: denoiser steps (NFE).")
+    sampler: str | None = Field(None, min_length=1, max_length=20, description="Diffusion: dpm++, ddim, ddpm, euler.")
+    guidance: float | None = Field(None, ge=0.0, le=20.0, description="Diffusion: classifier-free guidance scale.")
 
 
 class GenerateRequest(_Request):
@@ -148,7 +155,7 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
                 req: _Request, workflow: str, body: dict[str, Any], seed_of: Callable[[int], int | None],
                 nrow: int | None = None, **fields: Any) -> Response:
         """PNG (one image, or a grid) or JSON with one PNG per image; each PNG carries its provenance."""
-        fields = {**fields, "truncation": req.truncation, **({"label": req.label} if req.label is not None else {})}
+        fields = {**fields, **{k: v for k, v in base(req).items() if k != "model"}}
         saved: list[bytes] | None = None
         ids: list[int] = []
         if req.save:
@@ -180,15 +187,25 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
         _check_batch(n, limit, what)
         _check_output(n, model, req.scale, limits)
         labels = _label(model, req.label, n)
+        sampling = {k: v for k, v in (("steps", req.steps), ("sampler", req.sampler), ("guidance", req.guidance))
+                    if v is not None}
+        try:
+            with_sampling(model.model, **sampling)  # type: ignore[arg-type]  # checked before the queue
+        except AtelierError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if sampling and n * int(sampling.get("steps") or 0) > limits.max_batch * MAX_STEPS // 4:
+            raise HTTPException(400, f"{n} images x {sampling['steps']} steps is more denoiser work than this server "
+                                     "does in one request; ask for fewer images or steps")
         if getattr(model.model, "supports_truncation", False):  # in w, towards the tracked average (StyleGAN)
             z, psi = make_z(model), req.truncation
         else:                                                    # a Gaussian z scaled towards 0
             z, psi = latent.truncate(make_z(model), req.truncation), 1.0
-        return model, gate.run(lambda: model.generate(z, labels, psi))
+        return model, gate.run(lambda: model.generate(z, labels, psi, sampling))
 
     def base(req: _Request) -> dict[str, Any]:
-        return {"model": req.model, "truncation": req.truncation, **({"label": req.label} if req.label is not None
-                                                                      else {})}
+        optional = {k: getattr(req, k) for k in ("label", "steps", "sampler", "guidance")
+                    if getattr(req, k) is not None}
+        return {"model": req.model, "truncation": req.truncation, **optional}
 
     @app.post("/api/generate", responses={200: {"content": {"image/png": {}}}})
     def generate(req: GenerateRequest, request: Request) -> Response:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from atelier import families
+from atelier.api.diffusion import with_sampling
 from atelier.errors import AtelierError, RunError
 from atelier.export import onnx_session
 from atelier.latent import to_uint8
@@ -74,14 +75,16 @@ class ServedModel:
         assert isinstance(self.model, Generator)
         return self.model.latents(seeds=seeds)
 
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, psi: float = 1.0,
+                 sampling: dict[str, Any] | None = None) -> torch.Tensor:
         """Images from latents; ``psi`` < 1 truncates in w (mapping networks: the exported graph has no psi
-        input, so truncated images come from PyTorch)."""
+        input, so truncated images come from PyTorch); ``sampling``: a diffusion model's steps / sampler /
+        guidance for this call."""
         g = self.model
         assert isinstance(g, Generator)
         with self.lock:
-            if self._session is None or psi != 1.0:
-                return g.generate(z, labels=labels, psi=psi)
+            if self._session is None or psi != 1.0 or sampling:
+                return with_sampling(g, **(sampling or {})).generate(z, labels=labels, psi=psi)
             feed = {"z": z.float().numpy()}
             y = g.class_labels(labels, z.shape[0])
             if y is not None:

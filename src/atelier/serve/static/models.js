@@ -80,13 +80,14 @@ function selectModel(name, show = true) {
   const t2i = state.model.capabilities.includes("t2i");
   $("t2i-controls").hidden = !t2i;
   if (t2i) {  // a foundation model (t2i.js): the grid shows its drawings, nothing is drawn until asked
-    for (const id of ["strip-panel", "controls", "scale-field", "tool-panel"]) $(id).hidden = true;
+    for (const id of ["strip-panel", "controls", "scale-field", "tool-panel", "latent-panel"]) $(id).hidden = true;
     $("grid").hidden = false;
     $("grid").innerHTML = "";
     return showT2I(state.model);
   }
   const generates = state.model.capabilities.includes("generate");
   for (const id of ["grid", "strip-panel", "controls", "scale-field"]) $(id).hidden = !generates;
+  if (!generates) $("latent-panel").hidden = true;
   $("tool-panel").hidden = generates;
   if (!generates) return showTool(state.model);
   const classes = state.model.classes;
@@ -101,6 +102,7 @@ function selectModel(name, show = true) {
   $("scale").innerHTML = scales.map((s) => `<option value="${s}" ${s === pick ? "selected" : ""}>${res * s} px</option>`).join("");
   renderPicks();
   $("grid").innerHTML = "";  // no stale candidates of another model (or an older checkpoint) to click meanwhile
+  showLatentTools(state.model);
   generate();
 }
 

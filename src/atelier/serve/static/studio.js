@@ -79,7 +79,7 @@ async function loadSession() {
 
 // -------------------------------------------------------------------------------------------- grid
 function common() {
-  const body = { model: state.model.name, truncation: state.psi };
+  const body = { model: state.model.name, truncation: state.psi, ...samplingFields() };
   if (state.label !== null) body.label = state.label;
   return body;
 }
@@ -106,10 +106,12 @@ async function generate() {
     for (let i = 0; i < state.count; i++) grid.insertAdjacentHTML("beforeend", '<div class="tile loading"></div>');
   }
   busy(true);
+  const asked = state.model;
   try {
     const body = { ...common(), n: state.count, seed: state.seed, format: "json", save: true };
     const { res, ms } = await api("/api/generate", body);
     const data = await res.json();
+    if (state.model !== asked) return;  // another model was picked meanwhile: its own grid is on its way
     grid.innerHTML = "";
     grid.dataset.count = data.images.length;
     for (const im of data.images) {
@@ -155,6 +157,7 @@ function selectItem(item, e) {
   $("reopen").hidden = !item.record;
   const varies = item.seed !== undefined && item.recipe && !item.record;
   $("var-section").hidden = !varies;
+  if (seedOnly) latentFromItem(item);
   if (varies) variations(item);
   else $("variations").innerHTML = "";
 }
@@ -273,7 +276,7 @@ function wire() {
     state.psi = Number(e.target.value);
     $("psi-out").textContent = state.psi.toFixed(2);
     clearTimeout(psiTimer);
-    psiTimer = setTimeout(() => { generate(); interpolate(); }, 120);
+    psiTimer = setTimeout(() => { generate(); interpolate(); drawDirections(); }, 120);
   };
   $("label").onchange = (e) => { state.label = e.target.value === "" ? null : Number(e.target.value); generate(); };
   $("strength").oninput = (e) => {
