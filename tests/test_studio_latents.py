@@ -140,3 +140,26 @@ def test_latent_tools_answer_bad_requests_with_a_4xx(studio, runs, tiny_run):
     assert big.status_code == 422
     corrupt = post("/api/project", data={"model": "sg"}, files={"file": ("a.png", b"not a png", "image/png")})
     assert corrupt.status_code == 400
+
+
+def test_a_stylegan_walks_linearly_in_w_in_python_the_cli_and_the_studio(studio, runs, tmp_path):
+    g = atelier.load(runs / "sg")
+    net = g.network
+    z = g.latents(seeds=[3, 9])
+    frames = g.walk(z, 5, psi=0.8)
+    with torch.no_grad():
+        ws = net.mapping(z, psi=0.8)
+        middle = to_uint8(net.synthesis(ws.mean(0, keepdim=True)))[0]     # halfway in w
+        ends = to_uint8(net.synthesis(ws))
+    assert frames.shape[0] == 5 and torch.equal(frames[0], ends[0]) and torch.equal(frames[-1], ends[1])
+    assert torch.equal(frames[2], middle)
+    r = studio.post("/api/interpolate", json={"model": "sg", "seed_a": 3, "seed_b": 9, "frames": 5,
+                                              "truncation": 0.8, "format": "json"})
+    assert r.status_code == 200, r.text
+    third = r.json()["images"][2]["image"]
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(third.split(",", 1)[1]))))
+    assert np.array_equal(got, _chw(middle))
+    assert studio.post("/api/interpolate", json={"model": "sg", "seed_a": 3, "seed_b": 9,
+                                                 "steps": 4}).status_code == 400
+    out, n = atelier.interpolate(runs / "sg", [3, 9], tmp_path / "walk.png", frames=5, psi=0.8)
+    assert n == 5 and out.is_file()

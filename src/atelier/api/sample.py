@@ -16,7 +16,6 @@ from atelier.api.diffusion import with_sampling
 from atelier.errors import AtelierError, RunError
 from atelier.imageio import encode_animation, save_image
 from atelier.images import make_grid
-from atelier.latent import interpolate_path, truncate
 from atelier.loaded import Generator
 from atelier.provenance import log_no_metadata
 from atelier.runs import Run
@@ -160,11 +159,9 @@ def interpolate(run: str | Path | Generator, seeds: Sequence[int], out: str | Pa
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".gif"):
         raise AtelierError(f"{out.name}: use a .png, .jpg, .webp or .gif file name")
     g = load_generator(run, which)
-    z = interpolate_path(g.latents(seeds=seeds), frames, mode)
-    # A mapping network truncates in w (towards its tracked average); other generators scale z towards 0.
-    images = g.generate(z, psi=psi) if g.supports_truncation else g.generate(truncate(z, psi))
-    meta = g.metadata(workflow="interpolate", seeds=",".join(map(str, seeds)), frames=frames, mode=mode,
-                      truncation=psi)
+    images = g.walk(g.latents(seeds=seeds), frames, mode, psi)   # in w for a mapping network, else in z
+    meta = g.metadata(workflow="interpolate", seeds=",".join(map(str, seeds)), frames=frames,
+                      mode="lerp in w" if g.supports_truncation else mode, truncation=psi)
     scale = grid_scale(g.resolution)
     if out.suffix.lower() == ".gif":
         big = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in

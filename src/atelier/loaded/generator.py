@@ -12,7 +12,7 @@ from atelier.data import class_names
 from atelier.errors import AtelierError
 from atelier.images import to_uint8_array
 from atelier.inversion import Projection
-from atelier.latent import balanced_labels, generate, latents, to_uint8
+from atelier.latent import balanced_labels, generate, interpolate_path, latents, to_uint8, truncate
 from atelier.loaded.base import ExportSpec, LoadedModel
 from atelier.loaded.projection import ImageInput, project_image
 
@@ -98,6 +98,22 @@ class Generator(LoadedModel):
         self.check_truncation(psi)
         options = {"psi": psi} if psi != 1.0 else {}
         return generate(self.network, z, self.class_labels(labels, z.shape[0]), batch_size=batch_size, **options)
+
+    @torch.no_grad()
+    def walk(self, z: torch.Tensor, frames: int, mode: Literal["slerp", "lerp"] = "slerp", psi: float = 1.0,
+             labels: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """``frames`` images between each consecutive pair of the latents ``z`` (K, z_dim): uint8
+        ``((K-1) * frames, C, H, W)``. A mapping network walks in w, linearly (where StyleGAN's images change
+        evenly: its perceptual path length is measured there), truncated towards w_avg by ``psi``; any other
+        generator walks in z by ``mode`` (slerp keeps a Gaussian latent's norm), truncated by scaling z."""
+        if not self.supports_truncation:
+            return self.generate(truncate(interpolate_path(z, frames, mode), psi), labels=labels)
+        self.check_truncation(psi)
+        net = cast(MappingGenerator, self.network)
+        y = self.class_labels(labels, z.shape[0])
+        ws = net.mapping(z.to(self.device), None if y is None else y.to(self.device), psi=psi)   # (K, L, w_dim)
+        path = interpolate_path(ws.flatten(1).float(), frames, "lerp").view(-1, *ws.shape[1:])
+        return torch.cat([to_uint8(net.synthesis(chunk)) for chunk in path.split(256)])
 
     @property
     def default_crossover(self) -> int:

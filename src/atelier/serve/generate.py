@@ -27,6 +27,7 @@ from atelier.api.gallery import created_now
 from atelier.errors import AtelierError
 from atelier.imageio import encode_image
 from atelier.images import IMAGE_SUFFIXES, load_image, make_grid, to_uint8_array
+from atelier.loaded import Generator
 from atelier.serve.context import Studio, user
 from atelier.serve.gate import MAX_BATCH, MAX_FRAMES, Limits
 from atelier.serve.registry import ModelStore, ServedModel
@@ -180,6 +181,19 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
             headers["X-Atelier-Gallery-Ids"] = ",".join(map(str, ids))
         return Response(encode_image(picture, "png", meta), media_type="image/png", headers=headers)
 
+    def checked_sampling(req: _Request, model: ServedModel, n: int) -> dict[str, Any]:
+        """The request's diffusion settings, checked against the model before it waits for the queue."""
+        sampling = {k: v for k, v in (("steps", req.steps), ("sampler", req.sampler), ("guidance", req.guidance))
+                    if v is not None}
+        try:
+            with_sampling(model.model, **sampling)  # type: ignore[arg-type]
+        except AtelierError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if sampling and n * int(sampling.get("steps") or 0) > limits.max_batch * MAX_STEPS // 4:
+            raise HTTPException(400, f"{n} images x {sampling['steps']} steps is more denoiser work than this server "
+                                     "does in one request; ask for fewer images or steps")
+        return sampling
+
     def from_latents(req: _Request, n: int, limit: int, what: str,
                      make_z: Callable[[ServedModel], torch.Tensor]) -> tuple[ServedModel, torch.Tensor]:
         """Check a latent-space request against the limits, then run the generator on the model threads."""
@@ -187,15 +201,7 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
         _check_batch(n, limit, what)
         _check_output(n, model, req.scale, limits)
         labels = _label(model, req.label, n)
-        sampling = {k: v for k, v in (("steps", req.steps), ("sampler", req.sampler), ("guidance", req.guidance))
-                    if v is not None}
-        try:
-            with_sampling(model.model, **sampling)  # type: ignore[arg-type]  # checked before the queue
-        except AtelierError as exc:
-            raise HTTPException(400, str(exc)) from None
-        if sampling and n * int(sampling.get("steps") or 0) > limits.max_batch * MAX_STEPS // 4:
-            raise HTTPException(400, f"{n} images x {sampling['steps']} steps is more denoiser work than this server "
-                                     "does in one request; ask for fewer images or steps")
+        sampling = checked_sampling(req, model, n)
         if getattr(model.model, "supports_truncation", False):  # in w, towards the tracked average (StyleGAN)
             z, psi = make_z(model), req.truncation
         else:                                                    # a Gaussian z scaled towards 0
@@ -230,9 +236,21 @@ def add_generate_routes(app: FastAPI, s: Studio) -> None:
 
     @app.post("/api/interpolate", responses={200: {"content": {"image/png": {}}}})
     def interpolate(req: InterpolateRequest, request: Request) -> Response:
-        """A strip of frames from ``seed_a`` to ``seed_b``, spherical (slerp) or linear."""
-        model, images = from_latents(req, req.frames, limits.max_frames, "frames", lambda m: latent.interpolate_path(
-            m.latents([req.seed_a, req.seed_b]), req.frames, req.mode))
+        """A strip of frames from ``seed_a`` to ``seed_b``: spherical (slerp) or linear in z, or, for a model with a
+        mapping network, linear in w (``mode`` does not apply)."""
+        model = _generator(store, req.model)
+        g = model.model
+        if isinstance(g, Generator) and g.supports_truncation:
+            _check_batch(req.frames, limits.max_frames, "frames")
+            _check_output(req.frames, model, req.scale, limits)
+            checked_sampling(req, model, req.frames)  # a GAN has none: set, they are a 400
+            labels = _label(model, req.label, 2)
+            images = gate.run(lambda: g.walk(g.latents(seeds=[req.seed_a, req.seed_b]), req.frames, "lerp",
+                                             req.truncation, labels))
+        else:
+            model, images = from_latents(req, req.frames, limits.max_frames, "frames",
+                                         lambda m: latent.interpolate_path(m.latents([req.seed_a, req.seed_b]),
+                                                                           req.frames, req.mode))
         body = {**base(req), "seed_a": req.seed_a, "seed_b": req.seed_b, "frames": req.frames, "mode": req.mode}
         return respond(request, model, images, [{"frame": i} for i in range(req.frames)], req, "studio-interpolate",
                        body, lambda i: None, nrow=req.frames, seed_a=req.seed_a, seed_b=req.seed_b, mode=req.mode)
