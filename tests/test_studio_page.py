@@ -386,7 +386,7 @@ def test_direction_sliders_mixing_and_diffusion_controls(browser, latent_url, tm
     page.set_input_files("#dir-file", str(small_photo(tmp_path / "mine.png", 48)))
     page.wait_for_function("document.querySelector('#dir-caption').textContent.includes('projected')", timeout=60_000)
     shots = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path)
-    page.screenshot(path=str(shots / "8-latent-tools.png"), full_page=True)
+    page.screenshot(path=str(shots / "9-latent.png"), full_page=True)
 
     # A diffusion model: sampler, steps and guidance instead of truncation, directions and mixing.
     page.click(".model[data-name=dm]")
