@@ -376,3 +376,22 @@ def test_nothing_reaches_the_network(tmp_path, monkeypatch):
     pipe = import_diffusers().DiffusionPipeline.from_pretrained(folder)
     pipe(batch_size=1, num_inference_steps=2, output_type="np")
     load_diffusers(folder)
+
+
+def test_attention_runs_in_fp32_under_cpu_bf16_autocast_and_as_before_otherwise():
+    """bf16 attention backward measured 8x slower than fp32 on the CPU: the processor keeps it in fp32 there."""
+    from atelier.models.diffusion import CPUFloat32Attention
+
+    unet = tiny_unet(tiny_cfg(attention_resolutions=(8,)))
+    attn = [m for m in unet.unet.modules() if type(m).__name__ == "Attention"]
+    assert attn and all(isinstance(m.processor, CPUFloat32Attention) for m in attn)
+    seen: list[torch.dtype] = []
+    hook = attn[0].register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    x, t = torch.randn(2, 1, 32, 32), torch.tensor([10.0, 500.0])
+    with torch.no_grad():
+        plain = unet(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = unet(x, t)
+    hook.remove()
+    assert seen == [torch.float32, torch.float32]            # fp32 attention in both passes
+    assert (mixed.float() - plain).abs().max() < 0.1           # bf16 convolutions elsewhere: close, not equal
