@@ -13,7 +13,7 @@ from PIL import Image
 import atelier
 from atelier.errors import AtelierError
 from atelier.inversion import ProjectionDistance, find_directions, move, project_latent, psnr, render
-from atelier.inversion.project import latent_stats, noise_buffers
+from atelier.inversion.project import latent_stats, noise_buffers, project_batch
 from atelier.models.dcgan import DCGANConfig
 from atelier.models.dcgan import Generator as DCGANGenerator
 from atelier.models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
@@ -87,6 +87,31 @@ def test_z_projection_of_a_grey_dcgan_image():
     assert float((p.latent - z_true[0]).norm() / z_true.norm()) < 0.25
     with pytest.raises(AtelierError, match="mapping network"):
         project_latent(g, target, d, "w", steps=1)
+
+
+@pytest.mark.parametrize("space", ["z", "w+"])
+def test_a_batch_of_images_is_projected_as_each_one_alone(space):
+    """Each image of a batch follows its own search: its result is the one-image projection's (the w+ search's
+    exploration noise is drawn for the whole batch, so there only closeness to its own target is compared)."""
+    if space == "z":
+        g, d = tiny_dcgan(), ProjectionDistance("digits", 1, 28)
+        with torch.no_grad():
+            targets = g(torch.randn(3, 16, generator=torch.Generator().manual_seed(11)))
+    else:
+        g, d = tiny_sg(), ProjectionDistance("random-cnn", 3, 16)
+        with torch.no_grad():
+            targets = render(g, torch.cat([_w(g, s) for s in (1, 2, 3)]), "w").clamp(-1, 1)
+    batch = project_batch(g, targets, d, space, steps=40, candidates=16)
+    alone = [project_latent(g, targets[i:i + 1], d, space, steps=40, candidates=16) for i in range(3)]
+    assert len(batch) == 3 and all(b.latent.shape == a.latent.shape for b, a in zip(batch, alone, strict=True))
+    for b, a in zip(batch, alone, strict=True):
+        if space == "z":
+            assert float((b.latent - a.latent).norm() / a.latent.norm()) < 1e-3
+        else:
+            assert abs(psnr(b.image, b.target) - psnr(a.image, a.target)) < 3
+            assert set(b.noise) == set(a.noise) and all(v.shape == a.noise[k].shape for k, v in b.noise.items())
+    # each result belongs to its own target
+    assert psnr(batch[0].image, batch[0].target) > psnr(batch[0].image, batch[1].target) + 3
 
 
 def test_sefa_and_pca_directions_are_orthonormal_and_change_the_image():

@@ -34,7 +34,8 @@ from atelier.errors import AtelierError
 from atelier.inversion.distance import ProjectionDistance
 from atelier.latent import to_uint8
 
-__all__ = ["SPACES", "Projection", "has_mapping", "latent_stats", "noise_buffers", "project_latent", "render"]
+__all__ = ["SPACES", "Projection", "has_mapping", "latent_stats", "noise_buffers", "project_batch", "project_latent",
+           "render"]
 
 SPACES = ("w", "w+", "z")
 Space = Literal["w", "w+", "z"]
@@ -79,12 +80,14 @@ class _Synthesis(nn.Module):
         return synthesis(self.g, ws)
 
 
-def render(net: nn.Module, latent: torch.Tensor, space: str, label: int | None = None,
+def render(net: nn.Module, latent: torch.Tensor, space: str, label: int | torch.Tensor | None = None,
            noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Latents -> raw images (B, C, H, W), differentiable. ``latent``: z (B, z_dim), w (B, w_dim) or w+ (B, L, w_dim);
-    ``noise``: replacement noise maps by buffer name (a projection's), else the generator's own."""
+    ``label``: one class for all, or one per latent (B,); ``noise``: replacement noise maps by buffer name (a
+    projection's: (1 or B, 1, s, s)), else the generator's own."""
     if space == "z":
-        y = None if label is None else torch.full((latent.shape[0],), label, dtype=torch.long, device=latent.device)
+        y = (None if label is None else label.to(latent.device) if isinstance(label, torch.Tensor)
+             else torch.full((latent.shape[0],), label, dtype=torch.long, device=latent.device))
         if has_mapping(net):
             ws = mapping(net, latent, y)
         else:
@@ -114,11 +117,14 @@ def latent_stats(net: nn.Module, n: int = 2000, seed: int = 0) -> tuple[torch.Te
 
 def noise_regularizer(noise: dict[str, torch.Tensor]) -> torch.Tensor:
     """StyleGAN2 appendix D: squared autocorrelation at 1-pixel shifts (x and y), summed over a pyramid of each
-    noise map down to 8x8 (a 2x2 average times 2 keeps white noise at unit variance)."""
+    noise map down to 8x8 (a 2x2 average times 2 keeps white noise at unit variance); per image of a batch of
+    maps (B, 1, s, s), summed over the batch."""
     total = torch.zeros(())
+    dims = (1, 2, 3)
     for n in noise.values():
         while True:
-            total = total + (n * n.roll(1, dims=3)).mean().square() + (n * n.roll(1, dims=2)).mean().square()
+            total = total + ((n * n.roll(1, dims=3)).mean(dims).square() + (n * n.roll(1, dims=2)).mean(dims).square()
+                             ).sum()
             if n.shape[-1] <= 8 or n.shape[-1] % 2:
                 break
             n = F.avg_pool2d(n, 2) * 2
@@ -149,18 +155,24 @@ class Projection:
     start: str = ""                           # how the search started, in words
 
 
-def _candidates(net: nn.Module, target: torch.Tensor, distance: ProjectionDistance, z_dim: int, n: int,
-                classes: list[int | None], seed: int) -> tuple[torch.Tensor, int | None]:
-    """The best of ``n`` seeded z (per class in ``classes``) by the distance: the start of a z-space search."""
-    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(target.device)
-    best: tuple[float, torch.Tensor, int | None] = (math.inf, z[0], None)
+def _candidates(net: nn.Module, targets: torch.Tensor, distance: ProjectionDistance, z_dim: int, n: int,
+                classes: list[int | None], seed: int) -> tuple[torch.Tensor, list[int | None]]:
+    """Per target, the best of ``n`` seeded z (per class in ``classes``) by the distance: the start of a z-space
+    search. Returns z (B, z_dim) and the class of each."""
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(targets.device)
+    B = targets.shape[0]
+    best_d = torch.full((B,), math.inf)
+    best_z = z[:1].repeat(B, 1)
+    best_y: list[int | None] = [None] * B
     with torch.no_grad():
         for y in classes:
-            d = distance(render(net, z, "z", y), target.expand(n, -1, -1, -1))
-            i = int(d.argmin())
-            if float(d[i]) < best[0]:
-                best = (float(d[i]), z[i], y)
-    return best[1].clone(), best[2]
+            images = render(net, z, "z", y)
+            for b in range(B):
+                d = distance(images, targets[b:b + 1].expand(n, -1, -1, -1))
+                i = int(d.argmin())
+                if float(d[i]) < float(best_d[b]):
+                    best_d[b], best_z[b], best_y[b] = float(d[i]), z[i], y
+    return best_z.clone(), best_y
 
 
 def project_latent(net: nn.Module, target: torch.Tensor, distance: ProjectionDistance, space: Space = "w",
@@ -172,64 +184,86 @@ def project_latent(net: nn.Module, target: torch.Tensor, distance: ProjectionDis
 
     ``label``: the class of a conditional z-space model (None: the best class is searched); ``snapshots``: how many
     images along the way (the start and the end included); ``callback(step, loss)`` is called every step."""
+    return project_batch(net, target, distance, space, steps, lr, seed=seed, optimize_noise=optimize_noise,
+                         noise_weight=noise_weight, prior=prior, label=label, num_classes=num_classes,
+                         candidates=candidates, snapshots=snapshots, callback=callback)[0]
+
+
+def project_batch(net: nn.Module, targets: torch.Tensor, distance: ProjectionDistance, space: Space = "w",
+                  steps: int = 500, lr: float = 0.1, *, seed: int = 0, optimize_noise: bool = True,
+                  noise_weight: float = 1e5, prior: float = 1.0, label: int | None = None, num_classes: int = 0,
+                  candidates: int = 64, snapshots: int = 6,
+                  callback: Callable[[int, float], None] | None = None) -> list[Projection]:
+    """:func:`project_latent` of several images at once, ``targets`` (B, C, H, W): one latent (and set of noise
+    maps) per image, optimised together. Every term of the objective is a sum over the images of a term of one
+    image alone and Adam is element-wise, so each image follows its own search (the random exploration noise is
+    drawn for the whole batch); a batch is many times faster per image than one image at a time on a CPU.
+    ``seconds`` of each result is the batch's time divided by B."""
     if space not in SPACES:
         raise AtelierError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-    mapping = has_mapping(net)
-    if space != "z" and not mapping:
+    mapping_net = has_mapping(net)
+    if space != "z" and not mapping_net:
         raise AtelierError(f"space {space!r} needs a generator with a mapping network (model stylegan2); this one "
                            f"has none: project into z")
     if steps < 1:
         raise AtelierError(f"steps must be at least 1, got {steps}")
     t0 = time.perf_counter()
+    B = targets.shape[0]
     net.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     noise: dict[str, torch.Tensor] = {}
     w_std = torch.zeros(())
+    labels: list[int | None] = [label] * B
     if space == "z":
         z_dim = dim(net, "z_dim")
         classes: list[int | None] = ([label] if label is not None else list(range(num_classes))) or [None]
-        latent, label = _candidates(net, target, distance, z_dim, candidates, classes, seed)
-        latent = latent[None]                                                   # (1, z_dim)
+        latent, labels = _candidates(net, targets, distance, z_dim, candidates, classes, seed)
         start = f"the best of {candidates} seeded z" + (f" per class ({len(classes)})" if num_classes else "")
     else:
         w_avg, w_std = latent_stats(net, seed=seed)
-        latent = w_avg[None].clone() if space == "w" else w_avg[None, None].repeat(1, dim(net, "num_ws"), 1)
+        latent = w_avg[None].repeat(B, 1) if space == "w" else w_avg[None, None].repeat(B, dim(net, "num_ws"), 1)
         start = "w_avg"
         if optimize_noise:
-            noise = {k: v.detach().clone().float() for k, v in noise_buffers(net).items()}
+            noise = {k: v.detach().float().repeat(B, 1, 1, 1) for k, v in noise_buffers(net).items()}
+    y = None if labels[0] is None else torch.tensor(labels, dtype=torch.long)
     latent = latent.float().requires_grad_(True)
     for v in noise.values():
         v.requires_grad_(True)
     opt = torch.optim.Adam([latent, *noise.values()], lr=lr, betas=(0.9, 0.999))
     marks = sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)} - {steps})
     pics: list[tuple[int, torch.Tensor]] = []
+    per_image = tuple(range(1, latent.ndim))                                 # the dims of one image's latent
     for step in range(steps):
         t = step / steps
         for group in opt.param_groups:
             group["lr"] = _lr(t, lr)
         shake = 0.05 * float(w_std) * max(0.0, 1.0 - t / 0.75) ** 2             # 0 in z space
         x = latent + torch.randn(latent.shape, generator=gen).to(latent) * shake if shake else latent
-        img = render(net, x, space, label, noise or None)
+        img = render(net, x, space, y, noise or None)
         if step in marks:
-            pics.append((step, to_uint8(img.detach())[0]))
-        loss = distance(img, target).sum()
+            pics.append((step, to_uint8(img.detach())))
+        loss = distance(img, targets).sum()
         if noise:
             loss = loss + noise_weight * noise_regularizer(noise)
         if space == "z":
-            loss = loss + prior * latent.square().mean() / 2
+            loss = loss + prior * latent.square().mean(per_image).sum() / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():  # keep the noise maps white-noise-like: zero mean, unit variance (StyleGAN2)
+        with torch.no_grad():  # keep each noise map white-noise-like: zero mean, unit variance (StyleGAN2)
             for v in noise.values():
-                v.sub_(v.mean()).div_(v.square().mean().sqrt().clamp_min(1e-8))
+                v.sub_(v.mean((1, 2, 3), keepdim=True)).div_(v.square().mean((1, 2, 3), keepdim=True).sqrt()
+                                                               .clamp_min(1e-8))
         if callback is not None:
             callback(step, float(loss))
     with torch.no_grad():
-        img = render(net, latent, space, label, noise or None)
-        terms = {k: float(v[0]) for k, v in distance.terms(img, target).items()}
-    pics.append((steps, to_uint8(img)[0]))
-    final = latent.detach().float().cpu()[0]
-    return Projection(space=space, latent=final, image=to_uint8(img)[0], target=to_uint8(target)[0], snapshots=pics,
-                      terms=terms, distance=distance.describe(), steps=steps, seconds=time.perf_counter() - t0,
-                      label=label, noise={k: v.detach().cpu() for k, v in noise.items()}, start=start)
+        img = render(net, latent, space, y, noise or None)
+        terms = distance.terms(img, targets)
+    pics.append((steps, to_uint8(img)))
+    seconds = (time.perf_counter() - t0) / B
+    final, images, goal = latent.detach().float().cpu(), to_uint8(img), to_uint8(targets)
+    return [Projection(space=space, latent=final[b], image=images[b], target=goal[b],
+                       snapshots=[(k, p[b]) for k, p in pics], terms={k: float(v[b]) for k, v in terms.items()},
+                       distance=distance.describe(), steps=steps, seconds=seconds, label=labels[b],
+                       noise={k: v[b:b + 1].detach().cpu() for k, v in noise.items()}, start=start)
+            for b in range(B)]
