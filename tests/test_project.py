@@ -229,3 +229,26 @@ def test_no_metadata_is_logged_in_the_run(own_tiny_run, tmp_path):
     rows = [json.loads(line) for line in (own_tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["workflow"] for r in rows if r.get("event") == "no-metadata"] == ["project"]
     assert read_metadata(tmp_path / "p" / "reconstruction.png") == {}
+
+
+def test_perceptual_path_length_is_zero_for_a_collapsed_generator_and_stable_in_eps():
+    from atelier.inversion import path_length
+
+    g = tiny_sg()
+    d = ProjectionDistance("random-cnn", 3, 16)
+    full = path_length(g, d, n=40, seed=1)
+    assert full["metric"] == "ppl" and full["space"] == "w" and full["value"] > 0
+    assert path_length(g, d, n=40, seed=1, psi=0.0)["value"] == 0.0        # every w is w_avg: nothing changes
+    assert path_length(g, d, n=40, seed=1, psi=0.5)["value"] < full["value"]  # truncation shortens the paths
+    dc = tiny_dcgan()
+    a = path_length(dc, ProjectionDistance("digits", 1, 28), n=40, seed=2)["value"]
+    b = path_length(dc, ProjectionDistance("digits", 1, 28), n=40, seed=2, eps=2e-4)["value"]
+    assert a > 0 and abs(a - b) / a < 0.2                                     # a second-order quantity over eps^2
+
+
+def test_evaluate_reports_ppl_for_a_run(sg_run):
+    recs = atelier.evaluate(sg_run, metrics=["ppl"], n=20, evaluator="random-cnn", record=False)
+    assert [r["metric"] for r in recs] == ["ppl"] and recs[0]["value"] > 0 and recs[0]["evaluator"] == "random-cnn"
+    out = run_cli("evaluate", str(sg_run), "--metrics", "ppl", "--n", "20", "--evaluator", "random-cnn",
+                  "--no-record").output
+    assert "ppl" in out and "pairs" in out and "reference:" not in out     # no reference set for a path length

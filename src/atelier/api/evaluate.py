@@ -17,7 +17,8 @@ from atelier.api.synth import synthesize
 from atelier.config import RunConfig
 from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
-from atelier.loaded import Generator, Translator
+from atelier.inversion import ProjectionDistance, path_length
+from atelier.loaded import DiffusionModel, Generator, Translator
 from atelier.metrics.cas import cas
 from atelier.metrics.classes import per_class_agreement, predict_classes
 from atelier.metrics.evaluate import (
@@ -86,13 +87,17 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                        "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
                        "instead, which CAS would only measure back)")
     g.check_truncation(truncation)
-    ref = ref or default_ref(g.cfg.data.source)
+    image_metrics = [m for m in metrics if m not in ("cas", "ppl")]
+    ref = (ref or default_ref(g.cfg.data.source)) if image_metrics else ref
     ev = resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
     ev.check(g.cfg.data.channels, g.cfg.data.resolution, g.cfg.data.resolution, f"run {run.name}")
     check_metrics(metrics, ev)
+    if "ppl" in metrics and isinstance(g, DiffusionModel):
+        raise RunError("ppl walks a GAN's latent space; a diffusion model's starting noise is not one: leave ppl out")
     records = []
-    if any(m != "cas" for m in metrics):
+    if image_metrics:
+        assert ref is not None
         t0 = time.perf_counter()
         images = g.sample(n, seed=seed, batch_size=batch_size, psi=truncation)
         assert isinstance(images, torch.Tensor)
@@ -103,6 +108,10 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                                   timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    if "ppl" in metrics:
+        distance = ProjectionDistance(ev.name, g.channels, g.resolution, device=g.device)
+        records.append({**path_length(g.network, distance, n=n, seed=seed, psi=truncation, num_classes=g.num_classes),
+                        "evaluator": ev.name, "evaluator_sha256": ev.sha256, "seed": seed})
     if g.num_classes and reads_classes(ev, g):
         records.append(class_agreement_run(g, ev, n=min(n, 100 * g.num_classes), seed=seed, batch_size=batch_size))
     records = stamp([{"step": g.step, **r} for r in records], source=str(run.path), n_generated=n,

@@ -8,7 +8,9 @@ read runs and write files are in :mod:`atelier.api.project`.
 
 from atelier.inversion.directions import METHODS, Directions, combine, find_directions, move
 from atelier.inversion.distance import FEATURES, ProjectionDistance, choose_features, psnr, ssim
-from atelier.inversion.project import SPACES, Projection, has_mapping, project_latent, render
+from atelier.inversion.path_length import path_length
+from atelier.inversion.project import SPACES, Projection, has_mapping, project_batch, project_latent, render
 
 __all__ = ["FEATURES", "METHODS", "SPACES", "Directions", "Projection", "ProjectionDistance", "choose_features",
-           "combine", "find_directions", "has_mapping", "move", "project_latent", "psnr", "render", "ssim"]
+           "combine", "find_directions", "has_mapping", "move", "path_length", "project_batch", "project_latent",
+           "psnr", "render", "ssim"]

@@ -38,7 +38,8 @@ __all__ = ["METRICS", "check_metrics", "default_ref", "evaluate_images", "evalua
 
 # "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
 # a class-conditional run's samples, or a labelled set given with --real.
-METRICS = ("fid", "kid", "is", "pr", "cas")
+# "ppl" (perceptual path length, atelier.inversion.path_length) walks a generator's latent space: runs only.
+METRICS = ("fid", "kid", "is", "pr", "cas", "ppl")
 KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
 
 
@@ -73,6 +74,9 @@ def check_metrics(metrics: Sequence[str], evaluator: Evaluator) -> None:
     if "is" in metrics and not evaluator.spec.logits:
         raise ConfigError(f"the {evaluator.name} evaluator has no classifier head, so no Inception Score: leave is "
                           "out of --metrics (fid, kid and pr work), or pick a classifier evaluator")
+    if "ppl" in metrics and evaluator.name == "inception":
+        raise ConfigError("ppl compares images in the conv features of one of atelier's own evaluators (digits, "
+                          "fashion, emoji, random-cnn), not Inception: pick one with --evaluator")
 
 
 def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, metrics: Sequence[str] = ("fid",),
@@ -80,7 +84,8 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
                     timings: dict[str, float] | None = None, like: DataConfig | None = None) -> list[dict[str, Any]]:
     """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included).
     ``like``: read a folder ``ref`` as that data section reads training data (see :func:`read_images`)."""
-    metrics = tuple(m for m in parse_metrics(metrics) if m != "cas")  # CAS needs labels: see atelier.metrics.cas
+    # CAS needs labels (atelier.metrics.cas), PPL a generator (atelier.inversion.path_length): not images.
+    metrics = tuple(m for m in parse_metrics(metrics) if m not in ("cas", "ppl"))
     if not metrics:
         return []
     check_metrics(metrics, evaluator)
@@ -155,16 +160,16 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """A plain-text table of records, with the protocol they share above it."""
     if not records:
         return "(no records)"
-    r0 = records[0]
+    r0 = next((r for r in records if "ref" in r), records[0])  # a PPL record has no reference set
     n = r0.get("n_generated", r0.get("n_images"))
     if "generator" in r0:
         head = (f"{r0['source']}: step {r0['checkpoint_step']:,}, {r0['generator']} generator, {n:,} samples "
                 f"(seed {r0['seed']})")
     else:
         head = f"{r0['source']}: {n:,} of {r0['n_source']:,} images (seed {r0['seed']})"
-    lines = [head, f"reference: {r0['ref']} ({r0['n_ref']:,} images)",
-             f"evaluator: {r0['evaluator']} (weights sha256 {r0['evaluator_sha256'][:16]}...; {r0['resize']})",
-             "", f"{'metric':<10} {'value':>12} {'std':>10}  notes"]
+    lines = [head, *([f"reference: {r0['ref']} ({r0['n_ref']:,} images)"] if "ref" in r0 else []),
+             f"evaluator: {r0['evaluator']} (weights sha256 {r0['evaluator_sha256'][:16]}...; "
+             f"{r0.get('resize', 'its conv features')})", "", f"{'metric':<10} {'value':>12} {'std':>10}  notes"]
     for r in records:
         notes = {"kid": f"{r.get('kid_subsets')} subsets of {r.get('kid_subset_size')}",
                  "is": f"{r.get('is_splits')} splits", "precision": f"k={r.get('pr_k')}",
@@ -172,6 +177,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
         if r["metric"] == "class_agreement":
             notes = (f"of {r['n']} samples asked for a class; worst class {r['worst_class']}: "
                      f"{r['worst_agreement']:.1%}; chance {r['chance']:.0%}")
+        if r["metric"] == "ppl":
+            notes = f"{r['ppl_samples']} pairs, {r['space']}, eps {r['eps']:g}; {r['ppl_distance']}"
         if r["metric"] == "cas":
 
             notes = describe(r)
