@@ -342,3 +342,23 @@ def test_reference_features_are_cached_per_evaluator(digits, tmp_path, monkeypat
     other = Evaluator(digits.spec, digits.network, digits.weights, "f" * 64)
     _, info3 = reference.reference_features("mnist:test", other)
     assert info3["cached"] is False and info3["cache_file"] != info1["cache_file"] and len(calls) == 2
+
+
+def test_memorisation_share_of_copies_novel_images_and_a_hand_computed_case():
+    from atelier.metrics.memorisation import memorisation
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (20, 3, 8, 8), generator=g, dtype=torch.uint8)
+    copies = memorisation(train[:10].clone(), train)
+    assert copies["value"] == 1.0 and copies["n_train"] == 20                 # copies sit at distance 0
+    flat = torch.full((10, 3, 8, 8), 128, dtype=torch.uint8)  # mid-grey sits nearer any noise image than two noise
+    assert memorisation(flat, train)["value"] == 1.0          # images sit to each other: a pixel distance's limit
+    far = torch.where(train[:10] > 127, 0, 255).to(torch.uint8)               # each pixel flipped to the far end
+    assert memorisation(far, train)["value"] == 0.0
+    # Two training images at distance 1 (one pixel, 0 -> 255) apart; a sample halfway is nearer than 1: counted.
+    a = torch.zeros(2, 1, 1, 2, dtype=torch.uint8)
+    a[1, 0, 0, 0] = 255
+    rec = memorisation(torch.tensor([[[[128, 0]]], [[[0, 255]]]], dtype=torch.uint8), a)
+    assert rec["threshold"] == 1.0 and rec["value"] == 0.5
+    with pytest.raises(ValueError, match="at least 2"):
+        memorisation(a, a[:1])

@@ -148,6 +148,10 @@ def test_finetune_starts_from_the_parent_freezes_d_and_records_the_parent(sg_run
     assert cfg.data.source == str(new) and cfg.augment.ada_target == 0.6
     card = (tmp_path / "ft" / "model_card.md").read_text()
     assert f"Fine-tuned from `{parent_ckpt.resolve()}` (step 4" in card and "FreezeD: D's first 2 blocks" in card
+    # The memorisation check ran on the 6 new images and is in the card.
+    (mem,) = result.evaluations
+    assert mem["metric"] == "memorisation" and mem["n_train"] == 6 and 0 <= mem["value"] <= 1
+    assert "MEMORISATION" in card
     # Resuming the fine-tuned run continues it (its own checkpoint, not the parent's weights again).
     again = atelier.finetune(sg_run, new, tmp_path / "ft", overrides={"train.steps": 3}, progress=False)
     assert again.step == 3 and again.resumed_from == 2

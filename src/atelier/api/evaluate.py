@@ -15,6 +15,7 @@ from atelier import families
 from atelier.api.segment import evaluate_segmentation, fcn_score
 from atelier.api.synth import synthesize
 from atelier.config import RunConfig
+from atelier.data import open_source
 from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
 from atelier.inversion import ProjectionDistance, path_length
@@ -22,6 +23,7 @@ from atelier.loaded import DiffusionModel, Generator, Translator
 from atelier.metrics.cas import cas
 from atelier.metrics.classes import per_class_agreement, predict_classes
 from atelier.metrics.evaluate import (
+    RUN_ONLY,
     check_metrics,
     default_ref,
     evaluate_images,
@@ -32,6 +34,7 @@ from atelier.metrics.evaluate import (
     stamp,
 )
 from atelier.metrics.evaluators import Evaluator
+from atelier.metrics.memorisation import memorisation
 from atelier.runs import Run
 from atelier.training.card import refresh_quality
 
@@ -87,7 +90,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                        "is 0); leave cas out of --metrics (atelier synth labels its images with the classifier "
                        "instead, which CAS would only measure back)")
     g.check_truncation(truncation)
-    image_metrics = [m for m in metrics if m not in ("cas", "ppl")]
+    image_metrics = [m for m in metrics if m not in RUN_ONLY]
     ref = (ref or default_ref(g.cfg.data.source)) if image_metrics else ref
     ev = resolve_evaluator(evaluator, g.cfg.data.source, inception_weights, device, download)
     # Refuse before generating thousands of images the evaluator cannot read.
@@ -108,6 +111,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
                                   timings=timings, like=g.cfg.data)
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
+    if "memorisation" in metrics:
+        records.append(memorisation_run(g, n=n, seed=seed, batch_size=batch_size))
     if "ppl" in metrics:
         distance = ProjectionDistance(ev.name, g.channels, g.resolution, device=g.device)
         records.append({**path_length(g.network, distance, n=n, seed=seed, psi=truncation, num_classes=g.num_classes),
@@ -121,6 +126,25 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
         run.append_records(records)
         refresh_quality(run)
     return records
+
+
+MEMORISATION_TRAIN = 5000  # training images compared (a random subset of a larger set)
+
+
+def memorisation_run(g: Generator, *, n: int, seed: int = 0, batch_size: int = 500) -> dict[str, Any]:
+    """The share of ``n`` samples nearer to a training image than training images are to each other
+    (:mod:`atelier.metrics.memorisation`); the training images are read as the run read them."""
+    d = g.cfg.data
+    train = open_source(d.source, channels=d.channels, resolution=d.resolution, limit=d.limit, alpha=d.alpha,
+                        background=d.background).images
+    if len(train) > MEMORISATION_TRAIN:
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:MEMORISATION_TRAIN]
+        train = train[keep]
+    if len(train) < 2:
+        raise DataError(f"{d.source}: memorisation needs at least 2 training images")
+    samples = g.sample(min(n, 2000), seed=seed, batch_size=batch_size)
+    assert isinstance(samples, torch.Tensor)
+    return {"event": "eval", **memorisation(samples, train), "source_data": d.source}
 
 
 def reads_classes(evaluator: Evaluator, g: Generator) -> bool:

@@ -4,7 +4,9 @@ The new run starts from the parent's latest checkpoint (G, D, the EMA generator 
 keeps D's first ``freeze_d`` blocks fixed (FreezeD, Mo et al. 2020, arXiv:2002.10964) and augments what D
 sees with DiffAugment under ADA's adaptive probability (Karras et al. 2020, arXiv:2006.06676; Zhao et al.
 2020): the two together are the strong, simple baseline for adapting a GAN to 10-100 images. The parent's
-checkpoint file is recorded in the new run's config (``model.init_from``) and model card.
+checkpoint file is recorded in the new run's config (``model.init_from``) and model card. When it finishes, a
+memorisation check (the share of samples nearer a training image than the training images are to each other)
+is recorded in metrics.jsonl and the card: a few dozen images are easy to copy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from atelier.api.evaluate import evaluate_run
 from atelier.api.train import train
 from atelier.errors import AtelierError, RunError
 from atelier.models import get as get_model
@@ -26,6 +29,7 @@ __all__ = ["DEFAULT_FREEZE_D", "DEFAULT_STEPS", "finetune"]
 # that FreezeD keeps from the large parent dataset.
 DEFAULT_FREEZE_D = 2
 DEFAULT_STEPS = 500
+MEMORISATION_SAMPLES = 500
 ADA = {"policy": "color,translation,cutout", "p": 0.0, "ada_target": 0.6}
 
 
@@ -37,7 +41,7 @@ def finetune(parent: str | Path, data: str | Path, run_dir: str | Path, *, freez
     (default: 500 steps, the parent's batch, ADA, ``freeze_d`` 2)."""
     target = Run(run_dir)
     if target.exists() and target.latest_checkpoint() is not None:
-        return train(None, target.path, overrides, progress=progress, callback=callback)
+        return check_memorisation(train(None, target.path, overrides, progress=progress, callback=callback))
     prun = Run(parent)
     if not (prun.exists() and prun.config_path.is_file()):
         raise RunError(f"{parent} is not a run folder (no config.yaml)")
@@ -54,4 +58,12 @@ def finetune(parent: str | Path, data: str | Path, run_dir: str | Path, *, freez
         base["augment"].update(ADA)
     base["train"].update(steps=DEFAULT_STEPS, minutes=None, images=None)
     base["eval"]["every"] = 0
-    return train(base, target.path, overrides, progress=progress, callback=callback)
+    return check_memorisation(train(base, target.path, overrides, progress=progress, callback=callback))
+
+
+def check_memorisation(result: TrainResult) -> TrainResult:
+    """After a finished fine-tuning, the share of samples that sit nearer a training image than the training
+    images sit to each other (:mod:`atelier.metrics.memorisation`), recorded in metrics.jsonl and the card."""
+    if result.step > 0 and not result.interrupted and not result.nothing_to_do:
+        result.evaluations = evaluate_run(result.run_dir, metrics=["memorisation"], n=MEMORISATION_SAMPLES)
+    return result

@@ -23,7 +23,8 @@ from atelier.metrics.evaluate import parse_metrics
 @click.option("--metrics", "metric_names", default="fid,kid", show_default=True,
               help="Comma-separated: fid, kid, is, pr (precision/recall, k=3), cas (classification accuracy "
                    "score: class-conditional runs, or a labelled --real set), ppl (perceptual path length of a "
-                   "GAN run, in the evaluator's conv features).")
+                   "GAN run, in the evaluator's conv features), memorisation (share of samples nearer a training "
+                   "image than the training images are to each other).")
 @click.option("--n", "n", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True,
               help="Images generated (a run) or drawn at random (--real).")
 @click.option("--evaluator", type=click.Choice(["auto", "digits", "fashion", "emoji", "random-cnn", "inception"]),

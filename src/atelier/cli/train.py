@@ -181,6 +181,11 @@ def finetune(parent, run_dir, freeze_d, data, steps, minutes, images, batch_size
     overrides.update(budget_overrides(steps, minutes, images))
     result = api.finetune(parent, data, run_dir, freeze_d=freeze_d, overrides=overrides)
     report(result)
+    for r in result.evaluations:
+        if r["metric"] == "memorisation":
+            click.echo(f"memorisation: {r['value']:.0%} of {r['n_samples']} samples lie nearer a training image than "
+                       f"the {r['n_train']} training images lie to each other (about 50% is as novel as they are; "
+                       "near 100%: copies)")
     if result.interrupted:
         sys.exit(130)
 

@@ -33,13 +33,15 @@ from atelier.version import __version__
 if TYPE_CHECKING:
     from atelier.config import DataConfig
 
-__all__ = ["METRICS", "check_metrics", "default_ref", "evaluate_images", "evaluate_source", "format_table",
+__all__ = ["METRICS", "RUN_ONLY", "check_metrics", "default_ref", "evaluate_images", "evaluate_source", "format_table",
            "parse_metrics", "resolve_evaluator", "stamp"]
 
 # "cas" (classification accuracy score, atelier.metrics.cas) trains a classifier on labelled images:
 # a class-conditional run's samples, or a labelled set given with --real.
-# "ppl" (perceptual path length, atelier.inversion.path_length) walks a generator's latent space: runs only.
-METRICS = ("fid", "kid", "is", "pr", "cas", "ppl")
+# "ppl" (perceptual path length, atelier.inversion.path_length) walks a generator's latent space, and
+# "memorisation" (atelier.metrics.memorisation) compares samples with the run's own training images: runs only.
+METRICS = ("fid", "kid", "is", "pr", "cas", "ppl", "memorisation")
+RUN_ONLY = ("cas", "ppl", "memorisation")
 KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
 
 
@@ -84,8 +86,8 @@ def evaluate_images(images: torch.Tensor, *, ref: str, evaluator: Evaluator, met
                     timings: dict[str, float] | None = None, like: DataConfig | None = None) -> list[dict[str, Any]]:
     """Score uint8 ``(N, C, H, W)`` images against ``ref``; one record per metric (protocol included).
     ``like``: read a folder ``ref`` as that data section reads training data (see :func:`read_images`)."""
-    # CAS needs labels (atelier.metrics.cas), PPL a generator (atelier.inversion.path_length): not images.
-    metrics = tuple(m for m in parse_metrics(metrics) if m not in ("cas", "ppl"))
+    # CAS needs labels (atelier.metrics.cas), PPL a generator, memorisation the training images: not these images.
+    metrics = tuple(m for m in parse_metrics(metrics) if m not in RUN_ONLY)
     if not metrics:
         return []
     check_metrics(metrics, evaluator)
@@ -177,6 +179,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
         if r["metric"] == "class_agreement":
             notes = (f"of {r['n']} samples asked for a class; worst class {r['worst_class']}: "
                      f"{r['worst_agreement']:.1%}; chance {r['chance']:.0%}")
+        if r["metric"] == "memorisation":
+            notes = (f"of {r['n_samples']} samples nearer a training image than {r['threshold']:g} (the median "
+                     f"leave-one-out distance of {r['n_train']} training images)")
         if r["metric"] == "ppl":
             notes = f"{r['ppl_samples']} pairs, {r['space']}, eps {r['eps']:g}; {r['ppl_distance']}"
         if r["metric"] == "cas":

@@ -22,3 +22,4 @@ class TrainResult:
     model_card: Path | None = None
     resumed_from: int | None = None  # the step a resumed run started from
     nothing_to_do: bool = False      # a resumed run already past its budget
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # records measured after training (finetune)
