@@ -157,6 +157,13 @@ def test_finetune_starts_from_the_parent_freezes_d_and_records_the_parent(sg_run
     assert again.step == 3 and again.resumed_from == 2
 
 
+def test_finetune_on_fewer_images_than_the_parents_batch_lowers_the_batch_and_says_so(sg_run, tmp_path):
+    few = sprites(tmp_path / "few", n=3, seed=9)                  # the parent trained at batch 4
+    with pytest.warns(UserWarning, match="holds 3 images: fine-tuning at batch 2"):
+        result = atelier.finetune(sg_run, few, tmp_path / "ft3", overrides={"train.steps": 1}, progress=False)
+    assert result.step == 1 and Run(tmp_path / "ft3").config().train.batch_size == 2
+
+
 def test_finetune_refuses_what_it_cannot_do(tiny_run, sg_run, tmp_path):
     with pytest.raises(AtelierError, match="StyleGAN2-type run"):
         atelier.finetune(tiny_run, tmp_path, tmp_path / "x")

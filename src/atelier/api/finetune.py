@@ -11,12 +11,14 @@ is recorded in metrics.jsonl and the card: a few dozen images are easy to copy.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from atelier.api.evaluate import evaluate_run
 from atelier.api.train import train
+from atelier.data.files import list_folder
 from atelier.errors import AtelierError, RunError
 from atelier.models import get as get_model
 from atelier.runs import Run
@@ -58,6 +60,12 @@ def finetune(parent: str | Path, data: str | Path, run_dir: str | Path, *, freez
         base["augment"].update(ADA)
     base["train"].update(steps=DEFAULT_STEPS, minutes=None, images=None)
     base["eval"]["every"] = 0
+    count = len(list_folder(Path(data))) if Path(data).is_dir() else None
+    if count is not None and 0 < count < base["train"]["batch_size"]:
+        # A few dozen pictures are the point of fine-tuning: the parent's batch would not fit them.
+        base["train"]["batch_size"] = 1 << (count.bit_length() - 1)            # the largest power of two <= count
+        warnings.warn(f"{data} holds {count} images: fine-tuning at batch {base['train']['batch_size']} (the "
+                      f"parent's {cfg.train.batch_size} would not fit)", UserWarning, stacklevel=2)
     return check_memorisation(train(base, target.path, overrides, progress=progress, callback=callback))
 
 
