@@ -32,6 +32,15 @@ def _pixels(data_url: str) -> bytes:
         return img.tobytes()
 
 
+def _open(browser, url: str, height: int = 900):
+    """A new page at ``url`` (1440 px wide) and the list its script errors go to."""
+    page = browser.new_page(viewport={"width": 1440, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return page, errors
+
+
 @pytest.fixture(scope="module")
 def page_url(tiny_run, tmp_path_factory):
     from atelier.serve import background, create_app
@@ -218,10 +227,7 @@ def kinds_url(tiny_run, tmp_path_factory):
 
 def test_every_kind_of_model_has_a_thumbnail_a_card_and_an_action(browser, kinds_url, tmp_path):
     """Issue 16, item 11: translators and style networks had black thumbnails, no card and no action."""
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(kinds_url)
+    page, errors = _open(browser, kinds_url, height=900)
     page.wait_for_selector("#grid .tile img")
     assert page.locator(".model").count() == 3
     # Every thumbnail is a loaded picture (a sample for the generator, the latest progress grid for the others).
@@ -270,10 +276,7 @@ def test_the_region_editor_paints_a_mask_and_keeps_the_rest_exact(browser, kinds
     picture's own. Then edit an image straight from the inspector with a rectangle."""
     import numpy as np
 
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(kinds_url)
+    page, errors = _open(browser, kinds_url, height=900)
     page.wait_for_selector("#grid .tile img")
     page.click("[data-view=edit]")
     from atelier.api.edit import EDITS
@@ -356,10 +359,7 @@ def latent_url(tmp_path_factory):
 
 
 def test_direction_sliders_mixing_and_diffusion_controls(browser, latent_url, tmp_path):
-    page = browser.new_page(viewport={"width": 1440, "height": 1100})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(latent_url)
+    page, errors = _open(browser, latent_url, height=1100)
     page.wait_for_selector(".model[data-name=sg]")
     page.click(".model[data-name=sg]")
     page.wait_for_function("document.querySelectorAll('#grid .tile img').length === 16")
