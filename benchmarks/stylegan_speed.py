@@ -308,7 +308,8 @@ def main() -> None:
     ap.add_argument("--r1-every", type=int, default=16)
     ap.add_argument("--pl-every", type=int, default=8)
     ap.add_argument("--pl-shrink", type=int, default=4, help="path length on batch / pl-shrink latents")
-    ap.add_argument("--variants", nargs="+", default=["plain", "plain-shared", "fp32", "fp32+cl", "bf16", "bf16+cl"])
+    ap.add_argument("--variants", nargs="*", default=["plain", "plain-shared", "fp32", "fp32+cl", "bf16", "bf16+cl"],
+                    help="training variants to time (none: sampling only)")
     ap.add_argument("--trainer", action="store_true", help="also time atelier's StyleGAN2 task through its trainer")
     ap.add_argument("--no-sampling", action="store_true")
     ap.add_argument("--gemm", type=int, default=2048)
@@ -334,16 +335,18 @@ def main() -> None:
         runs["atelier trainer (bf16+cl)"] = lambda: timed(trainer_step(args, batches), batches, args.steps)
     results: dict[str, list[float]] = {k: [] for k in runs}
     ceilings: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds if runs else 0):
         for name, fn in runs.items():
             results[name].append(fn())
         for k, v in gemm_ceiling(args.gemm, 3).items():
             ceilings.setdefault(k, []).append(v)
     ceil = {k: statistics.median(v) for k, v in ceilings.items()}
-    print(f"\nGEMM ceiling, {args.gemm}^3, this run (GFLOP/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in ceil.items()))
-    print(f"\nmedian of {args.rounds} interleaved rounds of {args.steps} steps; GFLOP/s at "
-          f"{per_image / 1e9:.2f} GFLOP per image\n")
-    print("| implementation | images/s | GFLOP/s | % of GEMM ceiling | vs plain |\n|---|---:|---:|---:|---:|")
+    if runs:
+        print(f"\nGEMM ceiling, {args.gemm}^3, this run (GFLOP/s): "
+              + ", ".join(f"{k} {v:,.0f}" for k, v in ceil.items()))
+        print(f"\nmedian of {args.rounds} interleaved rounds of {args.steps} steps; GFLOP/s at "
+              f"{per_image / 1e9:.2f} GFLOP per image\n")
+        print("| implementation | images/s | GFLOP/s | % of GEMM ceiling | vs plain |\n|---|---:|---:|---:|---:|")
     base = statistics.median(results["plain"]) if "plain" in results else float("nan")
     for name, vals in results.items():
         med = statistics.median(vals)
