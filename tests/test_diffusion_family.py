@@ -250,3 +250,19 @@ def test_the_studio_samples_with_the_chosen_sampler_steps_and_guidance_and_offer
         bad = client.post("/api/generate", json={**body, "sampler": "magic"})
         assert bad.status_code == 400 and "unknown sampler" in bad.json()["detail"]
         assert client.post("/api/generate", json={**body, "steps": 0}).status_code == 422
+
+
+def test_cli_edit_region_inpaints_with_a_diffusion_run_and_keeps_the_outside(eps_run, tiny_run, tmp_path):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    res = run_cli("edit-region", "--image", tmp_path / "in.png", "--rect", "8,8,24,20", "--inpaint-model", eps_run,
+                  "--steps", "4", "--seed", "1", "--feather", "0", "--out", out)
+    assert "inpaint of" in res.output
+    got = np.asarray(Image.open(out).convert("RGB"))
+    outside = np.ones((40, 48), bool)
+    outside[8:20, 8:24] = False
+    assert np.array_equal(got[outside], photo[outside]) and not np.array_equal(got[~outside], photo[~outside])
+    one_line_error(run_cli("edit-region", "--image", tmp_path / "in.png", "--rect", "8,8,24,20", "--inpaint-model",
+                           tiny_run, "--out", tmp_path / "x.png", ok=False), "inpaint edit needs a diffusion run")

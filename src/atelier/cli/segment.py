@@ -77,6 +77,11 @@ def segment(run: Path, input_: Path, out: Path, overlay: bool, alpha: float, dev
 @click.option("--translate-input", type=click.Path(dir_okay=False, path_type=Path),
               help="With --translate-model: translate this image (same size) instead of --image, e.g. an edited "
                    "label map of the photo.")
+@click.option("--inpaint-model", type=click.Path(file_okay=False, path_type=Path), metavar="RUN",
+              help="Regenerate the region with this diffusion run (RePaint): new content that fits around it.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="With --inpaint-model: the seed.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="With --inpaint-model: RePaint's noise levels.")
 @click.option("--feather", type=click.IntRange(0, 256), default=4, show_default=True,
               help="Fade the edit in over this many pixels inside the mask's edge (0: hard edge).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -87,13 +92,14 @@ def segment(run: Path, input_: Path, out: Path, overlay: bool, alpha: float, dev
 @no_metadata_option(run=False)
 def edit_region(image: Path, brush: Path | None, rect: str | None, segmenter: Path | None, classes: str | None,
                 invert: bool, style_model: Path | None, translate_model: Path | None, translate_input: Path | None,
-                feather: int, out: Path, save_mask: Path | None, device: str, no_metadata: bool) -> None:
+                inpaint_model: Path | None, seed: int, steps: int, feather: int, out: Path, save_mask: Path | None,
+                device: str, no_metadata: bool) -> None:
     """Edit one region of an image with a trained model; every pixel outside the mask stays exactly as it was.
 
     The mask is a brush image (--mask), a rectangle (--rect) or classes of a segmenter (--segmenter --classes);
-    the edit restyles the region (--style-model) or translates it (--translate-model). The output records the
-    edit, the models and their weights' sha256, and the mask's source, and is labelled IPTC
-    compositeWithTrainedAlgorithmicMedia.
+    the edit restyles the region (--style-model), translates it (--translate-model) or regenerates it with a
+    diffusion model (--inpaint-model). The output records the edit, the models and their weights' sha256, and the
+    mask's source, and is labelled IPTC compositeWithTrainedAlgorithmicMedia.
 
     \b
     Examples:
@@ -102,18 +108,23 @@ def edit_region(image: Path, brush: Path | None, rect: str | None, segmenter: Pa
           --style-model runs/wave --out windows.png
       atelier edit-region --image facade.png --mask brush.png --translate-model runs/facades \\
           --translate-input edited-labels.png --out new-door.png
+      atelier edit-region --image sprite.png --rect 16,16,48,48 --inpaint-model runs/emoji-diffusion \\
+          --seed 3 --out new-middle.png
     """
-    if (style_model is None) == (translate_model is None):
-        raise click.UsageError("choose one edit: --style-model RUN or --translate-model RUN")
+    chosen = [(k, m) for k, m in (("restyle", style_model), ("translate", translate_model),
+                                  ("inpaint", inpaint_model)) if m is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("choose one edit: --style-model RUN, --translate-model RUN or --inpaint-model RUN")
     if sum(x is not None for x in (brush, rect, segmenter)) != 1:
         raise click.UsageError("give one mask: --mask IMAGE, --rect X0,Y0,X1,Y1, or --segmenter RUN --classes NAMES")
     if (segmenter is None) != (classes is None):
         raise click.UsageError("--segmenter and --classes go together")
     if translate_input is not None and translate_model is None:
         raise click.UsageError("--translate-input goes with --translate-model")
-    kind, model = ("restyle", style_model) if style_model is not None else ("translate", translate_model)
-    options = {"source": translate_input} if translate_input is not None else {}
-    assert model is not None
+    kind, model = chosen[0]
+    options: dict[str, Any] = {"source": translate_input} if translate_input is not None else {}
+    if kind == "inpaint":
+        options.update(seed=seed, steps=steps)
     result = api.edit_region(image, kind=kind, model=model, brush=brush, rect=rect, segmenter=segmenter,
                              classes=classes, invert=invert, feather_px=feather, device=device, options=options)
     result.save(out, strip_metadata=no_metadata)
