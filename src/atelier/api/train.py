@@ -100,7 +100,11 @@ def train(config: ConfigLike = None, run_dir: str | Path = "runs/atelier", overr
         trainer = Trainer(cfg, Run(run_dir), family.task, progress=progress)
         if resuming:
             trainer.resume()
-        return trainer.fit(callback=callback)
+        result = trainer.fit(callback=callback)
+        # Under torchrun every rank leaves the process group together: rank 0 still writes the grid and the card
+        # after the last step, and a rank that tore gloo down meanwhile was seen to abort at exit (SIGABRT).
+        distributed.barrier()
+        return result
     finally:
         distributed.cleanup()  # under torchrun: leave the process group (a no-op in one process)
 
