@@ -24,11 +24,28 @@ class EMAGeneratorViews:
     balanced labels."""
 
     cfg: RunConfig
+    ctx: Context
     ema: EMA
+    G: torch.nn.Module
+    D: torch.nn.Module
     fixed_z: torch.Tensor
     fixed_y: torch.Tensor | None
     z_dim: int
     num_classes: int
+
+    def noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This step's latents and, for a conditional model, the classes asked of G (uniform), from the global
+        generator that the loop checkpoints."""
+        y = torch.randint(0, self.num_classes, (batch,), device=self.ctx.device) if self.num_classes else None
+        return torch.randn(batch, self.z_dim, device=self.ctx.device), y
+
+    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = self.G(z) if y is None else self.G(z, y)
+        return out
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = self.D(x) if y is None else self.D(x, y)
+        return out
 
     @torch.no_grad()
     def grid(self) -> Grid:

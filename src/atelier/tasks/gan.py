@@ -74,18 +74,6 @@ class GANTask(EMAGeneratorViews, Task):
                         if self.num_classes else None)
         self._last_g = 0.0  # G's loss, from the last step that trained G (n_critic > 1)
 
-    def noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This step's latents and, for a conditional model, the classes asked of G (uniform), from the global
-        generator that the loop checkpoints."""
-        y = torch.randint(0, self.num_classes, (batch,), device=self.ctx.device) if self.num_classes else None
-        return torch.randn(batch, self.z_dim, device=self.ctx.device), y
-
-    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.G(z) if y is None else self.G(z, y)
-
-    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.D(x) if y is None else self.D(x, y)
-
     def step(self, real: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         ctx, lc = self.ctx, self.cfg.loss
         B = real.shape[0]

@@ -133,16 +133,6 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
                        "sha256": weights_sha256(path)}
         return state.get("G_ema", state["G"])
 
-    def noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y = torch.randint(0, self.num_classes, (batch,), device=self.ctx.device) if self.num_classes else None
-        return torch.randn(batch, self.z_dim, device=self.ctx.device), y
-
-    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.D(x) if y is None else self.D(x, y)
-
-    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.G(z) if y is None else self.G(z, y)
-
     def _train_d(self, flag: bool) -> None:
         for p in self.d_params:  # the frozen blocks stay frozen
             p.requires_grad_(flag)
