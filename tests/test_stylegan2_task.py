@@ -196,3 +196,36 @@ def test_evaluate_scores_truncated_samples_and_says_so(sg_run, tmp_path):
     squeezed, = atelier.evaluate(sg_run, truncation=0.0, **kw)
     assert "truncation" not in plain and squeezed["truncation"] == 0.0
     assert squeezed["value"] != plain["value"]
+
+
+def test_proportional_labels_follow_the_class_counts_exactly_when_they_divide():
+    from atelier.latent import proportional_labels
+
+    y = proportional_labels(torch.tensor([6, 2, 0, 2]), 20)
+    assert y.bincount(minlength=4).tolist() == [12, 4, 0, 4]
+    odd = proportional_labels(torch.tensor([1, 1, 1]), 10)     # largest remainder: the total is always n
+    assert len(odd) == 10 and sorted(odd.bincount().tolist()) == [3, 3, 4]
+    with pytest.raises(ValueError, match="positive sum"):
+        proportional_labels(torch.tensor([0, 0]), 4)
+
+
+def test_a_conditional_run_is_scored_in_its_training_class_mix(tmp_path, monkeypatch):
+    # Three images of one class, nine of the other: FID against that folder must sample that mix, not 50/50.
+    from atelier.api.evaluate import evaluate_run, training_labels
+
+    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
+    folder = sprites(tmp_path / "sprites", n=12)
+    for f in sorted((folder / "round").glob("*.png"))[:3]:
+        f.rename(folder / "other" / f"x{f.name}")                # other: 9, round: 3
+    run = tmp_path / "cond"
+    atelier.train(None, run, {**TINY_SG, "train.steps": 1, "model.num_classes": 2, "data.source": str(folder)},
+                  progress=False)
+    g = atelier.load(run)
+    labels, how = training_labels(g, 100)
+    assert labels is not None and how == "training class mix"
+    assert labels.bincount().tolist() == [75, 25]                # class 0 is "other" (sorted folder names)
+    records = evaluate_run(run, metrics=["kid"], n=40, ref=str(folder), evaluator="random-cnn", record=False)
+    assert next(r for r in records if r["metric"] == "kid")["labels"] == "training class mix"
+    folder.rename(tmp_path / "moved")                            # the data is gone: balanced, and it says so
+    labels, how = training_labels(g, 4)
+    assert labels is None and how.startswith("balanced (the training data could not be read")

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["INTERPOLATION_MODES", "balanced_labels", "generate", "interpolate", "interpolate_path", "latents", "lerp",
+__all__ = ["INTERPOLATION_MODES", "balanced_labels", "proportional_labels", "generate", "interpolate", "interpolate_path", "latents", "lerp",
            "slerp", "to_uint8", "truncate", "variations"]
 
 INTERPOLATION_MODES = ("slerp", "lerp")
@@ -42,6 +42,18 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor | None:
     """Classes 0, 1, ..., K-1, 0, ... for ``n`` images (None for an unconditional model), so samples, grids and
     evaluations are class-balanced."""
     return torch.arange(n) % num_classes if num_classes else None
+
+
+def proportional_labels(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` class labels in the proportions of ``counts`` (images per class), by largest remainder, class by class:
+    what a conditional model's samples must follow to be scored against a reference set with that class mix."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.ndim != 1 or not len(counts) or bool((counts < 0).any()) or float(counts.sum()) <= 0:
+        raise ValueError(f"class counts must be non-negative with a positive sum, got {counts.tolist()}")
+    share = counts / counts.sum() * n
+    per = share.floor().long()
+    per[(share - per).argsort(descending=True, stable=True)[: n - int(per.sum())]] += 1
+    return torch.repeat_interleave(torch.arange(len(counts)), per)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from atelier.data import open_source
 from atelier.data.paired import load_paired
 from atelier.errors import DataError, RunError
 from atelier.inversion import ProjectionDistance, path_length
+from atelier.latent import proportional_labels
 from atelier.loaded import DiffusionModel, Generator, Translator
 from atelier.metrics.cas import cas
 from atelier.metrics.classes import per_class_agreement, predict_classes
@@ -39,7 +40,8 @@ from atelier.runs import Run
 from atelier.training.card import refresh_quality
 
 __all__ = ["cas_run", "class_agreement_run", "evaluate", "evaluate_pairs", "evaluate_run", "evaluate_segmentation",
-           "evaluate_source", "evaluate_translation", "fcn_score", "format_table", "reads_classes"]
+           "evaluate_source", "evaluate_translation", "fcn_score", "format_table", "reads_classes",
+           "training_labels"]
 
 
 def evaluate(run: str | Path | None = None, *, real: str | None = None, ref: str | None = None,
@@ -102,13 +104,16 @@ def evaluate_run(run_dir: str | Path, *, metrics: Sequence[str] = ("fid", "kid")
     if image_metrics:
         assert ref is not None
         t0 = time.perf_counter()
-        images = g.sample(n, seed=seed, batch_size=batch_size, psi=truncation)
+        labels, label_mix = training_labels(g, n)
+        images = g.sample(n, seed=seed, batch_size=batch_size, psi=truncation, labels=labels)
         assert isinstance(images, torch.Tensor)
         if timings is not None:
             timings["generation"] = time.perf_counter() - t0
         records = evaluate_images(images, ref=ref, evaluator=ev, metrics=metrics, seed=seed,
                                   what=f"run {run.name}", batch_size=batch_size, use_cache=use_cache,
                                   timings=timings, like=g.cfg.data)
+        if label_mix:
+            records = [{**r, "labels": label_mix} for r in records]
     if "cas" in metrics:
         records.append(cas_run(g, ev, n=n, seed=seed, batch_size=batch_size))
     if "memorisation" in metrics:
@@ -170,6 +175,25 @@ def class_agreement_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int
         range(g.num_classes), key=lambda k: per_class[k])), "worst_agreement": round(min(per_class), 4),
         "per_class": [round(a, 4) for a in per_class], "chance": round(1 / g.num_classes, 4), "n": len(labels),
         "seed": seed, "ref": "none (the classifier reads the samples)", "n_ref": 0, **evaluator.protocol()}
+
+
+def training_labels(g: Generator, n: int) -> tuple[torch.Tensor | None, str]:
+    """Labels for ``n`` samples of a conditional generator in its training data's class proportions, and how they
+    were drawn. FID, KID and precision/recall compare the samples with a reference set that has the data's class
+    mix (StyleGAN2-ADA draws labels from the training set the same way): balanced labels would score a folder
+    whose largest class holds 60% of the images against a mix it does not have. Falls back to balanced labels
+    when the training data cannot be read (a moved folder). (None, "") for an unconditional generator."""
+    if not g.num_classes:
+        return None, ""
+    d = g.cfg.data
+    try:
+        ds = open_source(d.source, d.channels, d.resolution, d.limit, alpha=d.alpha, background=d.background)
+    except (DataError, OSError):
+        return None, "balanced (the training data could not be read for its class mix)"
+    if ds.labels is None or not len(ds.labels):
+        return None, "balanced (the training data has no labels)"
+    counts = torch.bincount(ds.labels.long(), minlength=g.num_classes)[: g.num_classes]
+    return proportional_labels(counts, n), "training class mix"
 
 
 def cas_run(g: Generator, evaluator: Evaluator, *, n: int, seed: int = 0, batch_size: int = 500,
