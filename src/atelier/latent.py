@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["INTERPOLATION_MODES", "balanced_labels", "proportional_labels", "generate", "interpolate", "interpolate_path", "latents", "lerp",
-           "slerp", "to_uint8", "truncate", "variations"]
+__all__ = ["INTERPOLATION_MODES", "balanced_labels", "generate", "interpolate", "interpolate_path", "latents", "lerp",
+           "proportional_labels", "slerp", "to_uint8", "truncate", "variations"]
 
 INTERPOLATION_MODES = ("slerp", "lerp")
 
