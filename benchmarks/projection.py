@@ -13,6 +13,9 @@ Each image is projected on its own (batch 1, one thread), as ``atelier project``
 a time (``atelier.inversion.project_batch``: the same search per image, many times faster per image on a CPU):
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/projection.py --run runs/mnist-dcgan --n 500 --batch 100
+
+``--images FOLDER`` projects another set (a group the run never saw), ``--pick random`` draws the ``n`` images at
+random instead of taking a folder's first ones.
 """
 
 from __future__ import annotations
@@ -31,10 +34,16 @@ from atelier.latent import to_uint8
 from atelier.metrics.evaluators import EVALUATORS, auto_evaluator, load_evaluator
 
 
-def real_images(g: atelier.Generator, n: int) -> tuple[torch.Tensor, str]:
-    source = g.cfg.data.source
+def real_images(g: atelier.Generator, n: int, source: str | None = None,
+                pick: str = "first") -> tuple[torch.Tensor, str]:
+    """``n`` real images at the run's size: its test split (MNIST family), or ``source``/its folder, the first ``n``
+    or (``pick="random"``) ``n`` at random (seed 0), so that a folder sorted by group is not read group by group."""
+    source = source or g.cfg.data.source
     spec = f"{source}:test" if source in ("mnist", "fashion-mnist") else source
-    ds = open_source(spec, channels=g.channels, resolution=g.resolution, limit=n)
+    ds = open_source(spec, channels=g.channels, resolution=g.resolution, limit=None if pick == "random" else n)
+    if pick == "random":
+        keep = torch.randperm(len(ds.images), generator=torch.Generator().manual_seed(0))[:n]
+        return ds.images[keep.sort().values], f"{spec} ({len(keep)} at random, seed 0)"
     return ds.images[:n], spec
 
 
@@ -48,6 +57,7 @@ def projection_rows(g, images, classifier, steps_list, features, spaces, batch):
     orig_cls = classify(classifier, images).argmax(1) if classifier is not None else None
     for space, steps in [(sp, st) for sp in spaces for st in steps_list]:
         recons, secs = [], []
+        cpu0 = time.process_time()
         for i in range(0, len(images), batch):
             targets = images[i:i + batch].float() / 127.5 - 1.0
             for p in project_batch(g.network, targets, dist, space, steps, seed=0, optimize_noise=True):
@@ -56,7 +66,8 @@ def projection_rows(g, images, classifier, steps_list, features, spaces, batch):
         rec = torch.stack(recons)
         agree = (classify(classifier, rec).argmax(1) == orig_cls).float().mean().item() if classifier else None
         rows.append({"space": space, "steps": steps, "psnr": sum(psnr(a, b) for a, b in zip(rec, images, strict=True))
-                     / len(images), "ssim": ssim(rec, images), "agree": agree, "sec": sum(secs) / len(secs)})
+                     / len(images), "ssim": ssim(rec, images), "agree": agree, "sec": sum(secs) / len(secs),
+                     "cpu": (time.process_time() - cpu0) / len(images)})
     return rows, dist
 
 
@@ -114,6 +125,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, action="append", required=True)
     ap.add_argument("--n", type=int, default=5, help="real images per run")
+    ap.add_argument("--images", default=None, help="real images from this source (default: the run's domain)")
+    ap.add_argument("--pick", choices=("first", "random"), default="first", help="which n images of a folder")
     ap.add_argument("--batch", type=int, default=1, help="images projected together (1: as `atelier project` does)")
     ap.add_argument("--steps", default="200,500")
     ap.add_argument("--spaces", default="auto", help="auto (w with a mapping network, else z) or a list: w,w+")
@@ -128,19 +141,20 @@ def main() -> None:
     steps_list = [int(s) for s in args.steps.split(",")]
     for run in args.run:
         g = atelier.load(run)
-        images, spec = real_images(g, args.n)
+        images, spec = real_images(g, args.n, args.images, args.pick)
         name = auto_evaluator(g.cfg.data.source) if args.classifier == "auto" else args.classifier
         classifier = load_evaluator(name) if EVALUATORS[name].logits else None
         features = choose_features(args.features, g.cfg.data.source, g.channels, g.resolution)
         print(f"\n## {run} ({g.cfg.model['name']}, step {g.step}, {g.channels} ch, {g.resolution} px): {len(images)} "
               f"images of {spec}; classifier {name if classifier else 'none'}; distance features {features}")
-        print(f"{'space':<6}{'steps':>6}{'PSNR dB':>9}{'SSIM':>8}{'same class':>12}{'s/image':>9}")
+        print(f"{'space':<6}{'steps':>6}{'PSNR dB':>9}{'SSIM':>8}{'same class':>12}{'s/image':>9}{'CPU s/image':>13}")
         t0 = time.perf_counter()
         spaces = (["w"] if has_mapping(g.network) else ["z"]) if args.spaces == "auto" else args.spaces.split(",")
         rows, dist = projection_rows(g, images, classifier, steps_list, features, spaces, args.batch)
         for r in rows:
             agree = f"{r['agree']:.0%}" if r["agree"] is not None else "n/a"
-            print(f"{r['space']:<6}{r['steps']:>6}{r['psnr']:>9.2f}{r['ssim']:>8.3f}{agree:>12}{r['sec']:>9.1f}")
+            print(f"{r['space']:<6}{r['steps']:>6}{r['psnr']:>9.2f}{r['ssim']:>8.3f}{agree:>12}{r['sec']:>9.1f}"
+                  f"{r['cpu']:>13.2f}")
         rec = recovery(g, dist, args.targets, args.recovery_steps) if args.targets else None
         if rec:
             print(f"latent recovery on {args.targets} generated targets ({args.recovery_steps} steps): "
