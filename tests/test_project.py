@@ -43,6 +43,26 @@ def _w(g: StyleGAN2Generator, seed: int) -> torch.Tensor:
         return g.mapping(torch.randn(1, 16, generator=torch.Generator().manual_seed(seed)))[:, 0]   # (1, w_dim)
 
 
+@pytest.mark.parametrize(("channels", "size", "sigmas"), [(3, 64, (0.5, 1.0, 2.0, 4.0, 8.0)),
+                                                          (1, 28, (0.5, 1.0, 2.0, 4.0)), (4, 24, (1.0, 3.0))])
+def test_separable_ms_ssim_equals_kornias_loss_and_gradient(channels, size, sigmas):
+    import kornia
+
+    from atelier.inversion.distance import ms_ssim_loss
+
+    gen = torch.Generator().manual_seed(channels)
+    x = torch.rand(3, channels, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(3, channels, size, size, generator=gen, dtype=torch.float64)
+    ref = kornia.losses.MS_SSIMLoss(sigmas=sigmas, alpha=1.0, compensation=1.0, reduction="none").double()(x, t)
+    mine = ms_ssim_loss(x, t, sigmas)
+    assert mine.shape == ref.shape == (3, size, size)
+    torch.testing.assert_close(mine, ref, atol=1e-6, rtol=0)     # kornia's windows are float32 before .double()
+    g_ref, = torch.autograd.grad(ref.sum(), x)
+    g_mine, = torch.autograd.grad(mine.sum(), x)
+    torch.testing.assert_close(g_mine, g_ref, atol=1e-5, rtol=1e-4)
+    assert float(ms_ssim_loss(t, t, sigmas).abs().max()) < 1e-12               # an image against itself: 0
+
+
 def test_projection_recovers_the_w_of_a_generated_image():
     g = tiny_sg()
     w_true = _w(g, 5)
