@@ -3,6 +3,7 @@ data info and the recipe chosen from the data."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -227,6 +228,13 @@ def test_recipe_follows_the_data(tmp_path):
     assert cpu["model.name"] == "stylegan2" and cpu["model.num_classes"] == 2 and cpu["augment.ada_target"] > 0
     assert cpu["model.width"] < 32 and any("CPU budget caps it at 64" in r for r in why)
     assert recommend_recipe(str(sprites), device="gpu")[0]["data.resolution"] == 128
+    # A folder of a few thousand: the medium widths on a GPU, the small ones (measured faster to quality) on a CPU.
+    big = dataclasses.replace(data_info(str(sprites)), n_images=3_641)
+    on_cpu, why_cpu = recommend_recipe(str(sprites), device="cpu", report=big)
+    on_gpu, _ = recommend_recipe(str(sprites), device="gpu", report=big)
+    assert (on_cpu["model.width"], on_cpu["model.width_max"]) == (16, 128)
+    assert (on_gpu["model.width"], on_gpu["model.width_max"]) == (32, 256)
+    assert any("would take the medium size; a CPU budget keeps the small one" in r for r in why_cpu)
     gray = tmp_path / "gray"
     gray.mkdir()
     rng = np.random.default_rng(0)
