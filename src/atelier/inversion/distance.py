@@ -87,9 +87,8 @@ def ms_ssim_loss(x: torch.Tensor, t: torch.Tensor, sigmas: tuple[float, ...] = (
     """1 - MS-SSIM per pixel, (B, H, W), for images (B, C, H, W): kornia's ``MS_SSIMLoss(sigmas, data_range,
     alpha=1, compensation=1, reduction="none")`` (zero padding, luminance at the coarsest sigma, contrast-structure
     at every sigma, averaged over the channels), with separable filtering."""
-    B, C, H, W = x.shape
-    S = len(sigmas)
-    g = _gaussians(tuple(sigmas), x.dtype, x.device).repeat(5 * C, 1)      # (5C * S, K): 5C maps, S scales each
+    C, S = x.shape[1], len(sigmas)
+    g = _gaussians(sigmas, x.dtype, x.device).repeat(5 * C, 1)      # (5C * S, K): 5C maps, S scales each
     pad = g.shape[1] // 2
     maps = torch.cat([x, t, x * x, t * t, x * t], dim=1)                     # (B, 5C, H, W)
     blurred = F.conv2d(maps, g[:, None, None, :], padding=(0, pad), groups=5 * C)
@@ -109,9 +108,9 @@ class ProjectionDistance(nn.Module):
         super().__init__()
         self.features, self.channels = features, channels
         self.weights = {"pixel": pixel, "ms_ssim": ms_ssim, "feature": feature if features != "none" else 0.0}
-        # alpha 1: MS-SSIM alone (the pixel term is separate); compensation 1: the loss is 1 - MS-SSIM.
-        # Scales: Gaussian windows of sigma 0.5 .. 8 px (kornia's default) for images of 64 px and more, 0.5 .. 4 px
-        # below (a sigma-8 window spans a whole 28 px image, and costs half of the distance's time there).
+        # MS-SSIM alone (the pixel term is separate), as 1 - MS-SSIM. Scales: Gaussian windows of sigma 0.5 .. 8 px
+        # (kornia's default) for images of 64 px and more, 0.5 .. 4 px below (a sigma-8 window spans a whole 28 px
+        # image, and costs half of the distance's time there).
         self.sigmas = (0.5, 1.0, 2.0, 4.0, 8.0) if resolution >= 64 else (0.5, 1.0, 2.0, 4.0)
         self.stages: list[nn.Module] = []
         self.evaluator: Evaluator | None = None
