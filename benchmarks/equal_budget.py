@@ -55,6 +55,8 @@ def train(row: str, folder: str, minutes: float, runs: Path, extend: Path | None
     config, extra = ROWS[row]
     run = runs / row
     if extend is not None and not run.exists():
+        if not (extend / row / "checkpoints").is_dir():
+            sys.exit(f"error: --extend {extend}: no trained {row} run there to continue")
         shutil.copytree(extend / row, run)
     cmd = [sys.executable, "-m", "atelier", "train", "--config", str(REPO / "configs" / f"{config}.yaml"),
            "--data", folder, "--run-dir", str(run), "--minutes", str(minutes), *COMMON, *extra]
