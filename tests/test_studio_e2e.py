@@ -66,12 +66,13 @@ def test_upload_train_watch_stop_restart_resume_generate_favourite_download(tmp_
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else outside.append(r.url))
             page.goto(base)
+            page.set_default_timeout(90_000)  # a busy CI machine: the waits below with their own timeouts are longer
             page.wait_for_function("document.querySelector('#health-text').textContent.includes('online')")
 
             # 1. New model: the zip, what atelier sees in it, the recipe.
             page.click("[data-view=train]")
             page.set_input_files("#zip-input", str(pictures))
-            page.wait_for_selector("#step-recipe:not([hidden])", timeout=60_000)
+            page.wait_for_selector("#step-recipe:not([hidden])", timeout=120_000)
             assert "64" in page.locator("#facts").inner_text() and "24x24" in page.locator("#facts").inner_text()
             page.wait_for_function("document.querySelector('#sheet').naturalWidth > 0")
             page.fill("#job-budget", str(STEPS))
@@ -94,7 +95,7 @@ def test_upload_train_watch_stop_restart_resume_generate_favourite_download(tmp_
 
             # 3. Stop it: it finishes its step and writes a checkpoint.
             page.click("#jd-stop")
-            page.wait_for_function("document.querySelector('#jd-state').textContent === 'stopped'", timeout=60_000)
+            page.wait_for_function("document.querySelector('#jd-state').textContent === 'stopped'", timeout=120_000)
             job = _get(f"{base}/api/jobs/1")
             stopped_at = job["checkpoint_step"]
             assert 0 < stopped_at < STEPS and job["state"] == "stopped"

@@ -91,13 +91,17 @@ function recipeBody() {
 }
 
 // What the recipe, as edited, would train: the server checks it (a 400 names what is wrong) and gives the reasons.
+// Answers can come back out of order (the server checks plans in parallel): only the newest request's is shown.
 let planTimer = null;
+let planSeq = 0;
 function refreshPlan() {
   clearTimeout(planTimer);
   planTimer = setTimeout(async () => {
     if (!train.dataset) return;
+    const seq = ++planSeq;
     try {
       const p = await postJSON(`/api/datasets/${train.dataset.id}/plan`, recipeBody());
+      if (seq !== planSeq) return;
       const reasons = $("reasons");
       reasons.innerHTML = "";
       p.reasons.forEach((r) => reasons.appendChild(el("li", "", r)));
@@ -107,6 +111,7 @@ function refreshPlan() {
       $("plan").className = "plan small";
       $("start-job").disabled = false;
     } catch (err) {
+      if (seq !== planSeq) return;
       $("plan").textContent = err.message;
       $("plan").className = "plan small bad";
       $("start-job").disabled = true;
