@@ -43,6 +43,8 @@ COMMON = ["--set", "data.resolution=64", "--set", "data.channels=3", "--set", "d
 # row -> (config, overrides): each family's own shipped recipe, pointed at the folder at 64 px RGB.
 ROWS: dict[str, tuple[str, list[str]]] = {
     "stylegan2": ("emoji-stylegan", []),
+    # the recipe's next size up (what a CPU budget declines): is the small one's choice right on this folder?
+    "stylegan2-medium": ("emoji-stylegan", ["--set", "model.width=32", "--set", "model.width_max=256"]),
     "resnet": ("fashion-sngan-hinge", ["--batch-size", "64", "--set", "model.attention=null"]),
     "dcgan": ("mnist-dcgan", ["--batch-size", "64"]),
     "diffusion": ("emoji-diffusion", []),
@@ -83,7 +85,7 @@ def score(row: str, run: Path, folder: str, n: int, evaluator_name: str, runs: P
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     last = [r for r in recs if "train_seconds" in r][-1]
     variants: list[tuple[str, dict]] = [("", {})]
-    if row == "stylegan2":
+    if row.startswith("stylegan2"):
         variants = [(f"psi {p:g}", {"psi": p}) for p in PSI]
     elif row == "diffusion":
         variants = [(f"{s} steps {k}", {"steps": s, "sampler": k}) for s, k in NFE]

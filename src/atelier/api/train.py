@@ -67,15 +67,16 @@ def resume_step(run_dir: str | Path) -> int | None:
     return CheckpointManager.read_step(path) if path is not None else None
 
 
-def recipe(source: str, device: str = "auto") -> tuple[dict[str, Any], list[str]]:
+def recipe(source: str, device: str = "auto", batch_size: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """The whole training recipe for a data source without a config: what :func:`atelier.data.recommend_recipe`
     picks from the data (family, resolution, channels, alpha, widths, augmentation, classes), on top of the chosen
-    family's training defaults. Returns (dotted overrides, one reason per choice)."""
+    family's training defaults. ``batch_size``: the user's, when given (settings that scale with it follow it).
+    Returns (dotted overrides, one reason per choice)."""
     picked, reasons = recommend_recipe(source, device=device)
     gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     base: dict[str, Any] = {}
     if picked["model.name"] == "stylegan2":
-        base = recipe_defaults(int(picked["data.resolution"]), gpu)
+        base = recipe_defaults(int(picked["data.resolution"]), gpu, batch_size)
         reasons.append(f"training: StyleGAN2-ADA's small-data settings, batch {base['train.batch_size']}, R1 gamma "
                        f"{base['loss.r1_gamma']:g}, budget " + ("5M images" if gpu else "30 minutes") +
                        " (change it with --minutes, --steps or --images)")

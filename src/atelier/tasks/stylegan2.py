@@ -43,12 +43,13 @@ from atelier.training.task import Context, Task
 __all__ = ["StyleGAN2Task", "frozen_d_modules", "lazy_adam", "recipe_defaults"]
 
 
-def recipe_defaults(resolution: int, gpu: bool) -> dict[str, Any]:
+def recipe_defaults(resolution: int, gpu: bool, batch: int | None = None) -> dict[str, Any]:
     """The training settings of a StyleGAN2 recipe chosen from the data (``atelier train --data FOLDER``), as dotted
     config keys: StyleGAN2-ADA's small-data defaults (Adam 0.0025, betas 0 / 0.99; lazy R1 with its gamma formula
     0.0002 * res^2 / batch), batch 32 on a CPU and 64 on a GPU, path length on a GPU only (a second backward
-    through G, which a CPU budget spends better on more steps). The widths come from the recipe's size table."""
-    batch = 64 if gpu else 32
+    through G, which a CPU budget spends better on more steps). The widths come from the recipe's size table.
+    ``batch``: the user's own batch size, which R1's gamma then follows."""
+    batch = batch or (64 if gpu else 32)
     return {"model.name": "stylegan2", "model.pl_weight": 2.0 if gpu else 0.0, "loss.name": "nonsaturating",
             "loss.r1_gamma": round(0.0002 * resolution**2 / batch, 4), "loss.r1_every": 16, "optim.lr_g": 0.0025,
             "optim.lr_d": 0.0025, "optim.betas": [0.0, 0.99], "train.batch_size": batch, "train.steps": None,
