@@ -186,7 +186,8 @@ def test_train_on_a_folder_without_config_uses_the_recipe_chosen_from_the_data(t
     assert cfg.model["width"] == 4 and cfg.train.batch_size == 2  # the user's options win over the recipe
     assert cfg.loss.r1_gamma == round(0.0002 * 32**2 / 2, 4)  # and R1's gamma follows the user's batch
     assert "batch 2, R1 gamma 0.1024" in res.output
-    assert "your --set on top of it: model.width=4 (recipe: 16), model.width_max=8 (recipe: 128)" in res.output
+    assert ("your --set on top of it: log.tensorboard=False, model.width=4 (recipe: 16), model.width_max=8 (recipe: "
+            "128)") in res.output
     # Run again: it resumes its own config (no new recipe).
     again = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "2")
     assert "recipe" not in again.output and "resuming" in again.output

@@ -135,14 +135,14 @@ def train(config, run_dir, data, steps, minutes, images, batch_size, seed, check
     if from_data and api.resume_step(run_dir) is None:
         # A folder (or .zip / .npz) and no config: the recipe is chosen from the data, and each choice is said.
         picked, reasons = api.recipe(data, device=device or "auto", batch_size=batch_size)
-        mine = {k: v for k, v in overrides.items() if k in picked and v != picked[k]}
+        mine = {k: v for k, v in overrides.items() if k not in picked or picked[k] != v}
         if distributed.is_main():
             click.echo(f"no --config: a recipe chosen from {data}:")
             for line in reasons:
                 click.echo(f"  {line}")
             if mine:
-                click.echo("  your --set on top of it: " + ", ".join(f"{k}={v} (recipe: {picked[k]})"
-                                                                     for k, v in mine.items()))
+                click.echo("  your --set on top of it: " + ", ".join(
+                    f"{k}={v}" + (f" (recipe: {picked[k]})" if k in picked else "") for k, v in mine.items()))
         overrides = {**picked, **overrides}
     for key, value in (("data.source", data), ("train.batch_size", batch_size), ("seed", seed),
                        ("log.checkpoint_every", checkpoint_every), ("log.sample_every", sample_every),
