@@ -3,6 +3,9 @@
     python benchmarks/equal_budget.py --folder $ATELIER_DATA/emoji --minutes 30 --only stylegan2,resnet
     python benchmarks/equal_budget.py --folder $ATELIER_DATA/emoji --minutes 30 --only dcgan,diffusion
     python benchmarks/equal_budget.py --folder $ATELIER_DATA/emoji --minutes 30 --table      # gather, print
+    # another kind of folder (scripts/make_tiles.py), with the fallback evaluator and the recipe's next size up
+    python benchmarks/equal_budget.py --folder data/facade-tiles-wide --minutes 15 --evaluator random-cnn \
+        --only stylegan2,stylegan2-medium,resnet,dcgan,floor --runs runs/facades-15
 
 Every row trains from scratch on the same folder at 64 px RGB (transparency composited over white, so that
 every family reads the same images) for the same number of **CPU-minutes** of one thread
