@@ -83,6 +83,17 @@ def test_a_zip_becomes_a_dataset_with_a_summary_a_contact_sheet_and_a_recipe(stu
     plan = studio.post(f"/api/datasets/{ds}/plan", json={"extra": "eval.every=50\neval.n=64"}).json()
     assert plan["config"]["eval_every"] == 50  # FID against the pictures themselves: a folder has no test split
     assert "FID every 50 steps against your pictures themselves (no held-out set)" in plan["reasons"]
+    # The StyleGAN2-type family trains with the CLI recipe's settings, and R1's gamma follows the final
+    # resolution and batch (StyleGAN2-ADA's 0.0002 * res^2 / batch) unless the designer sets it.
+    sg = studio.post(f"/api/datasets/{ds}/plan", json={"family": "stylegan2"}).json()
+    assert sg["config"]["batch_size"] == 32 and "training: StyleGAN2-ADA's small-data settings, batch 32, " \
+        "R1 gamma 0.0064" in sg["reasons"]
+    sg = studio.post(f"/api/datasets/{ds}/plan", json={"family": "stylegan2", "resolution": 64,
+                                                        "extra": "train.batch_size=16"}).json()
+    assert sg["config"]["batch_size"] == 16 and any(r.endswith("batch 16, R1 gamma 0.0512") for r in sg["reasons"])
+    sg = studio.post(f"/api/datasets/{ds}/plan", json={"family": "stylegan2",
+                                                        "extra": "train.batch_size=16\nloss.r1_gamma=1"}).json()
+    assert any(r.endswith("batch 16, R1 gamma 1") for r in sg["reasons"])
     assert "cannot train from a folder of images" in _detail(
         studio.post(f"/api/datasets/{ds}/plan", json={"family": "pix2pix"}), 400)
     assert "unknown key" in _detail(studio.post(f"/api/datasets/{ds}/plan", json={"extra": "model.nope=3"}), 400)

@@ -4,6 +4,7 @@ autograd references, conditioning, RGBA, save/load, ONNX export and a few traini
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import atelier
+from atelier.checkpoint import CheckpointManager
 from atelier.losses import path_length_penalty, r1_penalty
 from atelier.models import build, load_pretrained, save_pretrained
 from atelier.models.stylegan2 import (
@@ -18,11 +20,15 @@ from atelier.models.stylegan2 import (
     StyleGAN2Config,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
+    cond_blend,
     demodulation,
     minibatch_std,
     mix_styles,
     random_mix,
+    set_cond_blend,
 )
+from atelier.runs import Run
+from atelier.tasks.common import EMAGeneratorViews
 
 TINY_MODEL = {"name": "stylegan2", "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "width": 4, "width_max": 8}
 
@@ -227,6 +233,39 @@ def test_class_conditional_mapping_gives_different_w_per_class():
     assert not torch.equal(D(x, torch.tensor([0, 0])), D(x, torch.tensor([3, 3])))
 
 
+def test_transitional_conditioning_starts_unconditional_and_blends_the_classes_in():
+    cfg = tiny_cfg(num_classes=5, cond_start_kimg=1, cond_ramp_kimg=2)
+    assert [cond_blend(cfg, n) for n in (0, 999, 1000, 2000, 3000, 9000)] == [0, 0, 0, 0.5, 1, 1]
+    assert [cond_blend(tiny_cfg(num_classes=5, cond_start_kimg=1), n) for n in (999, 1000)] == [0, 1]
+    G, D = tiny_g(num_classes=5, cond_ramp_kimg=2).eval(), tiny_d(num_classes=5, cond_ramp_kimg=2)
+    z, x, y = torch.randn(1, 8).expand(5, -1), torch.randn(1, 3, 32, 32).expand(5, -1, -1, -1), torch.arange(5)
+    with torch.no_grad():
+        set_cond_blend(G, 0.0)
+        set_cond_blend(D, 0.0)
+        ws, logits = G.mapping(z, y)[:, 0], D(x, y)
+        assert torch.equal(ws, ws[:1].expand(5, -1)) and torch.equal(logits, logits[:1].expand(5, -1))  # no class
+        set_cond_blend(G, 1.0)
+        set_cond_blend(D, 1.0)
+        ws, logits = G.mapping(z, y)[:, 0], D(x, y)
+    assert torch.cdist(ws, ws)[~torch.eye(5, dtype=torch.bool)].min() > 1e-3 and logits.unique().numel() == 5
+    assert "map.cond_weight" in G.state_dict() and "uncond.weight" in D.state_dict()
+    # Without the schedule, a conditional model keeps the weights it always had: older runs still load.
+    assert not {"map.cond_weight", "cond_weight", "uncond.weight"} & {*tiny_g(num_classes=5).state_dict(),
+                                                                     *tiny_d(num_classes=5).state_dict()}
+
+
+def test_fake_labels_follow_the_training_class_mix():
+    views = EMAGeneratorViews()
+    views.num_classes, views.z_dim = 3, 2
+    views.dataset = types.SimpleNamespace(labels=torch.tensor([0] * 80 + [1] * 15 + [2] * 5))
+    views.ctx = types.SimpleNamespace(device=torch.device("cpu"))
+    torch.manual_seed(0)
+    z, y = views.noise(20_000)
+    assert z.shape == (20_000, 2)
+    shares = torch.bincount(y, minlength=3) / 20_000
+    torch.testing.assert_close(shares, torch.tensor([0.80, 0.15, 0.05]), atol=0.015, rtol=0)
+
+
 # ---------------------------------------------------------------- discriminator and regularisers
 def test_minibatch_std_groups_consecutive_samples():
     x = torch.cat([torch.zeros(4, 2, 2, 2), torch.randn(4, 2, 2, 2)])          # reals then fakes
@@ -338,3 +377,15 @@ def test_a_few_training_steps_through_the_trainer(tmp_path, tiny):
     assert result.metrics["loss_d"] < 10
     images = atelier.load(tmp_path / "sg").sample(3, seed=0)
     assert images.shape == (3, 1, 32, 32) and images.dtype == torch.uint8
+
+
+def test_training_sets_the_class_blend_from_the_images_seen(tmp_path, tiny):
+    overrides = {**tiny, **{f"model.{k}": v for k, v in TINY_MODEL.items()}, "data.resolution": 32,
+                 "model.num_classes": 10, "model.cond_start_kimg": 0.004, "model.cond_ramp_kimg": 0.016,
+                 "train.batch_size": 4, "train.steps": 4}
+    atelier.train(None, tmp_path / "tc", overrides, progress=False)
+    state = CheckpointManager.read(Run(tmp_path / "tc").latest_checkpoint())
+    # The 4th step counts 16 images: (16 - 4) / 16 of the way in, in G and D; the EMA generator averages its
+    # blend with its weights, so it lies between this step's 0.75 and the one before's 0.5.
+    assert float(state["G"]["map.cond_weight"]) == float(state["D"]["cond_weight"]) == 0.75
+    assert 0.5 < float(state["G_ema"]["map.cond_weight"]) < 0.75

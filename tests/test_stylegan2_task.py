@@ -188,6 +188,14 @@ def test_train_on_a_folder_without_config_uses_the_recipe_chosen_from_the_data(t
     assert "batch 2, R1 gamma 0.1024" in res.output
     assert ("your --set on top of it: log.tensorboard=False, model.width=4 (recipe: 16), model.width_max=8 (recipe: "
             "128)") in res.output
+    # A batch size or resolution given with --set moves R1's gamma too; a gamma given with --set stays.
+    res = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "r2"), "--set", "train.batch_size=4",
+                  "--set", "data.resolution=64", "--dry-run")
+    assert "batch 4, R1 gamma 0.2048" in res.output
+    assert not (tmp_path / "r2").exists()  # a dry run writes nothing
+    res = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "r3"), "--set", "train.batch_size=4",
+                  "--set", "loss.r1_gamma=0.5", "--dry-run")
+    assert "loss.r1_gamma=0.5 (recipe: 0.0512)" in res.output
     # Run again: it resumes its own config (no new recipe).
     again = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "2")
     assert "recipe" not in again.output and "resuming" in again.output

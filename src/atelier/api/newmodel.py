@@ -13,12 +13,14 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
+import torch
 from sqlalchemy import Engine, insert, select
 
 from atelier import families
 from atelier.api.data import data_grid, describe_data, open_data, recommend_recipe
 from atelier.api.jobs import budget_overrides, check_budget
 from atelier.api.studio_db import NotFound, connect, datasets, now, row_dict
+from atelier.api.train import training_defaults, training_reason
 from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.config import apply_overrides, parse_set
 from atelier.errors import ConfigError
@@ -148,6 +150,11 @@ def plan_training(dataset: dict[str, Any], family: str | None = None, resolution
         recipe.update(_check_extra(parse_set([ln.strip() for ln in lines
                                               if ln.strip() and not ln.strip().startswith("#")])))
     recipe["data.source"] = dataset["path"]  # never from the client: the registered dataset's own folder
+    # The family's training defaults for the resolution and batch the recipe ends with, under every edit.
+    defaults = training_defaults(recipe, gpu=torch.cuda.is_available())
+    if defaults:
+        recipe = {**defaults, **recipe}
+        reasons.append(training_reason({**defaults, **recipe}))
     if recipe.get("eval.every"):
         # A folder has no held-out split: FID is measured against the pictures themselves (as StyleGAN's FID
         # against the training set), with atelier's automatic evaluator for the data.

@@ -24,7 +24,8 @@ from atelier.training.loop import Trainer
 from atelier.training.result import TrainResult
 
 __all__ = ["DEMO_MINUTES", "DEMO_OVERRIDES", "DEMO_STEPS", "DryRun", "demo_overrides", "describe_budget", "dry_run",
-           "prepare", "recipe", "resume_step", "train", "train_style"]
+           "prepare", "recipe", "resume_step", "train", "train_style", "training_defaults",
+           "training_reason"]
 
 # ``atelier demo``: the built-in MNIST DCGAN with the recipe that reached recognisable, class-balanced digits
 # fastest in images seen (measured with the digits evaluator on 10,000 samples, 2-core CPU): batch 64 and
@@ -67,20 +68,37 @@ def resume_step(run_dir: str | Path) -> int | None:
     return CheckpointManager.read_step(path) if path is not None else None
 
 
-def recipe(source: str, device: str = "auto", batch_size: int | None = None) -> tuple[dict[str, Any], list[str]]:
+def recipe(source: str, device: str = "auto", user: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The whole training recipe for a data source without a config: what :func:`atelier.data.recommend_recipe`
     picks from the data (family, resolution, channels, alpha, widths, augmentation, classes), on top of the chosen
-    family's training defaults. ``batch_size``: the user's, when given (settings that scale with it follow it).
-    Returns (dotted overrides, one reason per choice)."""
+    family's training defaults (:func:`training_defaults`). ``user``: the user's own dotted settings, which
+    the settings derived from them follow (R1's gamma follows their resolution and batch size); they are not
+    merged in. Returns (dotted overrides, one reason per choice)."""
     picked, reasons = recommend_recipe(source, device=device)
     gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    base: dict[str, Any] = {}
-    if picked["model.name"] == "stylegan2":
-        base = recipe_defaults(int(picked["data.resolution"]), gpu, batch_size)
-        reasons.append(f"training: StyleGAN2-ADA's small-data settings, batch {base['train.batch_size']}, R1 gamma "
-                       f"{base['loss.r1_gamma']:g}, budget " + ("5M images" if gpu else "30 minutes") +
+    base = training_defaults({**picked, **(user or {})}, gpu)
+    if base:
+        reasons.append(training_reason(base) + ", budget " + ("5M images" if gpu else "30 minutes") +
                        " (change it with --minutes, --steps or --images)")
     return {**base, **picked}, reasons
+
+
+def training_defaults(settings: dict[str, Any], gpu: bool) -> dict[str, Any]:
+    """A recipe's training defaults for the family, resolution and batch size ``settings`` ends with (the recipe
+    with the user's edits): StyleGAN2-ADA's small-data settings for stylegan2 (:func:`recipe_defaults`), none for
+    the other families, whose config defaults serve. Values a user gave in ``settings`` still win over these."""
+    if settings.get("model.name") != "stylegan2":
+        return {}
+    res, batch = settings.get("data.resolution"), settings.get("train.batch_size")
+    if not isinstance(res, int) or res < 1:
+        return {}  # the config check says what is wrong with it
+    return recipe_defaults(res, gpu, batch if isinstance(batch, int) and batch > 0 else None)
+
+
+def training_reason(defaults: dict[str, Any]) -> str:
+    """The reason line for :func:`training_defaults`'s settings."""
+    return (f"training: StyleGAN2-ADA's small-data settings, batch {defaults['train.batch_size']}, R1 gamma "
+            f"{defaults['loss.r1_gamma']:g}")
 
 
 def describe_budget(cfg: RunConfig) -> str:

@@ -44,8 +44,8 @@ from torch import nn
 from atelier.models.layers import check_labels
 from atelier.models.registry import ModelSpec, Network, register
 
-__all__ = ["StyleGAN2Config", "StyleGAN2Discriminator", "StyleGAN2Generator", "demodulation", "mix_styles",
-           "random_mix", "widths"]
+__all__ = ["StyleGAN2Config", "StyleGAN2Discriminator", "StyleGAN2Generator", "cond_blend", "demodulation",
+           "mix_styles", "random_mix", "set_cond_blend", "transitional", "widths"]
 
 class StyleGAN2Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -64,6 +64,14 @@ class StyleGAN2Config(BaseModel):
     d_width: int | None = Field(None, ge=1, le=1024)
     d_width_max: int | None = Field(None, ge=1, le=1024)
     num_classes: int = Field(0, ge=0, le=10_000)
+    # Transitional conditioning (Shahbazi et al., "Collapse by Conditioning: Training Class-conditional GANs with
+    # Limited Data", ICLR 2022, arXiv:2201.06578): with a few hundred images per class, a conditional GAN collapses
+    # to a few images per class early on, and an unconditional one does not. So G and D start unconditional and
+    # blend the classes in linearly from cond_start_kimg over cond_ramp_kimg thousand images (0 and 0: conditional
+    # from the first step). D then gains an unconditional output next to its projection (Miyato & Koyama 2018's
+    # full form), and its projection and G's class embedding are weighted by the blend, a buffer the EMA keeps.
+    cond_start_kimg: float = Field(0.0, ge=0)
+    cond_ramp_kimg: float = Field(0.0, ge=0)
     mixing_prob: float = Field(0.9, ge=0, le=1)
     w_avg_beta: float = Field(0.995, ge=0, lt=1)
     mbstd_group: int = Field(4, ge=1, le=64)
@@ -217,15 +225,41 @@ class ToRGB(nn.Module):
         return F.conv2d(x * styles.to(x.dtype)[:, :, None, None], self.weight, self.bias)
 
 
+def transitional(cfg: StyleGAN2Config) -> bool:
+    """Does this (conditional) model blend its classes in during training (``cond_start_kimg``/``cond_ramp_kimg``)?"""
+    return bool(cfg.num_classes) and (cfg.cond_start_kimg > 0 or cfg.cond_ramp_kimg > 0)
+
+
+def cond_blend(cfg: StyleGAN2Config, images_seen: int) -> float:
+    """The weight of the class information after ``images_seen`` training images: 0 before ``cond_start_kimg``,
+    rising linearly to 1 over ``cond_ramp_kimg`` thousand images."""
+    kimg = images_seen / 1000
+    if kimg < cfg.cond_start_kimg:
+        return 0.0
+    return min(1.0, (kimg - cfg.cond_start_kimg) / cfg.cond_ramp_kimg) if cfg.cond_ramp_kimg else 1.0
+
+
+def set_cond_blend(net: nn.Module, value: float) -> None:
+    """Set the class blend of every transitional part of ``net`` (G's mapping, D)."""
+    for m in net.modules():
+        blend = getattr(m, "cond_weight", None)
+        if isinstance(blend, torch.Tensor):
+            blend.fill_(value)
+
+
 class MappingNetwork(nn.Module):
     """z (B, z_dim) [+ class y (B,)] -> w (B, w_dim). As StyleGAN2-ADA's conditional mapping, z and the
-    class embedding are each normalised to unit second moment and concatenated."""
+    class embedding are each normalised to unit second moment and concatenated; a transitional model weights
+    the embedding by its class blend (``cond_weight``, 0 = unconditional)."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, lr_mul: float) -> None:
+    def __init__(self, z_dim: int, w_dim: int, num_classes: int, layers: int, lr_mul: float,
+                 blend: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         if num_classes:
             self.embed = nn.Parameter(torch.randn(num_classes, w_dim))    # normalised below: scale-free
+        self.cond_weight: torch.Tensor | None
+        self.register_buffer("cond_weight", torch.ones(()) if blend else None)    # None: not in the state dict
         dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
         self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=lr_mul, activate=True)
                                    for a, b in itertools.pairwise(dims)])
@@ -233,7 +267,8 @@ class MappingNetwork(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         x = normalize_2nd_moment(z)
         if self.num_classes:
-            x = torch.cat([x, normalize_2nd_moment(self.embed[y])], dim=1)
+            e = normalize_2nd_moment(self.embed[y])
+            x = torch.cat([x, e if self.cond_weight is None else e * self.cond_weight], dim=1)
         return self.net(x)
 
 
@@ -267,7 +302,8 @@ class StyleGAN2Generator(Network):
         z_dim, w_dim, num_classes, upsample = cfg.z_dim, cfg.w_dim, cfg.num_classes, cfg.upsample
         self.z_dim, self.w_dim, self.num_classes = z_dim, w_dim, num_classes
         self.mixing_prob, self.w_avg_beta = cfg.mixing_prob, cfg.w_avg_beta
-        self.map = MappingNetwork(z_dim, w_dim, num_classes, cfg.mapping_layers, cfg.mapping_lr_mul)
+        self.map = MappingNetwork(z_dim, w_dim, num_classes, cfg.mapping_layers, cfg.mapping_lr_mul,
+                                  blend=transitional(cfg))
         self.w_avg: torch.Tensor
         self.register_buffer("w_avg", torch.zeros(w_dim))
         sizes = sorted(chans)
@@ -390,6 +426,10 @@ class StyleGAN2Discriminator(Network):
         self.out = EqualLinear(c, c if num_classes else 1)
         if num_classes:
             self.embed = nn.Parameter(torch.randn(num_classes, c))
+        blend = transitional(cfg)
+        self.cond_weight: torch.Tensor | None
+        self.register_buffer("cond_weight", torch.ones(()) if blend else None)
+        self.uncond = EqualLinear(c, 1) if blend else None                  # the unconditional output
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         (x,) = super().example_inputs(batch)
@@ -399,11 +439,15 @@ class StyleGAN2Discriminator(Network):
         check_labels(y, self.num_classes, x.shape[0])
         h = self.blocks(self.from_rgb(x))                                   # (B, c, s, s)
         h = self.conv(minibatch_std(h, self.mbstd_group))
-        out = self.out(self.fc(h.flatten(1)))                               # (B, 1) or (B, c)
+        h = self.fc(h.flatten(1))
+        out = self.out(h)                                                   # (B, 1) or (B, c)
         if not self.num_classes:
             return out
         cmap = normalize_2nd_moment(self.embed[y])                          # (B, c)
-        return (out * cmap.to(out.dtype)).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
+        proj = (out * cmap.to(out.dtype)).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
+        if self.uncond is None or self.cond_weight is None:
+            return proj
+        return self.uncond(h) + proj * self.cond_weight.to(proj.dtype)
 
 
 register(ModelSpec(name="stylegan2", config=StyleGAN2Config,

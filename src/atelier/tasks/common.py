@@ -32,11 +32,19 @@ class EMAGeneratorViews:
     fixed_y: torch.Tensor | None
     z_dim: int
     num_classes: int
+    dataset: ImageDataset | None
 
     def noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This step's latents and, for a conditional model, the classes asked of G (uniform), from the global
-        generator that the loop checkpoints."""
-        y = torch.randint(0, self.num_classes, (batch,), device=self.ctx.device) if self.num_classes else None
+        """This step's latents and, for a conditional model, the classes asked of G, from the global generator
+        that the loop checkpoints. The classes follow the training data's class mix, as StyleGAN2-ADA draws
+        each fake's label from a random training image: uniform classes would ask G for a folder's rarest class
+        as often as for its largest, so D would see most of a rare class's images fake and most of a large
+        class's real, and G would spend its steps unlike the mix it is sampled and scored with."""
+        y = None
+        if self.num_classes:
+            labels = self.dataset.labels if self.dataset is not None else None
+            assert labels is not None  # check_labels at construction
+            y = labels[torch.randint(0, len(labels), (batch,))].to(self.ctx.device)
         return torch.randn(batch, self.z_dim, device=self.ctx.device), y
 
     def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

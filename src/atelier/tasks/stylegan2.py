@@ -34,7 +34,7 @@ from atelier.data.augment import Augment
 from atelier.errors import ConfigError, RunError
 from atelier.losses import get_loss, path_length_penalty, r1_penalty
 from atelier.models import get as get_model
-from atelier.models.stylegan2 import StyleGAN2Config, StyleGAN2Discriminator
+from atelier.models.stylegan2 import StyleGAN2Config, StyleGAN2Discriminator, cond_blend, set_cond_blend, transitional
 from atelier.provenance import weights_sha256
 from atelier.tasks.common import EMAGeneratorViews, check_labels, loader, open_data
 from atelier.training.ema import EMA
@@ -144,6 +144,10 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
         real = ctx.to_device(real)
         z, y_fake = self.noise(B)
         y_real = y_both = None
+        if transitional(mc):
+            blend = cond_blend(mc, ctx.images_seen)
+            set_cond_blend(self.G, blend)
+            set_cond_blend(self.D, blend)
         if self.num_classes:
             assert labels is not None and y_fake is not None
             y_real = labels.to(ctx.device)
@@ -209,6 +213,10 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
             how = (f"adaptive p (ADA, target {a.ada_target:g}), final p {self.augment.p:.3f}"
                    if a.ada_target is not None else f"p {a.p:g}")
             lines.append(f"- Augmentation before D: DiffAugment {a.policy}, {how}")
+        if transitional(mc):
+            lines.append(f"- Transitional conditioning (Shahbazi et al. 2022): unconditional until "
+                         f"{mc.cond_start_kimg:g} kimg, classes blended in over {mc.cond_ramp_kimg:g} kimg "
+                         f"(blend now {cond_blend(mc, self.ctx.images_seen):.2f})")
         if self.parent is not None:
             p = self.parent
             known = f" (step {p['step']:,}, sha256 {p['sha256'][:16]}...)" if p["sha256"] else ""
