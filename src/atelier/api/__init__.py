@@ -36,7 +36,17 @@ from atelier.api.segment import load_segmenter, segment, segmentation_image
 from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
-from atelier.api.train import describe_budget, dry_run, prepare, recipe, resume_step, train, train_style
+from atelier.api.train import (
+                               describe_budget,
+                               dry_run,
+                               prepare,
+                               recipe,
+                               resume_step,
+                               train,
+                               train_style,
+                               training_defaults,
+                               training_reason,
+)
 from atelier.api.translate import translate
 from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.families import load
@@ -109,6 +119,8 @@ __all__ = [
     "t2i",
     "train",
     "train_style",
+    "training_defaults",
+    "training_reason",
     "translate",
     "unpack_zip",
     "verify",
