@@ -174,6 +174,17 @@ def test_finetune_refuses_what_it_cannot_do(tiny_run, sg_run, tmp_path):
                            str(tmp_path / "z"), ok=False), "is not a run folder")
 
 
+def test_a_fine_tune_keeps_its_parents_class_blend(tmp_path):
+    folder = sprites(tmp_path / "two-classes", n=8)
+    blend = {"model.num_classes": 2, "model.cond_start_kimg": 0.004, "model.cond_ramp_kimg": 0.016}
+    atelier.train(None, tmp_path / "parent", {**TINY_SG, **blend, "data.source": str(folder)}, progress=False)
+    assert float(_state(tmp_path / "parent")["D.cond_weight"]) == 0.75      # (16 - 4) / 16 after 4 steps
+    atelier.finetune(tmp_path / "parent", folder, tmp_path / "child", overrides={"train.steps": 2})
+    child = _state(tmp_path / "child")  # its own images seen (8) would give 0.25: it keeps the parent's 0.75
+    assert float(child["D.cond_weight"]) == float(child["G.map.cond_weight"]) == 0.75
+    assert "blend now 0.75" in (tmp_path / "child" / "model_card.md").read_text()
+
+
 def test_a_conditional_recipe_blends_its_classes_in_and_gamma_follows_resolution_and_batch():
     sg = {"model.name": "stylegan2", "data.resolution": 64}
     cpu = atelier.api.training_defaults({**sg, "model.num_classes": 9}, gpu=False)

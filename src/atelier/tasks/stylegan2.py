@@ -150,7 +150,7 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
         real = ctx.to_device(real)
         z, y_fake = self.noise(B)
         y_real = y_both = None
-        if transitional(mc):
+        if transitional(mc) and not mc.init_from:  # a fine-tune keeps its parent's blend (loaded with its weights)
             blend = cond_blend(mc, ctx.images_seen)
             set_cond_blend(self.G, blend)
             set_cond_blend(self.D, blend)
@@ -220,9 +220,10 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
                    if a.ada_target is not None else f"p {a.p:g}")
             lines.append(f"- Augmentation before D: DiffAugment {a.policy}, {how}")
         if transitional(mc):
+            blend = distributed.unwrap(self.G).map.cond_weight
             lines.append(f"- Transitional conditioning (Shahbazi et al. 2022): unconditional until "
                          f"{mc.cond_start_kimg:g} kimg, classes blended in over {mc.cond_ramp_kimg:g} kimg "
-                         f"(blend now {cond_blend(mc, self.ctx.images_seen):.2f})")
+                         f"(blend now {float(blend) if blend is not None else 1.0:.2f})")
         if self.parent is not None:
             p = self.parent
             known = f" (step {p['step']:,}, sha256 {p['sha256'][:16]}...)" if p["sha256"] else ""
