@@ -34,7 +34,14 @@ from atelier.data.augment import Augment
 from atelier.errors import ConfigError, RunError
 from atelier.losses import get_loss, path_length_penalty, r1_penalty
 from atelier.models import get as get_model
-from atelier.models.stylegan2 import StyleGAN2Config, StyleGAN2Discriminator, cond_blend, set_cond_blend, transitional
+from atelier.models.stylegan2 import (
+    StyleGAN2Config,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    cond_blend,
+    set_cond_blend,
+    transitional,
+)
 from atelier.provenance import weights_sha256
 from atelier.tasks.common import EMAGeneratorViews, check_labels, loader, open_data
 from atelier.training.ema import EMA
@@ -220,7 +227,9 @@ class StyleGAN2Task(EMAGeneratorViews, Task):
                    if a.ada_target is not None else f"p {a.p:g}")
             lines.append(f"- Augmentation before D: DiffAugment {a.policy}, {how}")
         if transitional(mc):
-            blend = distributed.unwrap(self.G).map.cond_weight
+            g = distributed.unwrap(self.G)
+            assert isinstance(g, StyleGAN2Generator)
+            blend = g.map.cond_weight
             lines.append(f"- Transitional conditioning (Shahbazi et al. 2022): unconditional until "
                          f"{mc.cond_start_kimg:g} kimg, classes blended in over {mc.cond_ramp_kimg:g} kimg "
                          f"(blend now {float(blend) if blend is not None else 1.0:.2f})")
