@@ -92,18 +92,13 @@ def training_defaults(settings: dict[str, Any], gpu: bool) -> dict[str, Any]:
     res, batch = settings.get("data.resolution"), settings.get("train.batch_size")
     if not isinstance(res, int) or res < 1:
         return {}  # the config check says what is wrong with it
-    classes = settings.get("model.num_classes")
-    return recipe_defaults(res, gpu, batch if isinstance(batch, int) and batch > 0 else None,
-                           conditional=isinstance(classes, int) and classes > 0)
+    return recipe_defaults(res, gpu, batch if isinstance(batch, int) and batch > 0 else None)
 
 
 def training_reason(defaults: dict[str, Any]) -> str:
     """The reason line for :func:`training_defaults`'s settings."""
-    start, ramp = defaults.get("model.cond_start_kimg"), defaults.get("model.cond_ramp_kimg")
     return (f"training: StyleGAN2-ADA's small-data settings, batch {defaults['train.batch_size']}, R1 gamma "
-            f"{defaults['loss.r1_gamma']:g}" + ("" if start is None else
-            f"; classes blended in from {start:g}k to {start + ramp:g}k images seen (conditional from the first "
-            "step, a GAN with a few hundred images per class draws about one picture per class)"))
+            f"{defaults['loss.r1_gamma']:g}")
 
 
 def describe_budget(cfg: RunConfig) -> str:
