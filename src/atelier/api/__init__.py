@@ -37,15 +37,15 @@ from atelier.api.style import check_inputs as check_style_inputs
 from atelier.api.style import stylize, stylize_fast
 from atelier.api.synth import SynthSet, synthesize
 from atelier.api.train import (
-                               describe_budget,
-                               dry_run,
-                               prepare,
-                               recipe,
-                               resume_step,
-                               train,
-                               train_style,
-                               training_defaults,
-                               training_reason,
+    describe_budget,
+    dry_run,
+    prepare,
+    recipe,
+    resume_step,
+    train,
+    train_style,
+    training_defaults,
+    training_reason,
 )
 from atelier.api.translate import translate
 from atelier.api.uploads import UploadLimits, unpack_zip

@@ -154,7 +154,7 @@ def plan_training(dataset: dict[str, Any], family: str | None = None, resolution
     defaults = training_defaults(recipe, gpu=torch.cuda.is_available())
     if defaults:
         recipe = {**defaults, **recipe}
-        reasons.append(training_reason({**defaults, **recipe}))
+        reasons.append(training_reason(recipe))
     if recipe.get("eval.every"):
         # A folder has no held-out split: FID is measured against the pictures themselves (as StyleGAN's FID
         # against the training set), with atelier's automatic evaluator for the data.
