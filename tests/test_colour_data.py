@@ -223,11 +223,16 @@ def test_recipe_follows_the_data(tmp_path):
         (sprites / cls).mkdir(parents=True)
         for i in range(12):
             _sprite(size=128, seed=i, colour=(20 * i, 100, 200 if cls == "a" else 20)).save(sprites / cls / f"{i}.png")
-    cpu, why = recommend_recipe(str(sprites), device="cpu")
+    cpu, why = recommend_recipe(str(sprites), device="cpu", minutes=120)
     assert cpu["data.resolution"] == 64 and cpu["data.channels"] == 4 and cpu["data.alpha"] == "keep"
     assert cpu["model.name"] == "stylegan2" and cpu["model.num_classes"] == 2 and cpu["augment.ada_target"] > 0
     assert cpu["model.width"] < 32 and any("CPU budget caps it at 64" in r for r in why)
     assert recommend_recipe(str(sprites), device="gpu")[0]["data.resolution"] == 128
+    # A short CPU time budget (the default 30 minutes) trains at 32 px; a step or image budget keeps 64.
+    short, why = recommend_recipe(str(sprites), device="cpu")
+    assert short["data.resolution"] == 32 and any("a CPU budget of 30 minutes trains at 32 px" in r for r in why)
+    assert recommend_recipe(str(sprites), device="cpu", minutes=None)[0]["data.resolution"] == 64
+    assert recommend_recipe(str(sprites), device="gpu", minutes=10)[0]["data.resolution"] == 128
     # A folder of a few thousand: the medium widths on a GPU, the small ones (measured faster to quality) on a CPU.
     big = dataclasses.replace(data_info(str(sprites)), n_images=3_641)
     on_cpu, why_cpu = recommend_recipe(str(sprites), device="cpu", report=big)

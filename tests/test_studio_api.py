@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -100,6 +101,25 @@ def test_a_zip_becomes_a_dataset_with_a_summary_a_contact_sheet_and_a_recipe(stu
     assert "positive number" in _detail(studio.post(f"/api/datasets/{ds}/plan", json={"budget": {"minutes": 0}}), 400)
     assert "a budget is one of" in _detail(studio.post(f"/api/datasets/{ds}/plan", json={"budget": {"hours": 1}}),
                                            400)
+
+
+def test_the_plans_resolution_follows_the_budget_on_a_cpu(studio, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same plan on a machine with a GPU
+    with open(make_picture_zip(tmp_path / "big.zip", n=12, size=64), "rb") as fh:
+        ds = studio.post("/api/datasets", files={"file": ("big.zip", fh, "application/zip")}).json()["id"]
+
+    def plan(**body):
+        return studio.post(f"/api/datasets/{ds}/plan", json={"family": "stylegan2", **body}).json()
+
+    short = plan()  # the studio's default budget, 10 minutes: a short CPU budget trains at 32 px
+    assert short["config"]["resolution"] == 32
+    assert any("a CPU budget of 10 minutes trains at 32 px" in r for r in short["reasons"])
+    for budget in ({"minutes": 90}, {"images": 5000}):
+        long = plan(budget=budget)
+        assert long["config"]["resolution"] == 64, budget
+        assert any(r.startswith("resolution 64 px: the images' median short side is 64 px") for r in long["reasons"])
+    assert plan(resolution=64)["config"]["resolution"] == 64  # the designer's own choice stays
+    assert "R1 gamma 0.0064" in " ".join(short["reasons"]) and "R1 gamma 0.0256" in " ".join(long["reasons"])
 
 
 def test_jobs_are_queued_stopped_resumed_and_streamed(studio, dataset):

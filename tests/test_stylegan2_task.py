@@ -189,12 +189,15 @@ def test_the_recipes_training_defaults_follow_the_resolution_and_batch_it_ends_w
     sg = {"model.name": "stylegan2", "data.resolution": 64}
     cpu = atelier.api.training_defaults({**sg, "model.num_classes": 9}, gpu=False)
     assert (cpu["train.batch_size"], cpu["loss.r1_gamma"], cpu["train.minutes"]) == (32, 0.0256, 30.0)
-    assert "model.cond_start_kimg" not in cpu  # transitional conditioning measured no better: not in the recipe
-    assert atelier.api.training_reason(cpu) == ("training: StyleGAN2-ADA's small-data settings, batch 32, R1 gamma "
-                                                "0.0256")
-    gpu = atelier.api.training_defaults({**sg, "train.batch_size": 16}, gpu=True)
+    assert (cpu["model.cond_start_kimg"], cpu["model.cond_ramp_kimg"]) == (20, 40)  # classes blended in
+    assert atelier.api.training_reason(cpu).startswith("training: StyleGAN2-ADA's small-data settings, batch 32, "
+                                                       "R1 gamma 0.0256; classes blended in from 20k to 60k images")
+    gpu = atelier.api.training_defaults({**sg, "model.num_classes": 9, "train.batch_size": 16}, gpu=True)
     assert (gpu["loss.r1_gamma"], gpu["model.pl_weight"], gpu["train.images"]) == (0.0512, 2.0, 5_000_000)
-    assert atelier.api.training_defaults({**sg, "data.resolution": 128}, gpu=False)["loss.r1_gamma"] == 0.1024
+    assert (gpu["model.cond_start_kimg"], gpu["model.cond_ramp_kimg"]) == (1000, 1000)
+    plain = atelier.api.training_defaults({**sg, "data.resolution": 128}, gpu=False)
+    assert plain["loss.r1_gamma"] == 0.1024 and "model.cond_start_kimg" not in plain  # no classes: nothing to blend
+    assert "classes blended" not in atelier.api.training_reason(plain)
     assert atelier.api.training_defaults({"model.name": "resnet", "data.resolution": 64}, gpu=False) == {}
 
 
@@ -220,6 +223,14 @@ def test_train_on_a_folder_without_config_uses_the_recipe_chosen_from_the_data(t
     res = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "r3"), "--set", "train.batch_size=4",
                   "--set", "loss.r1_gamma=0.5", "--dry-run")
     assert "loss.r1_gamma=0.5 (recipe: 0.0512)" in res.output
+    # A CPU recipe's resolution follows the time budget: 64-px pictures train at 32 px for the default 30
+    # minutes, at 64 px for an hour or more, or for a budget of steps.
+    big = sprites(tmp_path / "big", n=8, size=64)
+    for budget, res in ((), 32), (("--minutes", "60"), 64), (("--steps", "5"), 64):
+        out = run_cli("train", "--data", str(big), "--run-dir", str(tmp_path / "r4"), *budget, "--set",
+                      "model.width=4", "--set", "model.width_max=8", "--device", "cpu", "--dry-run").output
+        assert f"resolution {res} px: the images' median short side is 64 px" in out, (budget, out)
+        assert ("a CPU budget of 30 minutes trains at 32 px" in out) == (not budget)
     # Run again: it resumes its own config (no new recipe).
     again = run_cli("train", "--data", str(folder), "--run-dir", str(tmp_path / "run"), "--steps", "2")
     assert "recipe" not in again.output and "resuming" in again.output

@@ -20,9 +20,10 @@ from atelier import families
 from atelier.api.data import data_grid, describe_data, open_data, recommend_recipe
 from atelier.api.jobs import budget_overrides, check_budget
 from atelier.api.studio_db import NotFound, connect, datasets, now, row_dict
-from atelier.api.train import training_defaults, training_reason
+from atelier.api.train import time_budget, training_defaults, training_reason
 from atelier.api.uploads import UploadLimits, unpack_zip
 from atelier.config import apply_overrides, parse_set
+from atelier.data.recipe import recipe_resolution
 from atelier.errors import ConfigError
 from atelier.runs import resolve_config
 
@@ -142,9 +143,15 @@ def plan_training(dataset: dict[str, Any], family: str | None = None, resolution
         reasons.append(f"model {asked}" + (" (your choice)" if family is not None else "") +
                        f": its default size; the recommended {dataset['recipe']['overrides'].get('model.name')} is "
                        + ("another family" if family is not None else "not available in this version of atelier"))
+    recipe.update(budget_overrides(check_budget(budget or {"minutes": 10})))
+    side = dataset["report"].get("median_side")
     if resolution is not None:
         recipe["data.resolution"] = int(resolution)
-    recipe.update(budget_overrides(check_budget(budget or {"minutes": 10})))
+    elif isinstance(side, int) and side > 0:
+        # The recommended resolution follows the family and budget chosen here (a short CPU budget: 32 px).
+        res, why = recipe_resolution(side, asked, minutes=time_budget(recipe))
+        recipe["data.resolution"] = res
+        reasons = [f"resolution {res} px: {why}" if r.startswith("resolution ") else r for r in reasons]
     if extra:
         lines = extra.splitlines() if isinstance(extra, str) else list(extra)
         recipe.update(_check_extra(parse_set([ln.strip() for ln in lines

@@ -14,7 +14,7 @@ import torch
 from atelier import distributed, families
 from atelier.checkpoint import CheckpointManager
 from atelier.config import RunConfig, read_yaml
-from atelier.data.recipe import recommend_recipe
+from atelier.data.recipe import CPU_MINUTES, recommend_recipe
 from atelier.errors import ConfigError
 from atelier.runs import Run
 from atelier.style.features import vgg19_available
@@ -24,7 +24,7 @@ from atelier.training.loop import Trainer
 from atelier.training.result import TrainResult
 
 __all__ = ["DEMO_MINUTES", "DEMO_OVERRIDES", "DEMO_STEPS", "DryRun", "demo_overrides", "describe_budget", "dry_run",
-           "prepare", "recipe", "resume_step", "train", "train_style", "training_defaults",
+           "prepare", "recipe", "resume_step", "time_budget", "train", "train_style", "training_defaults",
            "training_reason"]
 
 # ``atelier demo``: the built-in MNIST DCGAN with the recipe that reached recognisable, class-balanced digits
@@ -72,15 +72,26 @@ def recipe(source: str, device: str = "auto", user: dict[str, Any] | None = None
     """The whole training recipe for a data source without a config: what :func:`atelier.data.recommend_recipe`
     picks from the data (family, resolution, channels, alpha, widths, augmentation, classes), on top of the chosen
     family's training defaults (:func:`training_defaults`). ``user``: the user's own dotted settings, which
-    the settings derived from them follow (R1's gamma follows their resolution and batch size); they are not
-    merged in. Returns (dotted overrides, one reason per choice)."""
-    picked, reasons = recommend_recipe(source, device=device)
+    the settings derived from them follow (a CPU recipe's resolution follows their time budget, R1's gamma their
+    resolution and batch size); they are not merged in. Returns (dotted overrides, one reason per choice)."""
+    picked, reasons = recommend_recipe(source, device=device, minutes=time_budget(user or {}))
     gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     base = training_defaults({**picked, **(user or {})}, gpu)
     if base:
-        reasons.append(training_reason(base) + ", budget " + ("5M images" if gpu else "30 minutes") +
+        reasons.append(training_reason(base) + ", budget " + ("5M images" if gpu else f"{CPU_MINUTES:g} minutes") +
                        " (change it with --minutes, --steps or --images)")
     return {**base, **picked}, reasons
+
+
+def time_budget(settings: dict[str, Any]) -> float | None:
+    """The minutes a run with these dotted settings trains for: ``train.minutes``, else None when a step or image
+    budget decides, else a CPU recipe's default (:data:`atelier.data.recipe.CPU_MINUTES`)."""
+    minutes = settings.get("train.minutes")
+    if isinstance(minutes, int | float) and minutes > 0:
+        return float(minutes)
+    if settings.get("train.steps") is not None or settings.get("train.images") is not None:
+        return None
+    return CPU_MINUTES
 
 
 def training_defaults(settings: dict[str, Any], gpu: bool) -> dict[str, Any]:
@@ -92,13 +103,18 @@ def training_defaults(settings: dict[str, Any], gpu: bool) -> dict[str, Any]:
     res, batch = settings.get("data.resolution"), settings.get("train.batch_size")
     if not isinstance(res, int) or res < 1:
         return {}  # the config check says what is wrong with it
-    return recipe_defaults(res, gpu, batch if isinstance(batch, int) and batch > 0 else None)
+    classes = settings.get("model.num_classes")
+    return recipe_defaults(res, gpu, batch if isinstance(batch, int) and batch > 0 else None,
+                           conditional=isinstance(classes, int) and classes > 0)
 
 
 def training_reason(defaults: dict[str, Any]) -> str:
     """The reason line for :func:`training_defaults`'s settings."""
+    start, ramp = defaults.get("model.cond_start_kimg"), defaults.get("model.cond_ramp_kimg")
     return (f"training: StyleGAN2-ADA's small-data settings, batch {defaults['train.batch_size']}, R1 gamma "
-            f"{defaults['loss.r1_gamma']:g}")
+            f"{defaults['loss.r1_gamma']:g}" + ("" if not start or ramp is None else
+            f"; classes blended in from {start:g}k to {start + ramp:g}k images seen (conditional from the first "
+            "step, a GAN with a few hundred images per class can collapse to one picture per class)"))
 
 
 def describe_budget(cfg: RunConfig) -> str:

@@ -134,7 +134,8 @@ def train(config, run_dir, data, steps, minutes, images, batch_size, seed, check
     overrides = parse_set(sets)
     if from_data and api.resume_step(run_dir) is None:
         # A folder (or .zip / .npz) and no config: the recipe is chosen from the data, and each choice is said.
-        user = {**overrides, **({"train.batch_size": batch_size} if batch_size is not None else {})}
+        user = {**overrides, **({"train.batch_size": batch_size} if batch_size is not None else {}),
+                **budget_overrides(steps, minutes, images)}
         picked, reasons = api.recipe(data, device=device or "auto", user=user)
         mine = {k: v for k, v in overrides.items() if k not in picked or picked[k] != v}
         if distributed.is_main():

@@ -31,6 +31,7 @@ from atelier import distributed
 from atelier.checkpoint import CheckpointManager
 from atelier.config import RunConfig
 from atelier.data.augment import Augment
+from atelier.data.recipe import CPU_MINUTES
 from atelier.errors import ConfigError, RunError
 from atelier.losses import get_loss, path_length_penalty, r1_penalty
 from atelier.models import get as get_model
@@ -50,21 +51,26 @@ from atelier.training.task import Context, Task
 __all__ = ["StyleGAN2Task", "frozen_d_modules", "lazy_adam", "recipe_defaults"]
 
 
-def recipe_defaults(resolution: int, gpu: bool, batch: int | None = None) -> dict[str, Any]:
+def recipe_defaults(resolution: int, gpu: bool, batch: int | None = None, conditional: bool = False) -> dict[str, Any]:
     """The training settings of a StyleGAN2 recipe chosen from the data (``atelier train --data FOLDER``), as dotted
     config keys: StyleGAN2-ADA's small-data defaults (Adam 0.0025, betas 0 / 0.99; lazy R1 with its gamma formula
     0.0002 * res^2 / batch), batch 32 on a CPU and 64 on a GPU, path length on a GPU only (a second backward
     through G, which a CPU budget spends better on more steps). The widths come from the recipe's size table.
-    ``batch``: the user's own batch size, which R1's gamma then follows. Transitional conditioning
-    (``model.cond_start_kimg``) is not in the recipe yet: on the emoji folder at 30 CPU-minutes it scored FID
-    33.5, 52.2 and 40.3 with three seeds, against 44.9, 43.9 and 69.9 without it (docs/stylegan.md)."""
+    ``batch``: the user's own batch size, which R1's gamma then follows. A ``conditional`` recipe starts
+    unconditional and blends its classes in (transitional conditioning, Shahbazi et al. 2022): on a CPU from 20k
+    to 60k images seen (on the emoji folder at 30 CPU-minutes, four seeds: FID 33.5, 52.2, 40.3 and 33.2, mean 39.8,
+    against 44.9, 43.9, 69.9 and 39.7, mean 49.6, conditional from the first step); on a GPU from 1M to 2M
+    images, the same share of its 5M-image budget (not measured)."""
     batch = batch or (64 if gpu else 32)
-    return {"model.name": "stylegan2", "model.pl_weight": 2.0 if gpu else 0.0, "loss.name": "nonsaturating",
-            "loss.r1_gamma": round(0.0002 * resolution**2 / batch, 4), "loss.r1_every": 16, "optim.lr_g": 0.0025,
-            "optim.lr_d": 0.0025, "optim.betas": [0.0, 0.99], "train.batch_size": batch, "train.steps": None,
-            "train.minutes": None if gpu else 30.0, "train.images": 5_000_000 if gpu else None,
-            "train.ema_half_life_kimg": 10.0, "log.every": 20, "log.sample_every": 100 if not gpu else 1000,
-            "log.checkpoint_every": 500 if not gpu else 2000}
+    out = {"model.name": "stylegan2", "model.pl_weight": 2.0 if gpu else 0.0, "loss.name": "nonsaturating",
+           "loss.r1_gamma": round(0.0002 * resolution**2 / batch, 4), "loss.r1_every": 16, "optim.lr_g": 0.0025,
+           "optim.lr_d": 0.0025, "optim.betas": [0.0, 0.99], "train.batch_size": batch, "train.steps": None,
+           "train.minutes": None if gpu else CPU_MINUTES, "train.images": 5_000_000 if gpu else None,
+           "train.ema_half_life_kimg": 10.0, "log.every": 20, "log.sample_every": 100 if not gpu else 1000,
+           "log.checkpoint_every": 500 if not gpu else 2000}
+    if conditional:
+        out.update({"model.cond_start_kimg": 1000.0 if gpu else 20.0, "model.cond_ramp_kimg": 1000.0 if gpu else 40.0})
+    return out
 
 
 def frozen_d_modules(D: StyleGAN2Discriminator, k: int) -> list[nn.Module]:

@@ -74,10 +74,11 @@ function showDataset(d) {
   const fams = train.families.length ? train.families : [rec["model.name"]];
   $("job-family").innerHTML = fams.map((f) => `<option value="${f}">${f}${f === rec["model.name"] ? " (recommended)" : ""}</option>`).join("");
   $("job-family").value = fams.includes(rec["model.name"]) ? rec["model.name"] : (fams.includes("dcgan") ? "dcgan" : fams[0]);
+  // "recommended": the server picks the size for the family and budget (a short CPU budget trains at 32 px).
   const res = rec["data.resolution"];
-  $("job-res").innerHTML = [...new Set([res, 28, 32, 64, 128])].sort((a, b) => a - b)
-    .map((r) => `<option value="${r}">${r} px${r === res ? " (recommended)" : ""}</option>`).join("");
-  $("job-res").value = String(res);
+  $("job-res").innerHTML = `<option value="">recommended for the budget</option>` + [...new Set([res, 28, 32, 64, 128])]
+    .sort((a, b) => a - b).map((r) => `<option value="${r}">${r} px</option>`).join("");
+  $("job-res").value = "";
   const taken = new Set(state.models.map((m) => m.name).concat(train.jobs.map((j) => j.name)));
   let name = (d.name.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "") || "model").slice(0, 56);
   for (let i = 2; taken.has(name); i++) name = `${name.replace(/-\d+$/, "")}-${i}`;
@@ -86,7 +87,7 @@ function showDataset(d) {
 }
 
 function recipeBody() {
-  return { family: $("job-family").value, resolution: Number($("job-res").value),
+  return { family: $("job-family").value, resolution: $("job-res").value ? Number($("job-res").value) : null,
            budget: { [$("job-unit").value]: Number($("job-budget").value) }, extra: $("job-extra").value };
 }
 
