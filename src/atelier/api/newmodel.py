@@ -147,8 +147,9 @@ def plan_training(dataset: dict[str, Any], family: str | None = None, resolution
     side = dataset["report"].get("median_side")
     if resolution is not None:
         recipe["data.resolution"] = int(resolution)
-    elif isinstance(side, int) and side > 0:
-        # The recommended resolution follows the family and budget chosen here (a short CPU budget: 32 px).
+    elif isinstance(side, int) and side >= 64:
+        # Pictures of 64 px and up: the recommended resolution follows the family and budget chosen here (a
+        # short CPU budget trains a StyleGAN2-type model at 32 px). Smaller ones keep the recipe's own size.
         res, why = recipe_resolution(side, asked, minutes=time_budget(recipe))
         recipe["data.resolution"] = res
         reasons = [f"resolution {res} px: {why}" if r.startswith("resolution ") else r for r in reasons]
