@@ -48,12 +48,12 @@ MAX_RESOLUTION = {"cpu": 64, "gpu": 128}
 # The time budget of a CPU recipe when the user gives none.
 CPU_MINUTES = 30.0
 # A StyleGAN2 recipe on a CPU with a time budget under SHORT_CPU_MINUTES trains at SHORT_CPU_RESOLUTION px: it sees
-# 3.3x the images per CPU-minute of 64 px. Measured at equal CPU-minutes of one thread (docs/stylegan.md, "32 px
-# for a short budget"): on the emoji after 30, 32 px drew faces, heads, flags and keycaps where 64 px drew coloured
-# shapes (FID 14.5 against 19.2-35.8 scored at 32 px; 65.9 against 33.2-52.2 at 64 px, where a 32-px model's
-# floor is 30.1); on the facade tiles after 15, windows and storeys against streaks (FID 7.4 against 7.0 at 64 px).
-# Longer budgets train at the folder's size, since a resumed run keeps its own: at 64 px the emoji model draws faces
-# by 90 CPU-minutes and reaches FID 10.7 at 120 (RGB, unconditional).
+# 3.3x the images per CPU-minute of 64 px. Measured at equal CPU-minutes of one thread (docs/stylegan.md, "32 px or
+# 64 px for a short budget"): on the emoji after 30, 32 px drew faces, heads, flags and keycaps where 64 px drew
+# coloured shapes (FID 14.5 against 19.2-35.8 scored at 32 px; 65.9 against 33.2-52.2 at 64 px, where a 32-px
+# model's floor is 30.1); on the facade tiles after 15, windows and storeys against streaks (FID 7.4 against 7.0 at
+# 64 px). Longer budgets train at the folder's size, since a resumed run keeps its own: at 64 px the emoji model
+# draws faces by 90 CPU-minutes and reaches FID 10.7 at 120 (RGB, unconditional).
 SHORT_CPU_MINUTES = 60.0
 SHORT_CPU_RESOLUTION = 32
 KEEP_ALPHA_SHARE = 0.10
@@ -101,9 +101,9 @@ def recipe_resolution(side: int, family: str, *, device: str = "auto", minutes: 
     if not fits:
         why += f", upsampled to {res} px (the smallest size of a {family} recipe)"
     cap = MAX_RESOLUTION[budget]
-    short = SHORT_CPU_RESOLUTION
     short_budget = budget == "cpu" and minutes is not None and minutes < SHORT_CPU_MINUTES
-    if family == "stylegan2" and short_budget and res > short:
+    if family == "stylegan2" and short_budget and res > SHORT_CPU_RESOLUTION:
+        short = SHORT_CPU_RESOLUTION
         return short, (f"{why}; a CPU budget of {minutes:g} minutes trains at {short} px, where the model sees 3x the "
                        f"images per minute (a run keeps its size when resumed: for {min(res, cap)} px, give a budget "
                        f"of {SHORT_CPU_MINUTES:g} minutes or more, or set data.resolution)")
