@@ -76,7 +76,7 @@ function showDataset(d) {
   $("job-family").value = fams.includes(rec["model.name"]) ? rec["model.name"] : (fams.includes("dcgan") ? "dcgan" : fams[0]);
   // "recommended": the server picks the size for the family and budget (a short CPU budget trains at 32 px).
   const res = rec["data.resolution"];
-  $("job-res").innerHTML = `<option value="">recommended for the budget</option>` + [...new Set([res, 28, 32, 64, 128])]
+  $("job-res").innerHTML = `<option value="">recommended</option>` + [...new Set([res, 28, 32, 64, 128])]
     .sort((a, b) => a - b).map((r) => `<option value="${r}">${r} px</option>`).join("");
   $("job-res").value = "";
   const taken = new Set(state.models.map((m) => m.name).concat(train.jobs.map((j) => j.name)));
